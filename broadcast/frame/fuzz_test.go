@@ -1,0 +1,79 @@
+package frame
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+
+	"github.com/gobwas/ws"
+)
+
+// FuzzParse checks, for any input, that Parse never panics, never consumes
+// more than it was given, and gives the same result whether the bytes
+// arrive at once or split at an arbitrary point: a server reads whatever
+// the socket has, so any split is possible.
+func FuzzParse(f *testing.F) {
+	seeds := [][]byte{
+		client(true, ws.OpText, []byte("hello")),
+		client(true, ws.OpBinary, bytes.Repeat([]byte{9}, 300)),
+		cat(client(false, ws.OpText, []byte("he")), client(true, ws.OpPing, []byte("p")), client(true, ws.OpContinuation, []byte("llo"))),
+		client(true, ws.OpClose, closeBody(1000, "bye")),
+		client(true, ws.OpClose, []byte{1}),
+		client(true, ws.OpText, []byte{0xc3, 0x28}),
+		raw(0x81, false, []byte("unmasked")),
+		raw(0xc1, true, []byte("rsv")),
+		raw(0x89, true, bytes.Repeat([]byte("p"), 126)),
+		{0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0},
+		{0x82, 0xfe, 0xff},
+	}
+	for i, s := range seeds {
+		f.Add(s, uint16(i*7))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, split uint16) {
+		whole, wholeN, wholeErr := parseAll(in, len(in))
+		cut := 0
+		if len(in) > 0 {
+			cut = int(split) % (len(in) + 1)
+		}
+		parts, partsN, partsErr := parseAll(in, cut)
+		if wholeN > len(in) || partsN > len(in) {
+			t.Fatalf("consumed more than given: %d, %d of %d", wholeN, partsN, len(in))
+		}
+		if !slices.Equal(whole, parts) {
+			t.Fatalf("events differ when split at %d:\n%q\n%q", cut, whole, parts)
+		}
+		if wholeN != partsN || closeCode(wholeErr) != closeCode(partsErr) {
+			t.Fatalf("split at %d: consumed %d vs %d, close %d vs %d", cut, wholeN, partsN, closeCode(wholeErr), closeCode(partsErr))
+		}
+		if wholeErr != nil {
+			if _, ok := AsClose(wholeErr); !ok {
+				t.Fatalf("error is not a CloseError: %v", wholeErr)
+			}
+		}
+	})
+}
+
+// parseAll feeds in[:cut] then the rest, as two reads would, keeping the
+// unconsumed tail between calls like the server does.
+func parseAll(in []byte, cut int) (events []string, consumed int, err error) {
+	p := Parser{MaxMessage: 1 << 16}
+	var r rec
+	var buf []byte
+	for _, chunk := range [][]byte{in[:cut], in[cut:]} {
+		buf = append(buf, chunk...)
+		n, e := p.Parse(buf, &r)
+		consumed += n
+		buf = buf[n:]
+		if e != nil {
+			return r.events, consumed, e
+		}
+	}
+	return r.events, consumed, nil
+}
+
+func closeCode(err error) ws.StatusCode {
+	if ce, ok := AsClose(err); ok {
+		return ce.Code
+	}
+	return 0
+}

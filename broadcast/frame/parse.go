@@ -1,0 +1,236 @@
+// Package frame parses client-to-server WebSocket frames (RFC 6455) out of
+// a byte buffer that fills up a little at a time.
+//
+// Parse never blocks and never reads: the caller appends whatever the
+// socket had, calls Parse, and keeps the unconsumed tail for next time. A
+// peer that trickles half a frame costs its tail bytes and nothing else.
+// Nothing is allocated on a length the peer declares: a frame larger than
+// MaxMessage is refused as soon as its header is complete.
+package frame
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+)
+
+// DefaultMaxMessage is the message size limit of a zero Parser.
+const DefaultMaxMessage = 64 << 10
+
+// MaxHeaderSize is the largest frame header a client can send.
+const MaxHeaderSize = ws.MaxHeaderSize
+
+// Handler receives what Parse finds. A payload aliases the buffer given to
+// Parse and is valid only until the call returns.
+type Handler interface {
+	// Message is called with each complete, validated data message.
+	// A non-nil error stops Parse, which returns it as is.
+	Message(op ws.OpCode, payload []byte) error
+	// Ping is called for each ping; the server answers with a pong
+	// carrying the same payload.
+	Ping(payload []byte)
+	// Pong is called for each (solicited or not) pong.
+	Pong(payload []byte)
+}
+
+// CloseError ends the connection. Parse returns it for a protocol error
+// (Peer false: close with Code) and for a valid close frame from the peer
+// (Peer true: echo Code, or an empty close if the peer sent no code).
+type CloseError struct {
+	Code   ws.StatusCode
+	Reason string
+	Peer   bool
+}
+
+func (e *CloseError) Error() string {
+	if e.Peer {
+		return fmt.Sprintf("frame: peer closed with %d %q", e.Code, e.Reason)
+	}
+	return fmt.Sprintf("frame: close %d: %s", e.Code, e.Reason)
+}
+
+// AsClose reports whether err is (or wraps) a *CloseError.
+func AsClose(err error) (*CloseError, bool) {
+	var ce *CloseError
+	ok := errors.As(err, &ce)
+	return ce, ok
+}
+
+func protocolError(reason string) *CloseError {
+	return &CloseError{Code: ws.StatusProtocolError, Reason: reason}
+}
+
+// Parser holds the state of one connection's incoming stream between calls
+// to Parse. The zero value is ready to use with DefaultMaxMessage.
+type Parser struct {
+	// MaxMessage limits a data message, the sum of its fragments, in bytes.
+	// Zero means DefaultMaxMessage. A bigger message closes with 1009.
+	MaxMessage int
+
+	fragmented bool
+	op         ws.OpCode // opcode of the fragmented message in progress
+	msg        []byte    // fragments so far; nil when no message is in progress
+	need       int       // bytes the next frame needs in the buffer, when known
+}
+
+// Need returns how many bytes the buffer must hold, counted from its first
+// unconsumed byte, before the next Parse can make progress. It is at least
+// 2 and never more than MaxHeaderSize+MaxMessage.
+func (p *Parser) Need() int { return max(p.need, 2) }
+
+// Pending reports whether a fragmented message is in progress.
+func (p *Parser) Pending() bool { return p.fragmented }
+
+// Reset forgets any message in progress and releases its buffer.
+func (p *Parser) Reset() {
+	p.fragmented, p.op, p.msg, p.need = false, 0, nil, 0
+}
+
+func (p *Parser) limit() int {
+	if p.MaxMessage > 0 {
+		return p.MaxMessage
+	}
+	return DefaultMaxMessage
+}
+
+// Parse consumes every complete frame at the start of b, unmasking payloads
+// in place, and returns how many bytes it consumed. It stops at the first
+// incomplete frame (err nil), after a close frame, or at the first error.
+// An error is a *CloseError, or whatever Handler.Message returned.
+func (p *Parser) Parse(b []byte, h Handler) (n int, err error) {
+	for {
+		rest := b[n:]
+		if len(rest) < 2 {
+			p.need = 2
+			return n, nil
+		}
+		hdr := ws.Header{
+			Fin:    rest[0]&0x80 != 0,
+			Rsv:    (rest[0] >> 4) & 0x07,
+			OpCode: ws.OpCode(rest[0] & 0x0f),
+			Masked: rest[1]&0x80 != 0,
+		}
+		ext := 0 // extended payload length bytes
+		switch l7 := rest[1] & 0x7f; l7 {
+		case 126:
+			ext = 2
+		case 127:
+			ext = 8
+		default:
+			hdr.Length = int64(l7)
+		}
+		hl := 2 + ext
+		if hdr.Masked {
+			hl += 4
+		}
+		if len(rest) < hl {
+			p.need = hl
+			return n, nil
+		}
+		switch ext {
+		case 2:
+			hdr.Length = int64(binary.BigEndian.Uint16(rest[2:4]))
+		case 8:
+			u := binary.BigEndian.Uint64(rest[2:10])
+			if u>>63 != 0 {
+				return n, protocolError("frame length has the most significant bit set")
+			}
+			hdr.Length = int64(u)
+		}
+		state := ws.StateServerSide
+		if p.fragmented {
+			state |= ws.StateFragmented
+		}
+		if e := ws.CheckHeader(hdr, state); e != nil {
+			return n, protocolError(e.Error())
+		}
+		if !hdr.OpCode.IsControl() && hdr.Length > int64(p.limit()-len(p.msg)) {
+			return n, &CloseError{
+				Code:   ws.StatusMessageTooBig,
+				Reason: fmt.Sprintf("message over %d bytes", p.limit()),
+			}
+		}
+		size := hl + int(hdr.Length) // bounded by the check above
+		if len(rest) < size {
+			p.need = size
+			return n, nil
+		}
+		copy(hdr.Mask[:], rest[hl-4:hl])
+		payload := rest[hl:size]
+		ws.Cipher(payload, hdr.Mask, 0)
+		n += size
+		p.need = 0
+
+		switch hdr.OpCode {
+		case ws.OpPing:
+			h.Ping(payload)
+		case ws.OpPong:
+			h.Pong(payload)
+		case ws.OpClose:
+			return n, closeFrame(payload)
+		case ws.OpText, ws.OpBinary:
+			if hdr.Fin {
+				if err := deliver(h, hdr.OpCode, payload); err != nil {
+					return n, err
+				}
+				continue
+			}
+			p.fragmented = true
+			p.op = hdr.OpCode
+			p.msg = append(p.msg[:0], payload...)
+		case ws.OpContinuation:
+			p.msg = append(p.msg, payload...)
+			if hdr.Fin {
+				op, msg := p.op, p.msg
+				p.fragmented, p.op, p.msg = false, 0, nil
+				if err := deliver(h, op, msg); err != nil {
+					return n, err
+				}
+			}
+		}
+	}
+}
+
+func deliver(h Handler, op ws.OpCode, payload []byte) error {
+	if op == ws.OpText && !utf8.Valid(payload) {
+		return &CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: "invalid UTF-8 in text message"}
+	}
+	return h.Message(op, payload)
+}
+
+// closeFrame validates a close frame's payload (RFC 6455 5.5.1, 7.4).
+func closeFrame(payload []byte) *CloseError {
+	switch len(payload) {
+	case 0:
+		return &CloseError{Code: ws.StatusNoStatusRcvd, Peer: true}
+	case 1:
+		return protocolError("close frame payload of 1 byte")
+	}
+	code := ws.StatusCode(binary.BigEndian.Uint16(payload))
+	if !ValidCloseCode(code) {
+		return protocolError(fmt.Sprintf("invalid close code %d", code))
+	}
+	reason := payload[2:]
+	if !utf8.Valid(reason) {
+		return &CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: "invalid UTF-8 in close reason"}
+	}
+	return &CloseError{Code: code, Reason: string(reason), Peer: true}
+}
+
+// ValidCloseCode reports whether a peer may send code in a close frame:
+// the codes RFC 6455 defines for use on the wire, the ones IANA registered
+// since (1012-1014), and the application and private ranges.
+func ValidCloseCode(code ws.StatusCode) bool {
+	switch {
+	case code >= 1000 && code <= 1003:
+		return true
+	case code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}

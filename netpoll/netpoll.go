@@ -1,0 +1,380 @@
+// Package netpoll watches many file descriptors for readiness without a
+// goroutine each and runs the work for a ready descriptor on a bounded
+// worker pool.
+//
+// It knows nothing of WebSocket. A Poller owns two epoll instances (easygo's
+// netpoll.Epoll): one for read readiness, one for write readiness, so the
+// read and the write side of one descriptor are two independent one-shot
+// registrations and never re-arm each other. Every registration is
+// EPOLLONESHOT: after an event fires, the descriptor stays silent until the
+// worker that handled it calls Resume; so at most one task per descriptor
+// and side is ever in flight.
+//
+// The epoll callback only hands the Watch to the pool. It never reads,
+// writes or re-arms: that is the worker's job.
+//
+// Invariants:
+//   - goroutines are O(workers + 2), whatever the number of descriptors;
+//   - no descriptor is duplicated (no conn.File(), no easygo Handle):
+//     callers pass the raw fd from syscall.RawConn.Control;
+//   - a Watch must be stopped (Stop) before its fd is closed, since fd
+//     numbers are reused by the kernel at once.
+package netpoll
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mailru/easygo/netpoll"
+	"github.com/panjf2000/ants/v2"
+)
+
+// Event is the readiness reported by epoll for one registration.
+type Event = netpoll.EpollEvent
+
+// Readiness bits reported to a handler.
+const (
+	EventRead   = Event(netpoll.EPOLLIN)
+	EventWrite  = Event(netpoll.EPOLLOUT)
+	EventHup    = Event(netpoll.EPOLLHUP)
+	EventRdHup  = Event(netpoll.EPOLLRDHUP)
+	EventErr    = Event(netpoll.EPOLLERR)
+	eventClosed = Event(0x20) // easygo's _EPOLLCLOSED: the poller is closing
+)
+
+// Closed reports whether ev says the poller itself is closing; the handler
+// must then release the descriptor and not Resume it.
+func Closed(ev Event) bool { return ev&eventClosed != 0 }
+
+const (
+	readEvents  = netpoll.EPOLLIN | netpoll.EPOLLRDHUP | netpoll.EPOLLONESHOT
+	writeEvents = netpoll.EPOLLOUT | netpoll.EPOLLONESHOT
+)
+
+// Errors returned by Poller.
+var (
+	ErrClosed     = errors.New("netpoll: poller closed")
+	ErrRegistered = errors.New("netpoll: fd already watched")
+)
+
+// Config configures a Poller. The zero value works.
+type Config struct {
+	// Workers is the size of the worker pool that runs handlers.
+	// Zero means max(8, 4×GOMAXPROCS). Handlers must not block.
+	Workers int
+	// Logger receives pool panics and overload notices. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Stats are the Poller's counters; read them with Poller.Stats.
+type Stats struct {
+	Running    int    // workers running a task now
+	Workers    int    // pool capacity
+	Backlog    int    // tasks waiting in the overload queue now
+	Overloads  uint64 // submissions that found every worker busy (queued, not lost)
+	Panics     uint64 // handler panics recovered by the pool
+	Dispatched uint64 // events handed to the pool
+}
+
+// Poller is a pair of epoll instances and a worker pool.
+type Poller struct {
+	log   *slog.Logger
+	in    *netpoll.Epoll
+	out   *netpoll.Epoll
+	pool  *ants.Pool
+	panic atomic.Uint64
+
+	overloads  atomic.Uint64
+	dispatched atomic.Uint64
+
+	// The overload queue: tasks the pool had no worker for. One goroutine
+	// (drain) resubmits them in order; a handler is never dropped, because
+	// a dropped one-shot event would leave its descriptor silent forever.
+	mu       sync.Mutex
+	backlog  []func() // guarded by mu
+	kick     chan struct{}
+	done     chan struct{}
+	closed   atomic.Bool
+	drainWG  sync.WaitGroup
+}
+
+// New starts a Poller.
+func New(cfg Config) (*Poller, error) {
+	if cfg.Workers <= 0 {
+		cfg.Workers = max(8, 4*runtime.GOMAXPROCS(0))
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	p := &Poller{
+		log:  log,
+		kick: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	pool, err := ants.NewPool(cfg.Workers,
+		ants.WithNonblocking(true),
+		ants.WithPanicHandler(func(v any) {
+			p.panic.Add(1)
+			buf := make([]byte, 8<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			p.log.Error("netpoll: handler panic", "panic", fmt.Sprint(v), "stack", string(buf))
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("netpoll: worker pool: %w", err)
+	}
+	onErr := func(err error) { p.log.Error("netpoll: epoll wait", "err", err) }
+	in, err := netpoll.EpollCreate(&netpoll.EpollConfig{OnWaitError: onErr})
+	if err != nil {
+		pool.Release()
+		return nil, fmt.Errorf("netpoll: epoll: %w", err)
+	}
+	out, err := netpoll.EpollCreate(&netpoll.EpollConfig{OnWaitError: onErr})
+	if err != nil {
+		in.Close()
+		pool.Release()
+		return nil, fmt.Errorf("netpoll: epoll: %w", err)
+	}
+	p.in, p.out, p.pool = in, out, pool
+	p.drainWG.Add(1)
+	go p.drain()
+	return p, nil
+}
+
+// Watch is one descriptor's registration. Its handlers run on the pool,
+// at most one per side at a time.
+type Watch struct {
+	p  *Poller
+	fd int
+
+	onRead  func(Event)
+	onWrite func(Event)
+
+	// The event that fired, stored by the epoll goroutine before the task
+	// is submitted and read by the task; the one-shot registration makes
+	// the hand-off exclusive.
+	rev, wev Event
+	runRead  func() // method values bound once, so an event allocates nothing
+	runWrite func()
+
+	mu       sync.Mutex
+	stopped  bool // guarded by mu
+	writeReg bool // guarded by mu: fd is in the write epoll
+}
+
+// Watch registers fd for read readiness and arms it. onRead runs on the
+// pool after each read event; it must call ResumeRead to get the next one.
+// onWrite runs after write readiness armed by ArmWrite.
+func (p *Poller) Watch(fd int, onRead, onWrite func(Event)) (*Watch, error) {
+	if p.closed.Load() {
+		return nil, ErrClosed
+	}
+	w := &Watch{p: p, fd: fd, onRead: onRead, onWrite: onWrite}
+	w.runRead = w.doRead
+	w.runWrite = w.doWrite
+	err := p.in.Add(fd, readEvents, w.readReady)
+	switch {
+	case errors.Is(err, netpoll.ErrRegistered):
+		return nil, fmt.Errorf("%w: fd %d", ErrRegistered, fd)
+	case errors.Is(err, netpoll.ErrClosed):
+		return nil, ErrClosed
+	case err != nil:
+		return nil, fmt.Errorf("netpoll: add fd %d: %w", fd, err)
+	}
+	return w, nil
+}
+
+// FD returns the watched descriptor.
+func (w *Watch) FD() int { return w.fd }
+
+func (w *Watch) readReady(ev Event) {
+	w.rev = ev
+	w.p.submit(w.runRead)
+}
+
+func (w *Watch) writeReady(ev Event) {
+	w.wev = ev
+	w.p.submit(w.runWrite)
+}
+
+func (w *Watch) doRead()  { w.onRead(w.rev) }
+func (w *Watch) doWrite() { w.onWrite(w.wev) }
+
+// ResumeRead re-arms the read registration. It is a no-op after Stop, so a
+// late worker can never re-arm a descriptor number that now belongs to
+// another connection.
+func (w *Watch) ResumeRead() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return ErrClosed
+	}
+	return w.p.in.Mod(w.fd, readEvents)
+}
+
+// ArmWrite asks for one write-readiness event: onWrite runs on the pool
+// once the socket can take more bytes. Callers arm it after a short write
+// and must not arm it again until onWrite has run.
+func (w *Watch) ArmWrite() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return ErrClosed
+	}
+	if w.writeReg {
+		return w.p.out.Mod(w.fd, writeEvents)
+	}
+	if err := w.p.out.Add(w.fd, writeEvents, w.writeReady); err != nil {
+		return err
+	}
+	w.writeReg = true
+	return nil
+}
+
+// Stop removes fd from both epoll instances. Call it before closing fd.
+// It is idempotent; handlers already submitted still run and must check
+// their own closed state.
+func (w *Watch) Stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	w.stopped = true
+	// Errors here mean the poller is closing (ErrClosed) or the fd is
+	// already gone from the set; either way it is no longer watched.
+	_ = w.p.in.Del(w.fd)
+	if w.writeReg {
+		_ = w.p.out.Del(w.fd)
+	}
+}
+
+// Submit runs task on the pool; when every worker is busy it is queued and
+// run as soon as one frees up. It never blocks and never drops the task.
+func (p *Poller) Submit(task func()) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	p.submit(task)
+	return nil
+}
+
+func (p *Poller) submit(task func()) {
+	p.dispatched.Add(1)
+	p.mu.Lock()
+	queued := len(p.backlog) > 0
+	if queued {
+		// Keep order behind what is already waiting.
+		p.backlog = append(p.backlog, task)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	err := p.pool.Submit(task)
+	if err == nil {
+		return
+	}
+	if !errors.Is(err, ants.ErrPoolOverload) {
+		// ErrPoolClosed: the poller is shutting down. Run it here so a
+		// handler still sees its event (it will find its poller closed).
+		task()
+		return
+	}
+	if n := p.overloads.Add(1); n&(n-1) == 0 { // log at 1, 2, 4, 8, ... overloads
+		p.log.Warn("netpoll: all workers busy, queueing", "overloads", n, "workers", p.pool.Cap())
+	}
+	p.mu.Lock()
+	p.backlog = append(p.backlog, task)
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// drain resubmits queued tasks in order, backing off while the pool stays
+// full. It is the poller's one goroutine besides the two epoll loops.
+func (p *Poller) drain() {
+	defer p.drainWG.Done()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-p.kick:
+		}
+		backoff := 50 * time.Microsecond
+		for {
+			p.mu.Lock()
+			if len(p.backlog) == 0 {
+				p.backlog = nil
+				p.mu.Unlock()
+				break
+			}
+			task := p.backlog[0]
+			p.mu.Unlock()
+			err := p.pool.Submit(task)
+			if errors.Is(err, ants.ErrPoolOverload) {
+				select {
+				case <-p.done:
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 5*time.Millisecond)
+				continue
+			}
+			if err != nil {
+				task() // pool closed: see submit
+			}
+			backoff = 50 * time.Microsecond
+			p.mu.Lock()
+			p.backlog[0] = nil
+			p.backlog = p.backlog[1:]
+			p.mu.Unlock()
+		}
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (p *Poller) Stats() Stats {
+	p.mu.Lock()
+	backlog := len(p.backlog)
+	p.mu.Unlock()
+	return Stats{
+		Running:    p.pool.Running(),
+		Workers:    p.pool.Cap(),
+		Backlog:    backlog,
+		Overloads:  p.overloads.Load(),
+		Panics:     p.panic.Load(),
+		Dispatched: p.dispatched.Load(),
+	}
+}
+
+// Close stops both epoll loops, waits for running handlers and releases the
+// pool. Watches still registered receive one last event for which Closed
+// reports true. Closing twice returns ErrClosed.
+func (p *Poller) Close() error {
+	if !p.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	errIn := p.in.Close()
+	errOut := p.out.Close()
+	close(p.done)
+	p.drainWG.Wait()
+	// Handlers still queued get their (closing) event on this goroutine.
+	p.mu.Lock()
+	rest := p.backlog
+	p.backlog = nil
+	p.mu.Unlock()
+	for _, task := range rest {
+		task()
+	}
+	errPool := p.pool.ReleaseTimeout(5 * time.Second)
+	return errors.Join(errIn, errOut, errPool)
+}
