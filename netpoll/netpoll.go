@@ -159,8 +159,12 @@ type Watch struct {
 
 	// The event that fired, stored by the epoll goroutine before the task
 	// is submitted and read by the task; the one-shot registration makes
-	// the hand-off exclusive.
-	rev, wev Event
+	// the hand-off exclusive. They are atomics for the memory model's sake:
+	// the worker that re-arms stores into them and the epoll goroutine
+	// swaps, so everything a worker did before re-arming happens before
+	// the next worker runs (the kernel orders it too, but the race
+	// detector cannot see through epoll_ctl).
+	rev, wev atomic.Uint32
 	runRead  func() // method values bound once, so an event allocates nothing
 	runWrite func()
 
@@ -169,43 +173,50 @@ type Watch struct {
 	writeReg bool // guarded by mu: fd is in the write epoll
 }
 
-// Watch registers fd for read readiness and arms it. onRead runs on the
-// pool after each read event; it must call ResumeRead to get the next one.
-// onWrite runs after write readiness armed by ArmWrite.
-func (p *Poller) Watch(fd int, onRead, onWrite func(Event)) (*Watch, error) {
-	if p.closed.Load() {
-		return nil, ErrClosed
-	}
+// Watch prepares a registration for fd; Start arms it. The two steps let
+// the caller store the Watch where its handlers find it before the first
+// event can fire. onRead runs on the pool after each read event and must
+// call ResumeRead to get the next one; onWrite runs after write readiness
+// armed by ArmWrite.
+func (p *Poller) Watch(fd int, onRead, onWrite func(Event)) *Watch {
 	w := &Watch{p: p, fd: fd, onRead: onRead, onWrite: onWrite}
 	w.runRead = w.doRead
 	w.runWrite = w.doWrite
-	err := p.in.Add(fd, readEvents, w.readReady)
+	return w
+}
+
+// Start adds fd to the read epoll instance, armed for one event.
+func (w *Watch) Start() error {
+	if w.p.closed.Load() {
+		return ErrClosed
+	}
+	err := w.p.in.Add(w.fd, readEvents, w.readReady)
 	switch {
 	case errors.Is(err, netpoll.ErrRegistered):
-		return nil, fmt.Errorf("%w: fd %d", ErrRegistered, fd)
+		return fmt.Errorf("%w: fd %d", ErrRegistered, w.fd)
 	case errors.Is(err, netpoll.ErrClosed):
-		return nil, ErrClosed
+		return ErrClosed
 	case err != nil:
-		return nil, fmt.Errorf("netpoll: add fd %d: %w", fd, err)
+		return fmt.Errorf("netpoll: add fd %d: %w", w.fd, err)
 	}
-	return w, nil
+	return nil
 }
 
 // FD returns the watched descriptor.
 func (w *Watch) FD() int { return w.fd }
 
 func (w *Watch) readReady(ev Event) {
-	w.rev = ev
+	w.rev.Swap(uint32(ev))
 	w.p.submit(w.runRead)
 }
 
 func (w *Watch) writeReady(ev Event) {
-	w.wev = ev
+	w.wev.Swap(uint32(ev))
 	w.p.submit(w.runWrite)
 }
 
-func (w *Watch) doRead()  { w.onRead(w.rev) }
-func (w *Watch) doWrite() { w.onWrite(w.wev) }
+func (w *Watch) doRead()  { w.onRead(Event(w.rev.Load())) }
+func (w *Watch) doWrite() { w.onWrite(Event(w.wev.Load())) }
 
 // ResumeRead re-arms the read registration. It is a no-op after Stop, so a
 // late worker can never re-arm a descriptor number that now belongs to
@@ -216,6 +227,7 @@ func (w *Watch) ResumeRead() error {
 	if w.stopped {
 		return ErrClosed
 	}
+	w.rev.Store(0) // publishes this worker's writes to the next one
 	return w.p.in.Mod(w.fd, readEvents)
 }
 
@@ -228,6 +240,7 @@ func (w *Watch) ArmWrite() error {
 	if w.stopped {
 		return ErrClosed
 	}
+	w.wev.Store(0)
 	if w.writeReg {
 		return w.p.out.Mod(w.fd, writeEvents)
 	}

@@ -1,0 +1,138 @@
+package broadcast
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/fanout/fanout/broadcast/frame"
+)
+
+// SlowPolicy says what happens to a connection whose outbound queue would
+// grow past Config.QueueBytes.
+type SlowPolicy uint8
+
+const (
+	// SlowClose closes the connection with 1008 "slow consumer" (the
+	// default). What it already has queued is dropped; the close frame
+	// follows the frame being written, if any.
+	SlowClose SlowPolicy = iota
+	// SlowDrop keeps the connection and drops the new frames that do not
+	// fit; the client misses those messages. Counted in Stats.Dropped.
+	SlowDrop
+)
+
+func (p SlowPolicy) String() string {
+	if p == SlowDrop {
+		return "drop"
+	}
+	return "close"
+}
+
+// ParseSlowPolicy parses "close" or "drop".
+func ParseSlowPolicy(s string) (SlowPolicy, error) {
+	switch s {
+	case "close":
+		return SlowClose, nil
+	case "drop":
+		return SlowDrop, nil
+	}
+	return 0, fmt.Errorf("broadcast: slow policy %q: want close or drop", s)
+}
+
+// Config configures a Server. The zero value works: each field says what
+// zero means.
+type Config struct {
+	// Path is the URL path that upgrades; other paths get 404.
+	// Empty means "/ws".
+	Path string
+	// Shards is the number of connection table shards, each with one
+	// goroutine writing to its connections. Zero means 16.
+	Shards int
+	// Workers is the read worker pool size. Zero means netpoll's default,
+	// max(8, 4×GOMAXPROCS).
+	Workers int
+	// QueueBytes bounds, per connection, the bytes of frames waiting for
+	// the socket. Zero means 1 MiB.
+	QueueBytes int
+	// SlowPolicy applies when a frame would grow a queue past QueueBytes.
+	// Zero is SlowClose.
+	SlowPolicy SlowPolicy
+	// MaxMessage is the largest message a client may send, in bytes, all
+	// fragments together; larger closes with 1009. Zero means 64 KiB.
+	MaxMessage int
+	// ReceiveOnly makes clients receivers only: a data frame from a client
+	// closes it with 1008. Zero (false): every client may publish.
+	ReceiveOnly bool
+	// PingInterval is how often the server pings each client. Zero means
+	// 30s; negative disables pings.
+	PingInterval time.Duration
+	// IdleTimeout closes (1001) a client from which nothing was read for
+	// that long; pongs count. Zero means 75s; negative disables it.
+	IdleTimeout time.Duration
+	// HandshakeTimeout bounds the HTTP upgrade. Zero means 5s.
+	HandshakeTimeout time.Duration
+	// CloseTimeout is how long a closing connection may take to accept
+	// its close frame before the socket is closed anyway. Zero means 5s.
+	CloseTimeout time.Duration
+	// MaxConns caps concurrent connections; the next upgrade gets 503.
+	// Zero means no cap (the process's file limit still applies).
+	MaxConns int
+	// ReadBufferSize is the size of the pooled buffer a read starts with.
+	// Zero means 4096 bytes.
+	ReadBufferSize int
+	// Backlog is how many published messages may wait for the slowest
+	// shard; a publish beyond it fails with ErrBacklog. Zero means 4096.
+	Backlog int
+	// Logger receives the server's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Path == "" {
+		c.Path = "/ws"
+	}
+	if c.Shards <= 0 {
+		c.Shards = 16
+	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = 1 << 20
+	}
+	if c.MaxMessage <= 0 {
+		c.MaxMessage = frame.DefaultMaxMessage
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 30 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 75 * time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 5 * time.Second
+	}
+	if c.CloseTimeout <= 0 {
+		c.CloseTimeout = 5 * time.Second
+	}
+	if c.ReadBufferSize <= 0 {
+		c.ReadBufferSize = 4096
+	}
+	if c.Backlog <= 0 {
+		c.Backlog = 4096
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// sweepEvery is how often shards look for idle, ping-due and lingering
+// connections: fine enough for the shortest configured timer.
+func (c Config) sweepEvery() time.Duration {
+	d := time.Second
+	for _, t := range []time.Duration{c.PingInterval / 2, c.IdleTimeout / 4, c.CloseTimeout / 4} {
+		if t > 0 && t < d {
+			d = t
+		}
+	}
+	return max(d, 5*time.Millisecond)
+}

@@ -1,0 +1,206 @@
+// Command fanout is a WebSocket broadcast server: every message a client
+// sends (or a backend publishes) reaches every connected client.
+//
+//	fanout -addr 127.0.0.1:8080 -admin-addr 127.0.0.1:8081
+//
+// Run fanout -help for every flag.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/fanout/fanout/broadcast"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+type options struct {
+	addr, adminAddr string
+	shutdownTimeout time.Duration
+	logLevel        string
+	clientPublish   bool
+	slowPolicy      string
+	cfg             broadcast.Config
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("fanout", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fanout [flags]\n\nA WebSocket broadcast server: every message reaches every client.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	c := &o.cfg
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "WebSocket listen `address` (host:port; port 0 picks one and logs it)")
+	fs.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:8081", "admin HTTP listen `address` (/healthz, /readyz); empty disables it")
+	fs.StringVar(&c.Path, "path", "/ws", "URL `path` that upgrades to WebSocket; others get 404")
+	fs.BoolVar(&o.clientPublish, "client-publish", true, "clients may publish; false makes them receive-only (their data frames close with 1008)")
+	fs.IntVar(&c.Workers, "workers", 0, "read worker pool size (`n`); 0 means max(8, 4×GOMAXPROCS)")
+	fs.IntVar(&c.Shards, "shards", 16, "connection table shards (`n`), each with one writer goroutine")
+	fs.IntVar(&c.QueueBytes, "queue-bytes", 1<<20, "per-connection outbound queue limit in `bytes`")
+	fs.StringVar(&o.slowPolicy, "slow-policy", "close", "what to do when a queue is full: close (1008 \"slow consumer\") or drop (drop newest frames for that client)")
+	fs.IntVar(&c.MaxMessage, "max-message", 64<<10, "largest client message in `bytes` (all fragments); larger closes with 1009")
+	fs.DurationVar(&c.PingInterval, "ping-interval", 30*time.Second, "server ping `interval`; negative disables pings")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 75*time.Second, "close a client silent (no data, no pong) for this `duration`; negative disables")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", 5*time.Second, "deadline for the HTTP upgrade (`duration`)")
+	fs.DurationVar(&c.CloseTimeout, "close-timeout", 5*time.Second, "how long a closing client gets to take its close frame (`duration`)")
+	fs.IntVar(&c.MaxConns, "max-conns", 0, "maximum concurrent connections (`n`); more get 503; 0 means no limit")
+	fs.IntVar(&c.Backlog, "backlog", 4096, "published messages that may wait for the slowest shard (`n`); more are refused")
+	fs.IntVar(&c.ReadBufferSize, "read-buffer", 4096, "initial read buffer per busy connection in `bytes` (idle ones hold none)")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long to wait for clients to close (`duration`)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	var err error
+	if c.SlowPolicy, err = broadcast.ParseSlowPolicy(o.slowPolicy); err != nil {
+		return nil, fmt.Errorf("-slow-policy: %w", err)
+	}
+	c.ReceiveOnly = !o.clientPublish
+	for _, v := range []struct {
+		name string
+		val  int
+		min  int
+	}{
+		{"workers", c.Workers, 0},
+		{"shards", c.Shards, 1},
+		{"queue-bytes", c.QueueBytes, 1},
+		{"max-message", c.MaxMessage, 1},
+		{"max-conns", c.MaxConns, 0},
+		{"backlog", c.Backlog, 1},
+		{"read-buffer", c.ReadBufferSize, 64},
+	} {
+		if v.val < v.min {
+			return nil, fmt.Errorf("-%s: %d is below the minimum %d", v.name, v.val, v.min)
+		}
+	}
+	for _, v := range []struct {
+		name string
+		val  time.Duration
+	}{
+		{"handshake-timeout", c.HandshakeTimeout},
+		{"close-timeout", c.CloseTimeout},
+		{"shutdown-timeout", o.shutdownTimeout},
+	} {
+		if v.val <= 0 {
+			return nil, fmt.Errorf("-%s: must be positive, got %s", v.name, v.val)
+		}
+	}
+	if c.PingInterval == 0 || c.IdleTimeout == 0 {
+		return nil, errors.New("-ping-interval and -idle-timeout must be positive, or negative to disable")
+	}
+	return o, nil
+}
+
+func run(args []string, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "fanout: %v\n", err)
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		fmt.Fprintf(stderr, "fanout: -log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	o.cfg.Logger = log
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		log.Error("listen", "addr", o.addr, "err", err)
+		return 1
+	}
+	srv, err := broadcast.New(o.cfg)
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	var draining atomic.Bool
+	var admin *http.Server
+	adminAddr := ""
+	if o.adminAddr != "" {
+		aln, err := net.Listen("tcp", o.adminAddr)
+		if err != nil {
+			log.Error("listen admin", "addr", o.adminAddr, "err", err)
+			return 1
+		}
+		adminAddr = aln.Addr().String()
+		admin = &http.Server{Handler: adminMux(srv, &draining), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin server", "err", err)
+			}
+		}()
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("fanout ready", "ws", "ws://"+ln.Addr().String()+o.cfg.Path, "admin", adminAddr,
+		"shards", o.cfg.Shards, "queue_bytes", o.cfg.QueueBytes, "slow_policy", o.cfg.SlowPolicy.String(),
+		"max_conns", o.cfg.MaxConns, "client_publish", o.clientPublish)
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case sig := <-sigs:
+		log.Info("signal: shutting down", "signal", sig.String(), "timeout", o.shutdownTimeout)
+	case err := <-serveErr:
+		log.Error("serve", "err", err)
+		return 1
+	}
+	draining.Store(true)
+	go func() {
+		sig := <-sigs
+		log.Warn("second signal: exiting now", "signal", sig.String())
+		os.Exit(1)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(ctx)
+	st := srv.Stats()
+	if err != nil {
+		log.Warn("shutdown deadline passed; remaining clients closed at once", "err", err)
+	}
+	if admin != nil {
+		_ = admin.Close()
+	}
+	log.Info("bye", "accepted", st.Accepted, "published", st.Published, "deliveries", st.Deliveries)
+	return 0
+}
+
+func adminMux(srv *broadcast.Server, draining *atomic.Bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	return mux
+}
