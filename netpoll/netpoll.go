@@ -96,12 +96,12 @@ type Poller struct {
 	// The overload queue: tasks the pool had no worker for. One goroutine
 	// (drain) resubmits them in order; a handler is never dropped, because
 	// a dropped one-shot event would leave its descriptor silent forever.
-	mu       sync.Mutex
-	backlog  []func() // guarded by mu
-	kick     chan struct{}
-	done     chan struct{}
-	closed   atomic.Bool
-	drainWG  sync.WaitGroup
+	mu      sync.Mutex
+	backlog []func() // guarded by mu
+	kick    chan struct{}
+	done    chan struct{}
+	closed  atomic.Bool
+	drainWG sync.WaitGroup
 }
 
 // New starts a Poller.
