@@ -165,8 +165,10 @@ type Watch struct {
 	// the next worker runs (the kernel orders it too, but the race
 	// detector cannot see through epoll_ctl).
 	rev, wev atomic.Uint32
-	runRead  func() // method values bound once, so an event allocates nothing
-	runWrite func()
+	// Method values bound once, so an event allocates nothing. run* go to
+	// the pool; *Task are the bare handlers the overload queue holds.
+	runRead, runWrite   func()
+	readTask, writeTask func()
 
 	mu       sync.Mutex
 	stopped  bool // guarded by mu
@@ -180,8 +182,8 @@ type Watch struct {
 // armed by ArmWrite.
 func (p *Poller) Watch(fd int, onRead, onWrite func(Event)) *Watch {
 	w := &Watch{p: p, fd: fd, onRead: onRead, onWrite: onWrite}
-	w.runRead = w.doRead
-	w.runWrite = w.doWrite
+	w.runRead, w.runWrite = w.doRead, w.doWrite
+	w.readTask, w.writeTask = w.handleRead, w.handleWrite
 	return w
 }
 
@@ -207,16 +209,18 @@ func (w *Watch) FD() int { return w.fd }
 
 func (w *Watch) readReady(ev Event) {
 	w.rev.Swap(uint32(ev))
-	w.p.submit(w.runRead)
+	w.p.submit(w.runRead, w.readTask)
 }
 
 func (w *Watch) writeReady(ev Event) {
 	w.wev.Swap(uint32(ev))
-	w.p.submit(w.runWrite)
+	w.p.submit(w.runWrite, w.writeTask)
 }
 
-func (w *Watch) doRead()  { w.onRead(Event(w.rev.Load())) }
-func (w *Watch) doWrite() { w.onWrite(Event(w.wev.Load())) }
+func (w *Watch) handleRead()  { w.onRead(Event(w.rev.Load())) }
+func (w *Watch) handleWrite() { w.onWrite(Event(w.wev.Load())) }
+func (w *Watch) doRead()      { w.handleRead(); w.p.afterTask() }
+func (w *Watch) doWrite()     { w.handleWrite(); w.p.afterTask() }
 
 // ResumeRead re-arms the read registration. It is a no-op after Stop, so a
 // late worker can never re-arm a descriptor number that now belongs to
@@ -275,11 +279,15 @@ func (p *Poller) Submit(task func()) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
-	p.submit(task)
+	p.submit(func() { task(); p.afterTask() }, task)
 	return nil
 }
 
-func (p *Poller) submit(task func()) {
+// submit runs run on the pool or, with every worker busy, queues task
+// (run without the afterTask tail). Workers take queued tasks as soon as
+// they finish their own (afterTask); the drain goroutine is the fallback
+// for a task queued just as the last busy worker looked.
+func (p *Poller) submit(run, task func()) {
 	p.dispatched.Add(1)
 	p.mu.Lock()
 	queued := len(p.backlog) > 0
@@ -287,10 +295,11 @@ func (p *Poller) submit(task func()) {
 		// Keep order behind what is already waiting.
 		p.backlog = append(p.backlog, task)
 		p.mu.Unlock()
+		p.kickDrain()
 		return
 	}
 	p.mu.Unlock()
-	err := p.pool.Submit(task)
+	err := p.pool.Submit(run)
 	if err == nil {
 		return
 	}
@@ -306,50 +315,75 @@ func (p *Poller) submit(task func()) {
 	p.mu.Lock()
 	p.backlog = append(p.backlog, task)
 	p.mu.Unlock()
+	p.kickDrain()
+}
+
+func (p *Poller) kickDrain() {
 	select {
 	case p.kick <- struct{}{}:
 	default:
 	}
 }
 
-// drain resubmits queued tasks in order, backing off while the pool stays
-// full. It is the poller's one goroutine besides the two epoll loops.
+// afterTask runs queued tasks on the worker that just finished one, a
+// bounded number so one worker cannot be kept forever.
+func (p *Poller) afterTask() {
+	for i := 0; i < 64; i++ {
+		task := p.pop()
+		if task == nil {
+			return
+		}
+		task()
+	}
+}
+
+func (p *Poller) pop() func() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.backlog) == 0 {
+		p.backlog = nil
+		return nil
+	}
+	task := p.backlog[0]
+	p.backlog[0] = nil
+	p.backlog = p.backlog[1:]
+	return task
+}
+
+// drain is the fallback for queued tasks no worker picked up: while any
+// wait, it asks the pool for a worker to take them (afterTask), backing
+// off while the pool stays full. It is the poller's one goroutine besides
+// the two epoll loops.
 func (p *Poller) drain() {
 	defer p.drainWG.Done()
+	backoff := 50 * time.Microsecond
 	for {
-		select {
-		case <-p.done:
-			return
-		case <-p.kick:
-		}
-		backoff := 50 * time.Microsecond
-		for {
-			p.mu.Lock()
-			if len(p.backlog) == 0 {
-				p.backlog = nil
-				p.mu.Unlock()
-				break
-			}
-			task := p.backlog[0]
-			p.mu.Unlock()
-			err := p.pool.Submit(task)
-			if errors.Is(err, ants.ErrPoolOverload) {
-				select {
-				case <-p.done:
-					return
-				case <-time.After(backoff):
-				}
-				backoff = min(2*backoff, 5*time.Millisecond)
-				continue
-			}
-			if err != nil {
-				task() // pool closed: see submit
-			}
+		p.mu.Lock()
+		waiting := len(p.backlog) > 0
+		p.mu.Unlock()
+		if !waiting {
 			backoff = 50 * time.Microsecond
-			p.mu.Lock()
-			p.backlog[0] = nil
-			p.backlog = p.backlog[1:]
-			p.mu.Unlock()
+			select {
+			case <-p.done:
+				return
+			case <-p.kick:
+			}
+			continue
+		}
+		err := p.pool.Submit(p.afterTask)
+		switch {
+		case err == nil:
+			backoff = 50 * time.Microsecond
+			runtime.Gosched()
+		case errors.Is(err, ants.ErrPoolOverload):
+			select {
+			case <-p.done:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Millisecond)
+		default: // pool closed
+			return
 		}
 	}
 }
@@ -381,11 +415,7 @@ func (p *Poller) Close() error {
 	close(p.done)
 	p.drainWG.Wait()
 	// Handlers still queued get their (closing) event on this goroutine.
-	p.mu.Lock()
-	rest := p.backlog
-	p.backlog = nil
-	p.mu.Unlock()
-	for _, task := range rest {
+	for task := p.pop(); task != nil; task = p.pop() {
 		task()
 	}
 	errPool := p.pool.ReleaseTimeout(5 * time.Second)

@@ -1,0 +1,209 @@
+// Package bench is fanout-bench as a library: it holds many WebSocket
+// client connections cheaply (watched by the project's netpoll package, not
+// a goroutine each), publishes timestamped, sequenced messages, and reports
+// connect rates, deliveries, loss, duplicates, reordering and latency
+// percentiles. It works against any RFC 6455 broadcast server whose
+// clients receive every message, the sender's own included.
+package bench
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Scenario names.
+const (
+	ScenarioConnect = "connect"
+	ScenarioFanout  = "fanout"
+	ScenarioChurn   = "churn"
+	ScenarioSlow    = "slow"
+)
+
+// Config is one run's parameters. Zero values get the defaults named in
+// each comment (see WithDefaults).
+type Config struct {
+	Scenario string `json:"scenario"`
+	// URL of the server's WebSocket endpoint, e.g. ws://127.0.0.1:8080/ws.
+	URL string `json:"url"`
+	// Conns is the number of receiving connections (all processes).
+	Conns int `json:"conns"`
+	// ConnsPerProc caps the connections one process holds; more spread
+	// over child processes. Zero means 15,000.
+	ConnsPerProc int `json:"conns_per_proc"`
+	// SourceIPs are the local addresses client sockets bind to, round
+	// robin; empty lets the kernel choose.
+	SourceIPs []net.IP `json:"source_ips,omitempty"`
+	// ConnectRate is new connections per second over all processes; zero
+	// means as fast as ConnectWorkers allow.
+	ConnectRate float64 `json:"connect_rate"`
+	// ConnectWorkers is concurrent handshakes per process. Zero means 64.
+	ConnectWorkers int `json:"connect_workers"`
+	// ConnectRetries is attempts after the first failure. Zero means 2.
+	ConnectRetries int `json:"connect_retries"`
+	// ConnectTimeout bounds one dial + handshake. Zero means 10s.
+	ConnectTimeout time.Duration `json:"connect_timeout_ns"`
+	// Hold is how long the connect scenario holds its connections.
+	Hold time.Duration `json:"hold_ns"`
+
+	// Publishers is the number of publishing connections. Zero means 1.
+	Publishers int `json:"publishers"`
+	// Size is each message's size in bytes, at least 20. Zero means 64.
+	Size int `json:"size"`
+	// Rate is messages per second over all publishers; zero means
+	// closed loop ("max"): each publisher keeps Window messages in flight.
+	Rate float64 `json:"rate"`
+	// Window is the in-flight messages per publisher at Rate 0. Zero: 16.
+	Window int `json:"window"`
+	// Duration is how long publishers publish. Zero means 10s.
+	Duration time.Duration `json:"duration_ns"`
+	// Messages, if positive, stops each publisher after that many.
+	Messages int `json:"messages"`
+	// Drain is how long to wait after publishing for deliveries still on
+	// the way. Zero means 5s.
+	Drain time.Duration `json:"drain_ns"`
+
+	// SlowFraction of receivers never read (scenario slow). Zero: 0.1.
+	SlowFraction float64 `json:"slow_fraction"`
+	// ChurnRate is receivers replaced per second (scenario churn).
+	// Zero means 5% of Conns per second.
+	ChurnRate float64 `json:"churn_rate"`
+
+	// ServerPID, if set, is sampled from /proc (RSS, fds, threads).
+	ServerPID int `json:"server_pid,omitempty"`
+	// MetricsURL, if set, is scraped (Prometheus text) for the same.
+	MetricsURL string `json:"metrics_url,omitempty"`
+	// Workers is the netpoll worker pool size per process (0: default).
+	Workers int `json:"workers"`
+}
+
+// WithDefaults fills zero fields and checks the rest.
+func (c Config) WithDefaults() (Config, error) {
+	if c.Scenario == "" {
+		c.Scenario = ScenarioFanout
+	}
+	switch c.Scenario {
+	case ScenarioConnect, ScenarioFanout, ScenarioChurn, ScenarioSlow:
+	default:
+		return c, fmt.Errorf("unknown scenario %q (connect, fanout, churn, slow)", c.Scenario)
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return c, fmt.Errorf("url %q: want ws://host:port/path", c.URL)
+	}
+	if c.Conns < 0 || c.Publishers < 0 || c.Size < 0 || c.Rate < 0 || c.Window < 0 || c.Messages < 0 {
+		return c, fmt.Errorf("conns, publishers, size, rate, window and messages must not be negative")
+	}
+	if c.Conns == 0 {
+		c.Conns = 1000
+	}
+	if c.ConnsPerProc <= 0 {
+		c.ConnsPerProc = 15000
+	}
+	if c.ConnectWorkers <= 0 {
+		c.ConnectWorkers = 64
+	}
+	if c.ConnectRetries == 0 {
+		c.ConnectRetries = 2
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.Publishers == 0 {
+		c.Publishers = 1
+	}
+	if c.Publishers > math.MaxUint16 {
+		return c, fmt.Errorf("at most %d publishers", math.MaxUint16)
+	}
+	if c.Size == 0 {
+		c.Size = 64
+	}
+	if c.Size < payloadHeader {
+		return c, fmt.Errorf("size %d: at least %d bytes (the bench header)", c.Size, payloadHeader)
+	}
+	if c.Window == 0 {
+		c.Window = 16
+	}
+	if c.Duration <= 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Drain <= 0 {
+		c.Drain = 5 * time.Second
+	}
+	if c.SlowFraction == 0 {
+		c.SlowFraction = 0.1
+	}
+	if c.SlowFraction < 0 || c.SlowFraction >= 1 {
+		return c, fmt.Errorf("slow fraction %v: want 0 < f < 1", c.SlowFraction)
+	}
+	if c.ChurnRate == 0 {
+		c.ChurnRate = math.Max(1, float64(c.Conns)/20)
+	}
+	return c, nil
+}
+
+// procs is how many receiving processes the run needs.
+func (c Config) procs() int {
+	return (c.Conns + c.ConnsPerProc - 1) / c.ConnsPerProc
+}
+
+// ParseIPs parses "127.0.0.2-127.0.0.40", "127.0.0.0/24" or a comma list
+// of those into addresses (at most 65,536).
+func ParseIPs(s string) ([]net.IP, error) {
+	var out []net.IP
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		switch {
+		case part == "":
+			continue
+		case strings.Contains(part, "/"):
+			ip, n, err := net.ParseCIDR(part)
+			if err != nil {
+				return nil, err
+			}
+			ip4 := ip.Mask(n.Mask).To4()
+			if ip4 == nil {
+				return nil, fmt.Errorf("%q: IPv4 only", part)
+			}
+			ones, bits := n.Mask.Size()
+			if bits-ones > 16 {
+				return nil, fmt.Errorf("%q: too large (at most /16)", part)
+			}
+			base := binary.BigEndian.Uint32(ip4)
+			for i := uint32(0); i < 1<<(bits-ones); i++ {
+				out = append(out, ipv4(base+i))
+			}
+		case strings.Contains(part, "-"):
+			lo, hi, _ := strings.Cut(part, "-")
+			a, b := net.ParseIP(strings.TrimSpace(lo)).To4(), net.ParseIP(strings.TrimSpace(hi)).To4()
+			if a == nil || b == nil {
+				return nil, fmt.Errorf("%q: want IPv4 first-last", part)
+			}
+			x, y := binary.BigEndian.Uint32(a), binary.BigEndian.Uint32(b)
+			if y < x || y-x >= 1<<16 {
+				return nil, fmt.Errorf("%q: empty or too large range", part)
+			}
+			for i := x; i <= y; i++ {
+				out = append(out, ipv4(i))
+			}
+		default:
+			ip := net.ParseIP(part)
+			if ip == nil {
+				return nil, fmt.Errorf("%q: not an IP address", part)
+			}
+			out = append(out, ip)
+		}
+	}
+	if len(out) > 1<<16 {
+		return nil, fmt.Errorf("%d addresses: at most 65536", len(out))
+	}
+	return out, nil
+}
+
+func ipv4(v uint32) net.IP {
+	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+}

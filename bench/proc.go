@@ -1,0 +1,368 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+)
+
+// A run's receivers live in one or more "procs": in this process, or in
+// child processes of the same binary (when one process may not hold them
+// all under its file limit). A proc connects its share, reports
+// "connected", counts from "start", ticks every tickEvery, and on "stop"
+// sends its result. Children speak JSON lines: commands on stdin, procMsg
+// on stdout.
+
+const tickEvery = 200 * time.Millisecond
+
+// ConnectStats is the connect phase.
+type ConnectStats struct {
+	Attempted uint64  `json:"attempted"`
+	Connected uint64  `json:"connected"`
+	Failed    uint64  `json:"failed"`
+	Retries   uint64  `json:"retries"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"per_second"`
+	Handshake Summary `json:"handshake_latency"`
+}
+
+type wireHist struct {
+	Buckets [][2]int64 `json:"buckets,omitempty"`
+	Max     int64      `json:"max,omitempty"`
+	Sum     int64      `json:"sum,omitempty"`
+}
+
+func toWire(h *Histogram) wireHist {
+	return wireHist{Buckets: h.Buckets(), Max: h.max.Load(), Sum: h.sum.Load()}
+}
+
+func (w wireHist) hist() *Histogram { return HistogramFrom(w.Buckets, w.Max, w.Sum) }
+
+type procTick struct {
+	Alive   int64    `json:"alive"`
+	Frames  uint64   `json:"frames"` // cumulative
+	Unique  uint64   `json:"unique"` // cumulative
+	Errors  uint64   `json:"errors"`
+	Latency wireHist `json:"latency"` // since the previous tick
+}
+
+// ChurnStats is the churn scenario's replacement work.
+type ChurnStats struct {
+	Closed      uint64 `json:"closed"`
+	Reconnected uint64 `json:"reconnected"`
+	Failed      uint64 `json:"failed"`
+}
+
+type procResult struct {
+	Connect    ConnectStats     `json:"connect"`
+	Handshake  wireHist         `json:"handshake"`
+	Latency    wireHist         `json:"latency"`
+	Stable     int              `json:"stable"`
+	PerPub     []uint64         `json:"per_publisher_unique"`
+	Frames     uint64           `json:"frames"`
+	Dups       uint64           `json:"dups"`
+	Reorder    uint64           `json:"reorder"`
+	Foreign    uint64           `json:"foreign"`
+	Errors     uint64           `json:"errors"`
+	Closes     map[string]int64 `json:"closes"`
+	Slow       int              `json:"slow"`
+	SlowCloses map[string]int64 `json:"slow_closes"`
+	Churn      ChurnStats       `json:"churn"`
+}
+
+type procMsg struct {
+	Event     string        `json:"event"` // connected | tick | result | error
+	Connected *ConnectStats `json:"connected,omitempty"`
+	Tick      *procTick     `json:"tick,omitempty"`
+	Result    *procResult   `json:"result,omitempty"`
+	Error     string        `json:"error,omitempty"`
+	Stable    int           `json:"stable,omitempty"` // with connected: receivers counted for loss
+	proc      int
+}
+
+// procSpec is what a proc is told to do.
+type procSpec struct {
+	Config      Config  `json:"config"`
+	Index       int     `json:"index"`
+	Conns       int     `json:"conns"`
+	Offset      int     `json:"offset"` // first receiver index (spreads source addresses)
+	ConnectRate float64 `json:"connect_rate"`
+	ChurnRate   float64 `json:"churn_rate"`
+}
+
+// serveProc runs one proc's receivers.
+func serveProc(ctx context.Context, spec procSpec, cmds <-chan string, out func(procMsg)) {
+	cfg := spec.Config
+	pool, err := newRecvPool(cfg, spec.Offset)
+	if err != nil {
+		out(procMsg{Event: "error", Error: err.Error()})
+		return
+	}
+	slowEvery, churnEvery := 0, 0
+	switch cfg.Scenario {
+	case ScenarioSlow:
+		slowEvery = int(math.Round(1 / cfg.SlowFraction))
+	case ScenarioChurn:
+		churnEvery = 10 // a tenth of the receivers come and go; the rest are counted
+	}
+	start := time.Now()
+	pool.connectAll(ctx, spec.Conns, slowEvery, churnEvery, spec.ConnectRate)
+	secs := time.Since(start).Seconds()
+	cs := ConnectStats{
+		Attempted: pool.attempted.Load(), Connected: pool.connected.Load(),
+		Failed: pool.failed.Load(), Retries: pool.retries.Load(),
+		Seconds: secs, PerSecond: float64(pool.connected.Load()) / max(secs, 1e-9),
+		Handshake: pool.handshake.Summary(),
+	}
+	stable := 0
+	pool.mu.Lock()
+	for _, r := range pool.recvs {
+		if r.stable {
+			stable++
+		}
+	}
+	pool.mu.Unlock()
+	out(procMsg{Event: "connected", Connected: &cs, Stable: stable})
+
+	// Wait for "start".
+	for cmd := range cmds {
+		if cmd == "start" {
+			break
+		}
+	}
+	pool.counting.Store(true)
+	var churn ChurnStats
+	churnCtx, stopChurn := context.WithCancel(ctx)
+	var churnWG sync.WaitGroup
+	if churnEvery > 0 && spec.ChurnRate > 0 {
+		churnWG.Add(1)
+		go func() {
+			defer churnWG.Done()
+			churn = pool.churn(churnCtx, spec.ChurnRate)
+		}()
+	}
+	ticker := time.NewTicker(tickEvery)
+	defer ticker.Stop()
+	tick := func() {
+		t := procTick{Alive: pool.alive.Load(), Frames: pool.frames.Load(), Unique: pool.unique.Load(), Errors: pool.errs.Load()}
+		t.Latency = toWire(&pool.tick)
+		pool.tick.Reset()
+		out(procMsg{Event: "tick", Tick: &t})
+	}
+loop:
+	for {
+		select {
+		case <-ticker.C:
+			tick()
+		case cmd, ok := <-cmds:
+			if !ok || cmd == "stop" {
+				break loop
+			}
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	stopChurn()
+	churnWG.Wait()
+	pool.counting.Store(false)
+	tick()
+
+	res := procResult{Connect: cs, Churn: churn}
+	// Slow receivers read at last: how did the server treat them?
+	pool.mu.Lock()
+	var slow []*receiver
+	for _, r := range pool.recvs {
+		if r.slow {
+			slow = append(slow, r)
+		}
+	}
+	pool.mu.Unlock()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 256)
+	for _, r := range slow {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r.readSlow(3 * time.Second)
+		}()
+	}
+	wg.Wait()
+	res.Slow = len(slow)
+	res.SlowCloses = map[string]int64{}
+	for _, r := range slow {
+		r.mu.Lock()
+		code := fmt.Sprint(int(r.closeCode))
+		if !r.done {
+			code = "open"
+		}
+		r.mu.Unlock()
+		res.SlowCloses[code]++
+	}
+	res.PerPub, res.Dups, res.Reorder, res.Stable = pool.snapshot(cfg.Publishers)
+	res.Handshake = toWire(&pool.handshake)
+	res.Latency = toWire(&pool.lat)
+	res.Frames = pool.frames.Load()
+	res.Foreign = pool.foreign.Load()
+	res.Errors = pool.errs.Load()
+	res.Closes = pool.closeCodes()
+	pool.close()
+	out(procMsg{Event: "result", Result: &res})
+}
+
+// churn replaces churn receivers, one at a time, at rate per second.
+func (p *recvPool) churn(ctx context.Context, rate float64) ChurnStats {
+	var st ChurnStats
+	p.mu.Lock()
+	var pool []*receiver
+	for _, r := range p.recvs {
+		if r.churn {
+			pool = append(pool, r)
+		}
+	}
+	p.mu.Unlock()
+	if len(pool) == 0 {
+		return st
+	}
+	t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer t.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return st
+		case <-t.C:
+		}
+		r := pool[i%len(pool)]
+		r.hangUp()
+		st.Closed++
+		if err := p.open(ctx, r); err != nil {
+			if ctx.Err() != nil {
+				return st
+			}
+			st.Failed++
+			continue
+		}
+		st.Reconnected++
+	}
+}
+
+// proc is the parent's handle on one proc.
+type proc interface {
+	send(cmd string)
+	wait() error
+}
+
+type localProc struct {
+	cmds chan string
+	done chan struct{}
+}
+
+func (l *localProc) send(cmd string) { l.cmds <- cmd }
+func (l *localProc) wait() error     { <-l.done; return nil }
+
+func startLocal(ctx context.Context, spec procSpec, events chan<- procMsg) *localProc {
+	l := &localProc{cmds: make(chan string, 4), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		serveProc(ctx, spec, l.cmds, func(m procMsg) { m.proc = spec.Index; events <- m })
+	}()
+	return l
+}
+
+type childProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	mu    sync.Mutex
+}
+
+func (c *childProc) send(cmd string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fmt.Fprintln(c.stdin, cmd)
+}
+
+func (c *childProc) wait() error {
+	c.stdin.Close()
+	return c.cmd.Wait()
+}
+
+// ChildEnv names the environment variable that turns the bench binary
+// into a child proc; its value is the procSpec in JSON.
+const ChildEnv = "FANOUT_BENCH_CHILD"
+
+func startChild(ctx context.Context, spec procSpec, events chan<- procMsg) (*childProc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	js, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe)
+	cmd.Env = append(os.Environ(), ChildEnv+"="+string(js))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		for sc.Scan() {
+			var m procMsg
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				continue // not ours (a stray print)
+			}
+			m.proc = spec.Index
+			events <- m
+		}
+	}()
+	return &childProc{cmd: cmd, stdin: stdin}, nil
+}
+
+// RunChild runs this process as a child proc if ChildEnv is set; it
+// returns false otherwise. Binaries that use Run call it first thing.
+func RunChild() bool {
+	js := os.Getenv(ChildEnv)
+	if js == "" {
+		return false
+	}
+	var spec procSpec
+	if err := json.Unmarshal([]byte(js), &spec); err != nil {
+		fmt.Fprintln(os.Stderr, "fanout-bench child:", err)
+		os.Exit(2)
+	}
+	cmds := make(chan string, 4)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			cmds <- sc.Text()
+		}
+		close(cmds)
+	}()
+	enc := json.NewEncoder(os.Stdout)
+	var mu sync.Mutex
+	serveProc(context.Background(), spec, cmds, func(m procMsg) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = enc.Encode(m)
+	})
+	os.Exit(0)
+	return true
+}

@@ -1,0 +1,219 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// WriteText prints the result as a human table.
+func (r *Result) WriteText(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	c := r.Config
+	fmt.Fprintf(tw, "scenario\t%s\n", c.Scenario)
+	fmt.Fprintf(tw, "target\t%s\n", c.URL)
+	fmt.Fprintf(tw, "processes\t%d (≤ %d conns each)\n", r.Procs, c.ConnsPerProc)
+	fmt.Fprintf(tw, "connections\t%d connected, %d failed, %d retries of %d wanted\n", r.Connect.Connected, r.Connect.Failed, r.Connect.Retries, c.Conns)
+	fmt.Fprintf(tw, "connect rate\t%.0f/s over %.1f s\n", r.Connect.PerSecond, r.Connect.Seconds)
+	h := r.Connect.Handshake
+	fmt.Fprintf(tw, "handshake latency\tp50 %s  p99 %s  max %s\n", ms(h.P50), ms(h.P99), ms(h.Max))
+	if f := r.Fanout; f != nil {
+		rate := "max (closed loop)"
+		if c.Rate > 0 {
+			rate = fmt.Sprintf("%.0f msg/s", c.Rate)
+		}
+		fmt.Fprintf(tw, "publishing\t%d publishers, %d B messages, %s\n", f.Publishers, c.Size, rate)
+		fmt.Fprintf(tw, "messages sent\t%d\n", f.Sent)
+		fmt.Fprintf(tw, "receivers counted\t%d\n", f.Receivers)
+		fmt.Fprintf(tw, "deliveries\t%d of %d expected (%.0f/s over %.1f s)\n", f.Received, f.Expected, f.PerSecond, f.Seconds)
+		fmt.Fprintf(tw, "lost\t%d (%.4f %%)\n", f.Lost, 100*f.LossRatio)
+		fmt.Fprintf(tw, "duplicates\t%d\n", f.Duplicates)
+		fmt.Fprintf(tw, "reordered\t%d\n", f.Reordered)
+		l := f.Latency
+		fmt.Fprintf(tw, "delivery latency\tp50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
+		if f.Foreign > 0 {
+			fmt.Fprintf(tw, "foreign messages\t%d\n", f.Foreign)
+		}
+	}
+	if s := r.Slow; s != nil {
+		fmt.Fprintf(tw, "slow receivers\t%d, ended: %s\n", s.Receivers, codes(s.Closes))
+	}
+	if ch := r.Churn; ch != nil {
+		fmt.Fprintf(tw, "churn\t%d closed, %d reconnected, %d failed\n", ch.Closed, ch.Reconnected, ch.Failed)
+	}
+	if len(r.Closes) > 0 {
+		fmt.Fprintf(tw, "server closes seen\t%s\n", codes(r.Closes))
+	}
+	if s := r.Server; s != nil {
+		fmt.Fprintf(tw, "server RSS\t%s before, %s connected, %s at end\n", mib(s.Before.RSS), mib(s.Connected.RSS), mib(s.End.RSS))
+		fmt.Fprintf(tw, "server per connection\t%.0f bytes RSS, %.3f fds\n", s.BytesPerConn, s.FDsPerConn)
+		fmt.Fprintf(tw, "server threads\t%d before, %d connected\n", s.Before.Threads, s.Connected.Threads)
+		if s.Connected.Goroutines > 0 {
+			fmt.Fprintf(tw, "server goroutines\t%d before, %d connected\n", s.Before.Goroutines, s.Connected.Goroutines)
+		}
+		if s.AfterClose != nil && s.Baseline != nil {
+			fmt.Fprintf(tw, "after clients left\t%d fds, %s RSS: back to baseline: %v\n", s.AfterClose.FDs, mib(s.AfterClose.RSS), *s.Baseline)
+		}
+	}
+	tw.Flush()
+}
+
+func codes(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s×%d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// WriteJSON writes the whole result to path.
+func (r *Result) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// WriteHTML writes a self-contained page (inline SVG, no scripts) with
+// deliveries/s and p50/p99 over time and the latency histogram.
+func (r *Result) WriteHTML(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var text strings.Builder
+	r.WriteText(&text)
+	var xs, dps, p50, p99, rss []float64
+	for _, p := range r.Series {
+		xs = append(xs, float64(p.Second))
+		dps = append(dps, p.Deliveries)
+		p50 = append(p50, p.P50)
+		p99 = append(p99, p.P99)
+		rss = append(rss, float64(p.ServerRSS)/(1<<20))
+	}
+	var hx, hy []float64
+	for _, b := range r.Histogram {
+		hx = append(hx, float64(b[0])/1e6)
+		hy = append(hy, float64(b[1]))
+	}
+	data := map[string]any{
+		"Title":    fmt.Sprintf("fanout-bench %s — %s", r.Config.Scenario, r.Env.Time.Format(time.RFC3339)),
+		"Env":      r.Env.String(),
+		"Args":     strings.Join(r.Env.Args, " "),
+		"Text":     text.String(),
+		"Rate":     template.HTML(lineChart("deliveries per second", xs, [][]float64{dps}, []string{"deliveries/s"}, false)),
+		"Latency":  template.HTML(lineChart("delivery latency (ms)", xs, [][]float64{p50, p99}, []string{"p50", "p99"}, false)),
+		"Hist":     template.HTML(lineChart("latency histogram: count per bucket vs ms (log x)", hx, [][]float64{hy}, []string{"count"}, true)),
+		"RSS":      template.HTML(lineChart("server RSS (MiB)", xs, [][]float64{rss}, []string{"RSS"}, false)),
+		"ShowRSS":  r.Server != nil,
+		"HasSerie": len(xs) > 0,
+	}
+	return pageTmpl.Execute(f, data)
+}
+
+var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>{{.Title}}</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:960px}pre{background:#f6f6f6;padding:1em;overflow:auto}
+svg{background:#fff;border:1px solid #ddd;margin:.5em 0}</style></head><body>
+<h1>{{.Title}}</h1>
+<p>{{.Env}}</p>
+<p><code>{{.Args}}</code></p>
+<pre>{{.Text}}</pre>
+{{if .HasSerie}}{{.Rate}}{{.Latency}}{{if .ShowRSS}}{{.RSS}}{{end}}{{end}}
+{{.Hist}}
+</body></html>
+`))
+
+var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd"}
+
+// lineChart draws series over xs as an SVG string.
+func lineChart(title string, xs []float64, series [][]float64, names []string, logX bool) string {
+	const W, H, L, R, T, B = 900, 260, 70, 20, 30, 40
+	if len(xs) == 0 {
+		return fmt.Sprintf(`<svg width="%d" height="60"><text x="10" y="35">%s: no data</text></svg>`, W, template.HTMLEscapeString(title))
+	}
+	tx := func(x float64) float64 {
+		if logX {
+			return math.Log10(max(x, 1e-3))
+		}
+		return x
+	}
+	minX, maxX := tx(xs[0]), tx(xs[0])
+	for _, x := range xs {
+		minX, maxX = min(minX, tx(x)), max(maxX, tx(x))
+	}
+	maxY := 0.0
+	for _, s := range series {
+		for _, y := range s {
+			maxY = max(maxY, y)
+		}
+	}
+	if maxX == minX {
+		maxX = minX + 1
+	}
+	if maxY == 0 {
+		maxY = 1
+	}
+	px := func(x float64) float64 { return L + (tx(x)-minX)/(maxX-minX)*(W-L-R) }
+	py := func(y float64) float64 { return H - B - y/maxY*(H-T-B) }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg width="%d" height="%d" xmlns="http://www.w3.org/2000/svg">`, W, H)
+	fmt.Fprintf(&b, `<text x="%d" y="18" font-weight="bold">%s</text>`, L, template.HTMLEscapeString(title))
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>`, L, H-B, W-R, H-B)
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>`, L, T, L, H-B)
+	for i := 0; i <= 4; i++ {
+		y := maxY * float64(i) / 4
+		fmt.Fprintf(&b, `<text x="%d" y="%.0f" font-size="11" text-anchor="end">%s</text>`, L-5, py(y)+4, short(y))
+	}
+	for i := 0; i <= 4; i++ {
+		v := minX + (maxX-minX)*float64(i)/4
+		label := v
+		if logX {
+			label = math.Pow(10, v)
+		}
+		x := L + float64(i)/4*(W-L-R)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d" font-size="11" text-anchor="middle">%s</text>`, x, H-B+16, short(label))
+	}
+	for si, s := range series {
+		var pts []string
+		for i, y := range s {
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(xs[i]), py(y)))
+		}
+		col := palette[si%len(palette)]
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, col, strings.Join(pts, " "))
+		fmt.Fprintf(&b, `<text x="%d" y="%d" fill="%s" font-size="12">%s</text>`, W-R-120+si*60, 18, col, template.HTMLEscapeString(names[si]))
+	}
+	b.WriteString(`</svg>`)
+	return b.String()
+}
+
+func short(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 1e6:
+		return fmt.Sprintf("%.1fM", v/1e6)
+	case a >= 1e3:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	case a >= 10 || a == 0:
+		return fmt.Sprintf("%.0f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}

@@ -1,0 +1,227 @@
+// Command fanout-bench load-tests a WebSocket broadcast server (fanout, or
+// any server that sends every client's message to every client).
+//
+//	fanout-bench connect  -url ws://127.0.0.1:8080/ws -conns 10000 -hold 10s -server-pid PID
+//	fanout-bench fanout   -url ws://127.0.0.1:8080/ws -conns 1000 -publishers 2 -rate 1000 -size 64
+//	fanout-bench slow     -url ... -conns 1000 -slow-fraction 0.1
+//	fanout-bench churn    -url ... -conns 1000 -churn-rate 50
+//	fanout-bench baseline -addr 127.0.0.1:9090      (the classic hub, for side-by-side runs)
+//
+// Every run prints its environment first, then a table; -json and -report
+// write all figures to files.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/fanout/fanout/bench"
+	"github.com/fanout/fanout/bench/baseline"
+)
+
+func main() {
+	if bench.RunChild() {
+		return
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Usage: fanout-bench <scenario> [flags]
+
+Scenarios:
+  connect   ramp to -conns connections, hold them, report connect rate and server cost
+  fanout    -conns receivers, -publishers publishing -size byte messages at -rate
+  slow      fanout while -slow-fraction of the receivers never read
+  churn     fanout while receivers leave and rejoin at -churn-rate
+  baseline  run the classic goroutine-per-connection hub (for comparisons)
+  ceiling   measure this machine's raw write cost per delivery
+
+Run fanout-bench <scenario> -help for its flags.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	switch args[0] {
+	case "baseline":
+		return runBaseline(args[1:], stderr)
+	case "ceiling":
+		return runCeiling(args[1:], stdout, stderr)
+	case bench.ScenarioConnect, bench.ScenarioFanout, bench.ScenarioSlow, bench.ScenarioChurn:
+		return runScenario(args[0], args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "fanout-bench: unknown scenario %q\n\n%s", args[0], usage)
+	return 2
+}
+
+// rateFlag accepts a number or "max".
+type rateFlag struct{ v *float64 }
+
+func (r rateFlag) String() string {
+	if r.v == nil || *r.v == 0 {
+		return "max"
+	}
+	return strconv.FormatFloat(*r.v, 'f', -1, 64)
+}
+
+func (r rateFlag) Set(s string) error {
+	if s == "max" {
+		*r.v = 0
+		return nil
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 {
+		return errors.New(`want a positive number of messages per second, or "max"`)
+	}
+	*r.v = v
+	return nil
+}
+
+func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
+	var cfg bench.Config
+	cfg.Scenario = scenario
+	var sourceIPs, jsonPath, reportPath string
+	var quiet bool
+	fs := flag.NewFlagSet("fanout-bench "+scenario, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket `URL`")
+	fs.IntVar(&cfg.Conns, "conns", 1000, "receiving connections (`n`), over all processes")
+	fs.IntVar(&cfg.ConnsPerProc, "conns-per-proc", 15000, "connections per process (`n`); more spread over child processes")
+	fs.StringVar(&sourceIPs, "source-ips", "", "local `addresses` for client sockets: 127.0.0.2-127.0.0.40, a CIDR, or a comma list")
+	fs.Float64Var(&cfg.ConnectRate, "connect-rate", 0, "new connections per `second` (0: as fast as possible)")
+	fs.IntVar(&cfg.ConnectWorkers, "connect-workers", 64, "concurrent handshakes per process (`n`)")
+	fs.IntVar(&cfg.ConnectRetries, "connect-retries", 2, "retries per failed connection (`n`)")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 10*time.Second, "dial + handshake `timeout`")
+	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "connect: how long to hold the connections")
+	fs.IntVar(&cfg.Publishers, "publishers", 1, "publishing connections (`n`)")
+	fs.IntVar(&cfg.Size, "size", 64, "message size in `bytes` (≥ 20)")
+	fs.Var(rateFlag{&cfg.Rate}, "rate", "total messages per `second`, or max (closed loop, -window in flight per publisher)")
+	fs.IntVar(&cfg.Window, "window", 16, "messages in flight per publisher with -rate max (`n`)")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish")
+	fs.IntVar(&cfg.Messages, "messages", 0, "stop each publisher after `n` messages (0: use -duration)")
+	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "wait this long at most for deliveries after publishing")
+	fs.Float64Var(&cfg.SlowFraction, "slow-fraction", 0.1, "slow: fraction of receivers that never read")
+	fs.Float64Var(&cfg.ChurnRate, "churn-rate", 0, "churn: receivers replaced per `second` (0: 5% of -conns)")
+	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "sample this `pid`'s RSS, fds and threads from /proc")
+	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "scrape this Prometheus `URL` for the server's cost")
+	fs.IntVar(&cfg.Workers, "workers", 0, "netpoll workers per bench process (`n`; 0: default)")
+	fs.StringVar(&jsonPath, "json", "", "write all figures as JSON to `file`")
+	fs.StringVar(&reportPath, "report", "", "write a self-contained HTML report to `file`")
+	fs.BoolVar(&quiet, "quiet", false, "no progress line")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fanout-bench: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return 2
+	}
+	if sourceIPs != "" {
+		ips, err := bench.ParseIPs(sourceIPs)
+		if err != nil {
+			fmt.Fprintf(stderr, "fanout-bench: -source-ips: %v\n", err)
+			return 2
+		}
+		cfg.SourceIPs = ips
+	}
+	full, err := cfg.WithDefaults()
+	if err != nil {
+		fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stdout, "# env: %s\n", bench.ReadEnv())
+	fmt.Fprintf(stdout, "# params: scenario=%s url=%s conns=%d conns-per-proc=%d publishers=%d size=%d rate=%s window=%d duration=%s messages=%d source-ips=%d\n",
+		full.Scenario, full.URL, full.Conns, full.ConnsPerProc, full.Publishers, full.Size, rateFlag{&full.Rate}, full.Window, full.Duration, full.Messages, len(full.SourceIPs))
+
+	var progress bench.Progress
+	if f, ok := stderr.(*os.File); ok && !quiet && term.IsTerminal(int(f.Fd())) {
+		progress = func(p bench.Point, phase string) {
+			fmt.Fprintf(stderr, "\r\033[K%-10s t=%3ds conns %d  deliveries/s %.0f  p99 %.2f ms  errors %d", phase, p.Second, p.Conns, p.Deliveries, p.P99, p.Errors)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.Run(ctx, cfg, progress)
+	if progress != nil {
+		fmt.Fprint(stderr, "\r\033[K")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
+		return 1
+	}
+	res.WriteText(stdout)
+	if jsonPath != "" {
+		if err := res.WriteJSON(jsonPath); err != nil {
+			fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
+			return 1
+		}
+	}
+	if reportPath != "" {
+		if err := res.WriteHTML(reportPath); err != nil {
+			fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+func runBaseline(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fanout-bench baseline", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:9090", "listen `address`")
+	path := fs.String("path", "/ws", "WebSocket `path`")
+	sendBuf := fs.Int("send-buffer", 256, "per-client send channel capacity (`messages`)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Error("listen", "err", err)
+		return 1
+	}
+	hub := baseline.New(baseline.Config{SendBuffer: *sendBuf, Logger: log})
+	srv := &http.Server{Handler: baseline.Handler(hub, *path), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("baseline ready", "ws", "ws://"+ln.Addr().String()+*path, "pid", os.Getpid())
+	go func() {
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		<-sigs
+		hub.Close()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func runCeiling(args []string, stdout, stderr io.Writer) int {
+	fmt.Fprintln(stderr, "fanout-bench: ceiling is not built yet")
+	return 1
+}
