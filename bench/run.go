@@ -384,4 +384,3 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	sort.Slice(res.Series, func(i, j int) bool { return res.Series[i].Second < res.Series[j].Second })
 	return res, nil
 }
-
