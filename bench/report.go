@@ -63,7 +63,7 @@ func (r *Result) WriteText(w io.Writer) {
 			fmt.Fprintf(tw, "server goroutines\t%d before, %d connected\n", s.Before.Goroutines, s.Connected.Goroutines)
 		}
 		if s.AfterClose != nil && s.Baseline != nil {
-			fmt.Fprintf(tw, "after clients left\t%d fds, %s RSS: back to baseline: %v\n", s.AfterClose.FDs, mib(s.AfterClose.RSS), *s.Baseline)
+			fmt.Fprintf(tw, "after clients left\t%d fds (before: %d; back to baseline: %v), %s RSS (peak-to-baseline return is lazy in Go)\n", s.AfterClose.FDs, s.Before.FDs, *s.Baseline, mib(s.AfterClose.RSS))
 		}
 	}
 	tw.Flush()

@@ -42,7 +42,7 @@ type ServerCost struct {
 	Samples      []ServerSample `json:"samples"`
 	BytesPerConn float64        `json:"rss_bytes_per_conn"`
 	FDsPerConn   float64        `json:"fds_per_conn"`
-	Baseline     *bool          `json:"returned_to_baseline,omitempty"`
+	Baseline     *bool          `json:"fds_returned_to_baseline,omitempty"`
 }
 
 // Point is one second of the run.
@@ -187,8 +187,9 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 			}
 		}()
 	}
-	pubsDone := make(chan struct{})
-	go func() { pubWG.Wait(); close(pubsDone) }()
+	allPublished := make(chan struct{})
+	go func() { pubWG.Wait(); close(allPublished) }()
+	pubsDone := allPublished
 
 	// Run: gather ticks into seconds until the scenario's end.
 	type procState struct {
@@ -210,8 +211,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	)
 	if cfg.Scenario == ScenarioConnect {
 		phase = "holding"
-		close(pubsDone)
-		pubsDone = make(chan struct{}) // never: connect ends on hold
+		pubsDone = nil // connect ends when the hold does
 	}
 	totals := func() (alive int64, frames, unique, errs uint64) {
 		for _, s := range state {
@@ -366,8 +366,9 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 			sv.FDsPerConn = float64(sv.Connected.FDs-sv.Before.FDs) / float64(c)
 		}
 		// After every client left, does the server return to where it
-		// started? (fds exactly, give or take a few; RSS within 10 %+8 MiB:
-		// the Go heap does not shrink at once.)
+		// started? File descriptors must (give or take a few); RSS is
+		// reported beside it but not judged: the Go runtime gives freed
+		// memory back to the OS lazily, over minutes.
 		waitUntil := time.Now().Add(10 * time.Second)
 		var after ServerSample
 		for {
@@ -378,7 +379,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		sv.AfterClose = &after
-		ok := after.FDs <= sv.Before.FDs+4 && after.RSS <= sv.Before.RSS+sv.Before.RSS/10+8<<20
+		ok := after.FDs <= sv.Before.FDs+4
 		sv.Baseline = &ok
 	}
 	sort.Slice(res.Series, func(i, j int) bool { return res.Series[i].Second < res.Series[j].Second })

@@ -192,9 +192,15 @@ func (c *conn) queueLocked(frames [][]byte, off int) (dropped int) {
 			return dropped
 		}
 		c.outq = append(c.outq, f)
-		c.outBytes += size
+		c.addOutLocked(size)
 	}
 	return dropped
+}
+
+// addOutLocked changes the queued byte count, here and server-wide.
+func (c *conn) addOutLocked(n int) {
+	c.outBytes += n
+	c.srv.queued.Add(int64(n))
 }
 
 // sendControlLocked sends a control frame (ping, pong) after what is queued.
@@ -205,7 +211,7 @@ func (c *conn) sendControlLocked(f []byte) {
 	}
 	if c.outBytes > 0 {
 		c.outq = append(c.outq, f)
-		c.outBytes += len(f)
+		c.addOutLocked(len(f))
 		return
 	}
 	var iov [1]unix.Iovec
@@ -218,7 +224,7 @@ func (c *conn) sendControlLocked(f []byte) {
 	if n < len(f) {
 		c.outq = append(c.outq, f)
 		c.outOff = n
-		c.outBytes = len(f) - n
+		c.addOutLocked(len(f) - n)
 		c.armWriteLocked()
 	}
 }
@@ -247,7 +253,7 @@ func (c *conn) flushLocked(iov *[]unix.Iovec) {
 			c.armWriteLocked()
 			return
 		}
-		c.outBytes -= n
+		c.addOutLocked(-n)
 		n += c.outOff
 		i := 0
 		for i < len(c.outq) && n >= len(c.outq[i]) {
@@ -304,14 +310,14 @@ func (c *conn) closeLocked(code ws.StatusCode, text string, reason CloseReason, 
 		}
 		clear(c.outq[keep:])
 		c.outq = c.outq[:keep]
-		c.outBytes = 0
+		c.addOutLocked(-c.outBytes)
 		if keep == 1 {
-			c.outBytes = len(c.outq[0]) - c.outOff
+			c.addOutLocked(len(c.outq[0]) - c.outOff)
 		}
 	}
 	cf := c.srv.closeFrame(code, text)
 	c.outq = append(c.outq, cf)
-	c.outBytes += len(cf)
+	c.addOutLocked(len(cf))
 	if !c.writeArmed {
 		iov := c.srv.getIov()
 		c.flushLocked(iov)
@@ -358,7 +364,8 @@ func (c *conn) teardownLocked(reason CloseReason, err error) {
 	}
 	_ = c.nc.Close()
 	clear(c.outq)
-	c.outq, c.outBytes, c.outOff = nil, 0, 0
+	c.addOutLocked(-c.outBytes)
+	c.outq, c.outOff = nil, 0
 	c.srv.connClosed(c, reason, err)
 	c.sh.remove(c)
 }

@@ -31,11 +31,13 @@ func newHub(srv *Server, backlog, shards int) *hub {
 	h.shards = make([]*shard, shards)
 	for i := range h.shards {
 		h.shards[i] = &shard{
-			srv:  srv,
-			hub:  h,
-			wake: make(chan struct{}, 1),
-			stop: make(chan struct{}),
-			done: make(chan struct{}),
+			srv:        srv,
+			hub:        h,
+			wake:       make(chan struct{}, 1),
+			stop:       make(chan struct{}),
+			done:       make(chan struct{}),
+			fanoutHist: newBucketHist(fanoutBounds...),
+			queueHist:  newBucketHist(queueBounds...),
 		}
 	}
 	return h
@@ -126,6 +128,8 @@ type shard struct {
 
 	deliveries atomic.Uint64
 	dropped    atomic.Uint64
+	fanoutHist *bucketHist // seconds per batch
+	queueHist  *bucketHist // queued bytes per backlogged connection, per sweep
 }
 
 func (s *shard) notify() {
@@ -211,6 +215,7 @@ func (s *shard) unlink(c *conn) {
 // fanout writes frames, in order, to every connection of the shard: one
 // writev each. The frames are shared and never modified.
 func (s *shard) fanout(frames [][]byte) {
+	start := time.Now()
 	size := 0
 	for _, f := range frames {
 		size += len(f)
@@ -227,6 +232,7 @@ func (s *shard) fanout(frames [][]byte) {
 	}
 	s.deliveries.Add(delivered)
 	s.dropped.Add(dropped)
+	s.fanoutHist.observe(time.Since(start).Seconds())
 }
 
 // sweep closes idle connections, pings the others when a ping is due, and
@@ -234,6 +240,9 @@ func (s *shard) fanout(frames [][]byte) {
 func (s *shard) sweep(now int64, ping bool) {
 	idle := int64(s.srv.cfg.IdleTimeout)
 	s.each(func(c *conn) {
+		if c.outBytes > 0 {
+			s.queueHist.observe(float64(c.outBytes))
+		}
 		switch c.getState() {
 		case stateOpen:
 			if idle > 0 && now-c.lastRead.Load() > idle {

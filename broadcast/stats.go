@@ -15,7 +15,11 @@ type Stats struct {
 	Deliveries  uint64             // frames handed to connections (written or queued)
 	Dropped     uint64             // frames dropped under SlowDrop
 	BytesOut    uint64             // bytes written to sockets
+	QueuedBytes int64              // bytes waiting in outbound queues now
 	Poller      netpoll.Stats      // worker pool
+
+	FanoutDuration HistSnapshot // seconds per shard batch
+	QueueSizes     HistSnapshot // bytes, sampled each sweep for queued connections
 }
 
 // Closed returns the count of connections that ended for reason r.
@@ -54,6 +58,9 @@ func (s *Server) Stats() Stats {
 	for _, sh := range s.hub.shards {
 		st.Deliveries += sh.deliveries.Load()
 		st.Dropped += sh.dropped.Load()
+		sh.fanoutHist.snapshot(&st.FanoutDuration)
+		sh.queueHist.snapshot(&st.QueueSizes)
 	}
+	st.QueuedBytes = s.queued.Load()
 	return st
 }

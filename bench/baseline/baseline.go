@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Config configures the baseline server. The zero value works.
@@ -182,5 +183,6 @@ func (c *client) writer() {
 func Handler(h *Hub, path string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(path, h)
+	mux.Handle("/metrics", promhttp.Handler()) // Go runtime and process metrics
 	return mux
 }

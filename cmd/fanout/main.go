@@ -22,6 +22,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/fanout/fanout/broadcast"
 )
 
@@ -48,7 +52,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	c := &o.cfg
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "WebSocket listen `address` (host:port; port 0 picks one and logs it)")
-	fs.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:8081", "admin HTTP listen `address` (/healthz, /readyz); empty disables it")
+	fs.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:8081", "admin HTTP listen `address` (/healthz, /readyz, /metrics); empty disables it")
 	fs.StringVar(&c.Path, "path", "/ws", "URL `path` that upgrades to WebSocket; others get 404")
 	fs.BoolVar(&o.clientPublish, "client-publish", true, "clients may publish; false makes them receive-only (their data frames close with 1008)")
 	fs.IntVar(&c.Workers, "workers", 0, "read worker pool size (`n`); 0 means max(8, 4×GOMAXPROCS)")
@@ -192,6 +196,9 @@ func run(args []string, stderr io.Writer) int {
 
 func adminMux(srv *broadcast.Server, draining *atomic.Bool) *http.ServeMux {
 	mux := http.NewServeMux()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), srv.Collector())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -110,6 +111,18 @@ func TestRunAndSIGTERM(t *testing.T) {
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, p, err := c.ReadMessage(); err != nil || string(p) != "hi all" {
 			t.Fatalf("got %q %v", p, err)
+		}
+	}
+
+	resp, err = http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"fanout_connections 2", "fanout_broadcasts_total 1", "fanout_deliveries_total 2", "go_goroutines", "process_open_fds"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
 		}
 	}
 

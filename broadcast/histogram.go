@@ -1,0 +1,53 @@
+package broadcast
+
+import (
+	"sort"
+	"sync/atomic"
+)
+
+// bucketHist is a fixed-bucket histogram with atomic counters, cheap
+// enough for the fan-out path; Stats exports it in Prometheus form.
+type bucketHist struct {
+	bounds []float64 // upper bounds, ascending
+	counts []atomic.Uint64
+	sum    atomic.Uint64 // in the unit of bounds × 1e9 (integer math)
+	n      atomic.Uint64
+}
+
+func newBucketHist(bounds ...float64) *bucketHist {
+	return &bucketHist{bounds: bounds, counts: make([]atomic.Uint64, len(bounds))}
+}
+
+func (h *bucketHist) observe(v float64) {
+	i := sort.SearchFloat64s(h.bounds, v)
+	if i < len(h.counts) {
+		h.counts[i].Add(1)
+	}
+	h.n.Add(1)
+	h.sum.Add(uint64(v * 1e9))
+}
+
+// HistSnapshot is a cumulative histogram: Buckets[le] = observations ≤ le.
+type HistSnapshot struct {
+	Count   uint64
+	Sum     float64
+	Buckets map[float64]uint64
+}
+
+func (h *bucketHist) snapshot(into *HistSnapshot) {
+	if into.Buckets == nil {
+		into.Buckets = make(map[float64]uint64, len(h.bounds))
+	}
+	var cum uint64
+	for i, b := range h.bounds {
+		cum += h.counts[i].Load()
+		into.Buckets[b] += cum
+	}
+	into.Count += h.n.Load()
+	into.Sum += float64(h.sum.Load()) / 1e9
+}
+
+var (
+	fanoutBounds = []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1}
+	queueBounds  = []float64{1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20}
+)
