@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
 )
 
@@ -85,6 +86,7 @@ type ServerSample struct {
 	FDs        int64   `json:"fds"`
 	Threads    int64   `json:"threads"`
 	Goroutines int64   `json:"goroutines,omitempty"`
+	CPU        float64 `json:"cpu_seconds"` // user+system since the server started
 	Conns      int64   `json:"client_conns"`
 }
 
@@ -109,6 +111,18 @@ func sampleServer(pid int, metricsURL string) (ServerSample, error) {
 				s.Threads, _ = strconv.ParseInt(f[1], 10, 64)
 			}
 		}
+		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			// Fields after the command (which may hold spaces): utime and
+			// stime are the 12th and 13th, in clock ticks (100 per second).
+			if i := bytes.LastIndexByte(stat, ')'); i > 0 {
+				f := strings.Fields(string(stat[i+1:]))
+				if len(f) > 12 {
+					ut, _ := strconv.ParseFloat(f[11], 64)
+					st, _ := strconv.ParseFloat(f[12], 64)
+					s.CPU = (ut + st) / 100
+				}
+			}
+		}
 		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 		if err != nil {
 			return s, fmt.Errorf("server pid %d fds: %w", pid, err)
@@ -125,7 +139,7 @@ func scrape(url string, s *ServerSample) error {
 		return err
 	}
 	defer resp.Body.Close()
-	var p expfmt.TextParser
+	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		return fmt.Errorf("metrics %s: %w", url, err)
@@ -150,6 +164,9 @@ func scrape(url string, s *ServerSample) error {
 	s.FDs = get("process_open_fds")
 	s.Threads = get("go_threads")
 	s.Goroutines = get("go_goroutines")
+	if f, ok := fams["process_cpu_seconds_total"]; ok && len(f.GetMetric()) > 0 {
+		s.CPU = f.GetMetric()[0].GetCounter().GetValue()
+	}
 	s.Conns = get("fanout_connections")
 	return nil
 }

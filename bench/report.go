@@ -59,6 +59,9 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(tw, "server RSS\t%s before, %s connected, %s at end\n", mib(s.Before.RSS), mib(s.Connected.RSS), mib(s.End.RSS))
 		fmt.Fprintf(tw, "server per connection\t%.0f bytes RSS, %.3f fds\n", s.BytesPerConn, s.FDsPerConn)
 		fmt.Fprintf(tw, "server threads\t%d before, %d connected\n", s.Before.Threads, s.Connected.Threads)
+		if s.CPUPerDelivery > 0 {
+			fmt.Fprintf(tw, "server CPU per delivery\t%.2f µs (%.2f s user+sys while publishing and draining)\n", float64(s.CPUPerDelivery)/1e3, s.End.CPU-s.PublishStart.CPU)
+		}
 		if s.Connected.Goroutines > 0 {
 			fmt.Fprintf(tw, "server goroutines\t%d before, %d connected\n", s.Before.Goroutines, s.Connected.Goroutines)
 		}
@@ -216,4 +219,97 @@ func short(v float64) string {
 	default:
 		return fmt.Sprintf("%.2f", v)
 	}
+}
+
+// LoadResult reads a result written by WriteJSON.
+func LoadResult(path string) (*Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}
+
+// Compare prints the results side by side with the ratio of the first to
+// each other one. Rows that a result lacks print as "-".
+func Compare(w io.Writer, labels []string, rs []*Result) {
+	type row struct {
+		name string
+		get  func(*Result) (float64, bool)
+		unit string
+	}
+	srv := func(f func(*ServerCost) float64) func(*Result) (float64, bool) {
+		return func(r *Result) (float64, bool) {
+			if r.Server == nil {
+				return 0, false
+			}
+			v := f(r.Server)
+			return v, v != 0
+		}
+	}
+	fan := func(f func(*FanoutStats) float64) func(*Result) (float64, bool) {
+		return func(r *Result) (float64, bool) {
+			if r.Fanout == nil {
+				return 0, false
+			}
+			return f(r.Fanout), true
+		}
+	}
+	rows := []row{
+		{"connections", func(r *Result) (float64, bool) { return float64(r.Connect.Connected), true }, ""},
+		{"server RSS per connection", srv(func(s *ServerCost) float64 { return s.BytesPerConn }), "B"},
+		{"server fds per connection", srv(func(s *ServerCost) float64 { return s.FDsPerConn }), ""},
+		{"server goroutines (connected)", srv(func(s *ServerCost) float64 { return float64(s.Connected.Goroutines) }), ""},
+		{"server threads (connected)", srv(func(s *ServerCost) float64 { return float64(s.Connected.Threads) }), ""},
+		{"connect rate", func(r *Result) (float64, bool) { return r.Connect.PerSecond, true }, "/s"},
+		{"handshake p99", func(r *Result) (float64, bool) { return float64(r.Connect.Handshake.P99) / 1e6, true }, "ms"},
+		{"deliveries/s", fan(func(f *FanoutStats) float64 { return f.PerSecond }), "/s"},
+		{"loss", fan(func(f *FanoutStats) float64 { return 100 * f.LossRatio }), "%"},
+		{"latency p50", fan(func(f *FanoutStats) float64 { return float64(f.Latency.P50) / 1e6 }), "ms"},
+		{"latency p99", fan(func(f *FanoutStats) float64 { return float64(f.Latency.P99) / 1e6 }), "ms"},
+		{"latency p99.9", fan(func(f *FanoutStats) float64 { return float64(f.Latency.P999) / 1e6 }), "ms"},
+		{"server CPU per delivery", srv(func(s *ServerCost) float64 { return float64(s.CPUPerDelivery) / 1e3 }), "µs"},
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "metric\t")
+	for _, l := range labels {
+		fmt.Fprintf(tw, "%s\t", l)
+	}
+	for _, l := range labels[1:] {
+		fmt.Fprintf(tw, "%s/%s\t", labels[0], l)
+	}
+	fmt.Fprintln(tw)
+	for _, rw := range rows {
+		vals := make([]float64, len(rs))
+		oks := make([]bool, len(rs))
+		any := false
+		for i, r := range rs {
+			vals[i], oks[i] = rw.get(r)
+			any = any || oks[i]
+		}
+		if !any {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t", rw.name)
+		for i := range rs {
+			if oks[i] {
+				fmt.Fprintf(tw, "%s %s\t", short(vals[i]), rw.unit)
+			} else {
+				fmt.Fprint(tw, "-\t")
+			}
+		}
+		for i := 1; i < len(rs); i++ {
+			if oks[0] && oks[i] && vals[i] != 0 {
+				fmt.Fprintf(tw, "%.2f×\t", vals[0]/vals[i])
+			} else {
+				fmt.Fprint(tw, "-\t")
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
 }

@@ -37,12 +37,16 @@ type SlowStats struct {
 type ServerCost struct {
 	Before       ServerSample   `json:"before"`
 	Connected    ServerSample   `json:"connected"`
+	PublishStart ServerSample   `json:"publish_start"`
 	End          ServerSample   `json:"end"`
 	AfterClose   *ServerSample  `json:"after_close,omitempty"`
 	Samples      []ServerSample `json:"samples"`
 	BytesPerConn float64        `json:"rss_bytes_per_conn"`
 	FDsPerConn   float64        `json:"fds_per_conn"`
 	Baseline     *bool          `json:"fds_returned_to_baseline,omitempty"`
+	// CPUPerDelivery is server CPU (user+system) from the first publish to
+	// the end of the drain, divided by the deliveries counted.
+	CPUPerDelivery time.Duration `json:"cpu_per_delivery_ns,omitempty"`
 }
 
 // Point is one second of the run.
@@ -171,6 +175,9 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 			p.id = uint16(i)
 			pubs = append(pubs, p)
 		}
+	}
+	if watchServer {
+		res.Server.PublishStart = sample(int64(res.Connect.Connected))
 	}
 	for _, p := range procs {
 		p.send("start")
@@ -361,6 +368,9 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	if watchServer {
 		sv := res.Server
 		sv.End = sample(0)
+		if res.Fanout != nil && res.Fanout.Received > 0 && sv.End.CPU > 0 {
+			sv.CPUPerDelivery = time.Duration((sv.End.CPU - sv.PublishStart.CPU) / float64(res.Fanout.Received) * 1e9)
+		}
 		if c := int64(res.Connect.Connected); c > 0 && sv.Connected.RSS > 0 {
 			sv.BytesPerConn = float64(sv.Connected.RSS-sv.Before.RSS) / float64(c)
 			sv.FDsPerConn = float64(sv.Connected.FDs-sv.Before.FDs) / float64(c)

@@ -49,6 +49,7 @@ Scenarios:
   churn     fanout while receivers leave and rejoin at -churn-rate
   baseline  run the classic goroutine-per-connection hub (for comparisons)
   ceiling   measure this machine's raw write cost per delivery
+  compare   print results (-json files) side by side with ratios
 
 Run fanout-bench <scenario> -help for its flags.
 `
@@ -64,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "baseline":
 		return runBaseline(args[1:], stderr)
+	case "compare":
+		return runCompare(args[1:], stdout, stderr)
 	case "ceiling":
 		return runCeiling(args[1:], stdout, stderr)
 	case bench.ScenarioConnect, bench.ScenarioFanout, bench.ScenarioSlow, bench.ScenarioChurn:
@@ -224,4 +227,40 @@ func runBaseline(args []string, stderr io.Writer) int {
 func runCeiling(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "fanout-bench: ceiling is not built yet")
 	return 1
+}
+
+func runCompare(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fanout-bench compare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	labels := fs.String("labels", "", "comma-separated `names` for the result files (default: file names)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	files := fs.Args()
+	if len(files) < 2 {
+		fmt.Fprintln(stderr, "fanout-bench compare: want two or more result files")
+		return 2
+	}
+	names := files
+	if *labels != "" {
+		names = strings.Split(*labels, ",")
+		if len(names) != len(files) {
+			fmt.Fprintln(stderr, "fanout-bench compare: one label per file")
+			return 2
+		}
+	}
+	var rs []*bench.Result
+	for _, f := range files {
+		r, err := bench.LoadResult(f)
+		if err != nil {
+			fmt.Fprintf(stderr, "fanout-bench compare: %v\n", err)
+			return 1
+		}
+		rs = append(rs, r)
+	}
+	bench.Compare(stdout, names, rs)
+	return 0
 }

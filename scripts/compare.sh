@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs the same connect and fanout scenarios against fanout and against the
+# classic goroutine-per-connection hub (fanout-bench baseline), in one run
+# on this machine, and prints a ratio table. Every figure in the README's
+# comparison comes from this script.
+set -euo pipefail
+
+usage() {
+  cat <<'TXT'
+Usage: scripts/compare.sh [options]
+
+  --conns N          connections for the connect scenario (default 10000)
+  --fanout-conns N   receivers for the fanout scenario (default 10000)
+  --publishers N     publishers (default 2)
+  --rate R           total messages/s, or max (default 10)
+  --size B           message size in bytes (default 64)
+  --duration D       publishing time (default 20s)
+  --hold D           connect scenario hold (default 5s)
+  --source-ips R     client source addresses (default 127.0.0.2-127.0.0.20)
+  --out DIR          where JSON and HTML results go (default ./compare-results)
+  --fanout-flags "…" extra flags for the fanout server
+  -h, --help         this text
+
+Ports 18080/18081 (fanout) and 19090 (baseline) must be free.
+TXT
+}
+
+conns=10000 fconns=10000 pubs=2 rate=10 size=64 duration=20s hold=5s
+srcips=127.0.0.2-127.0.0.20 out=./compare-results fflags=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --conns) conns=$2; shift 2 ;;
+    --fanout-conns) fconns=$2; shift 2 ;;
+    --publishers) pubs=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --size) size=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --hold) hold=$2; shift 2 ;;
+    --source-ips) srcips=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --fanout-flags) fflags=$2; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=$(mktemp -d)
+mkdir -p "$out"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$bin"
+}
+trap cleanup EXIT INT TERM
+
+echo "# building" >&2
+(cd "$root" && go build -o "$bin/fanout" ./cmd/fanout && go build -o "$bin/fanout-bench" ./cmd/fanout-bench)
+
+wait_port() { # host port
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "compare.sh: nothing listening on $1:$2" >&2; exit 1
+}
+
+# shellcheck disable=SC2086
+"$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level warn $fflags 2>"$out/fanout.log" &
+fpid=$!; pids+=("$fpid")
+"$bin/fanout-bench" baseline -addr 127.0.0.1:19090 2>"$out/baseline.log" &
+bpid=$!; pids+=("$bpid")
+wait_port 127.0.0.1 18080; wait_port 127.0.0.1 18081; wait_port 127.0.0.1 19090
+
+run() { # label url pid metrics scenario json extra...
+  local label=$1 url=$2 pid=$3 metrics=$4 scenario=$5 json=$6; shift 6
+  echo "# $label: $scenario" >&2
+  "$bin/fanout-bench" "$scenario" -url "$url" -server-pid "$pid" -metrics-url "$metrics" \
+    -source-ips "$srcips" -quiet -json "$out/$json.json" -report "$out/$json.html" "$@" | tee "$out/$json.txt"
+}
+
+for target in fanout baseline; do
+  if [ $target = fanout ]; then url=ws://127.0.0.1:18080/ws pid=$fpid metrics=http://127.0.0.1:18081/metrics
+  else url=ws://127.0.0.1:19090/ws pid=$bpid metrics=http://127.0.0.1:19090/metrics; fi
+  run $target $url $pid $metrics connect ${target}-connect -conns "$conns" -hold "$hold"
+  run $target $url $pid $metrics fanout ${target}-fanout -conns "$fconns" -publishers "$pubs" \
+    -rate "$rate" -size "$size" -duration "$duration"
+done
+
+echo
+echo "## connect: $conns connections"
+"$bin/fanout-bench" compare -labels fanout,baseline "$out/fanout-connect.json" "$out/baseline-connect.json"
+echo
+echo "## fanout: $fconns receivers, $pubs publishers, rate $rate, $size B"
+"$bin/fanout-bench" compare -labels fanout,baseline "$out/fanout-fanout.json" "$out/baseline-fanout.json"
