@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -37,6 +38,7 @@ type options struct {
 	addr, adminAddr string
 	shutdownTimeout time.Duration
 	logLevel        string
+	pprof           bool
 	clientPublish   bool
 	slowPolicy      string
 	cfg             broadcast.Config
@@ -69,6 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&c.ReadBufferSize, "read-buffer", 4096, "initial read buffer per busy connection in `bytes` (idle ones hold none)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long to wait for clients to close (`duration`)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the admin listener")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -152,7 +155,15 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 		adminAddr = aln.Addr().String()
-		admin = &http.Server{Handler: adminMux(srv, &draining), ReadHeaderTimeout: 5 * time.Second}
+		mux := adminMux(srv, &draining)
+		if o.pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
+		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin server", "err", err)
