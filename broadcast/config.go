@@ -78,6 +78,26 @@ type Config struct {
 	// MaxConns caps concurrent connections; the next upgrade gets 503.
 	// Zero means no cap (the process's file limit still applies).
 	MaxConns int
+	// MaxConnsPerIP caps concurrent connections from one client address;
+	// the next upgrade gets 429. Zero means no cap.
+	MaxConnsPerIP int
+	// Origins is the Origin allow-list: full origins
+	// ("https://app.example.com"), hosts ("app.example.com"), subdomain
+	// wildcards ("*.example.com") or "*". A request without Origin (not a
+	// browser) is always allowed. Empty means same-host Origins only.
+	// Others get 403.
+	Origins []string
+	// Authenticate, if set, checks each upgrade's token: the "token" query
+	// parameter, or an "Authorization: Bearer" header. An error answers
+	// 401 and nothing is upgraded. See JWTAuthenticator.
+	Authenticate func(token string) error
+	// ClientRate limits each client's messages per second, with bursts
+	// of ClientBurst; a client over it is closed with 1008. Zero means no
+	// limit.
+	ClientRate float64
+	// ClientBurst is the token bucket size for ClientRate. Zero means
+	// max(1, ClientRate).
+	ClientBurst int
 	// ReadBufferSize is the size of the pooled buffer a read starts with.
 	// Zero means 4096 bytes.
 	ReadBufferSize int
@@ -121,6 +141,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.ClientRate > 0 && c.ClientBurst <= 0 {
+		c.ClientBurst = max(1, int(c.ClientRate))
 	}
 	return c
 }

@@ -3,6 +3,7 @@ package broadcast
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/fanout/fanout/broadcast/frame"
 	"github.com/fanout/fanout/netpoll"
@@ -64,7 +66,9 @@ type conn struct {
 	wn           int          // guarded by mu
 	werr         error        // guarded by mu
 	writeFn      func(uintptr) bool
-	shardIdx     int // owned by the shard goroutine
+	shardIdx     int           // owned by the shard goroutine
+	ip           netip.Addr    // client address, kept only for MaxConnsPerIP
+	limiter      *rate.Limiter // ClientRate; nil without one
 }
 
 func (c *conn) getState() connState { return connState(c.state.Load()) }
@@ -366,6 +370,7 @@ func (c *conn) teardownLocked(reason CloseReason, err error) {
 	clear(c.outq)
 	c.addOutLocked(-c.outBytes)
 	c.outq, c.outOff = nil, 0
+	c.srv.releaseIP(c.ip)
 	c.srv.connClosed(c, reason, err)
 	c.sh.remove(c)
 }

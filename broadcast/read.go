@@ -131,8 +131,15 @@ func (c *conn) parseFailed(err error) {
 		return
 	}
 	c.srv.logProto.warn(c.srv.log, "closing connection", "conn", c.id, "remote", c.remote(), "code", int(ce.Code), "reason", ce.Reason)
-	c.closeLocked(ce.Code, ce.Reason, reasonFor(ce.Code), false)
+	reason := reasonFor(ce.Code)
+	if ce == errRateLimit {
+		reason = ReasonRateLimit
+	}
+	c.closeLocked(ce.Code, ce.Reason, reason, false)
 }
+
+// errRateLimit closes a client over Config.ClientRate.
+var errRateLimit = &frame.CloseError{Code: ws.StatusPolicyViolation, Reason: "message rate limit exceeded"}
 
 // Message implements frame.Handler: a complete message from the client.
 func (c *conn) Message(op ws.OpCode, payload []byte) error {
@@ -143,6 +150,9 @@ func (c *conn) Message(op ws.OpCode, payload []byte) error {
 		return &frame.CloseError{Code: ws.StatusPolicyViolation, Reason: "clients may not publish"}
 	}
 	c.srv.messagesIn.Add(1)
+	if c.limiter != nil && !c.limiter.Allow() {
+		return errRateLimit
+	}
 	if _, err := c.srv.publish(op, payload); err != nil {
 		c.srv.logRefused.warn(c.srv.log, "client message refused", "conn", c.id, "err", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/fanout/fanout/broadcast/frame"
 	"github.com/fanout/fanout/netpoll"
@@ -35,6 +38,9 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
+
+	ipMu  sync.Mutex
+	perIP map[netip.Addr]int // guarded by ipMu; only with MaxConnsPerIP
 
 	closing     atomic.Bool
 	nextID      atomic.Uint64
@@ -155,17 +161,20 @@ func (s *Server) Serve(ln net.Listener) error {
 type RejectKind uint8
 
 const (
-	RejectBadRequest RejectKind = iota // 400: not a valid upgrade request
-	RejectNotFound                     // 404: wrong path
-	RejectVersion                      // 426: unsupported Sec-WebSocket-Version
-	RejectFull                         // 503: MaxConns reached
-	RejectShutdown                     // 503: shutting down
-	RejectTimeout                      // handshake not done within HandshakeTimeout
-	RejectIO                           // the client hung up or the socket failed
+	RejectBadRequest   RejectKind = iota // 400: not a valid upgrade request
+	RejectNotFound                       // 404: wrong path
+	RejectVersion                        // 426: unsupported Sec-WebSocket-Version
+	RejectFull                           // 503: MaxConns reached
+	RejectShutdown                       // 503: shutting down
+	RejectTimeout                        // handshake not done within HandshakeTimeout
+	RejectIO                             // the client hung up or the socket failed
+	RejectOrigin                         // 403: Origin not allowed
+	RejectUnauthorized                   // 401: missing or bad token
+	RejectPerIP                          // 429: MaxConnsPerIP reached
 	numRejects
 )
 
-var rejectNames = [numRejects]string{"bad_request", "not_found", "version", "full", "shutdown", "timeout", "io"}
+var rejectNames = [numRejects]string{"bad_request", "not_found", "version", "full", "shutdown", "timeout", "io", "origin", "unauthorized", "per_ip"}
 
 func (k RejectKind) String() string {
 	if k < numRejects {
@@ -178,6 +187,9 @@ var (
 	rejNotFound = ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound), ws.RejectionReason("no such path"))
 	rejFull     = ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable), ws.RejectionReason("connection limit reached"))
 	rejShutdown = ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable), ws.RejectionReason("server shutting down"))
+	rejOrigin   = ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
+	rejAuth     = ws.RejectConnectionError(ws.RejectionStatus(http.StatusUnauthorized), ws.RejectionReason("missing or invalid token"))
+	rejPerIP    = ws.RejectConnectionError(ws.RejectionStatus(http.StatusTooManyRequests), ws.RejectionReason("too many connections from this address"))
 )
 
 // limitedConn is what the upgrader reads from: the socket, but no more
@@ -204,32 +216,71 @@ func (s *Server) handshake(nc net.Conn) {
 	defer s.hsWG.Done()
 	defer s.handshaking.Add(-1)
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	reserved, sawRequest := false, false
+	var (
+		reserved, sawRequest bool
+		origin, host, token  string
+		ip                   netip.Addr
+	)
+	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
+		ip = ap.Addr().Unmap()
+	}
 	u := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			sawRequest = true
-			path := uri
-			if i := bytes.IndexByte(path, '?'); i >= 0 {
-				path = path[:i]
-			}
+			path, query, _ := bytes.Cut(uri, []byte{'?'})
 			switch {
 			case string(path) != s.cfg.Path:
 				return rejNotFound
 			case s.closing.Load():
 				return rejShutdown
 			}
+			if s.cfg.Authenticate != nil && len(query) > 0 {
+				if q, err := url.ParseQuery(string(query)); err == nil {
+					token = q.Get("token")
+				}
+			}
+			return nil
+		},
+		OnHost: func(h []byte) error {
+			host = string(h)
+			return nil
+		},
+		OnHeader: func(key, value []byte) error {
+			switch {
+			case bytes.EqualFold(key, []byte("Origin")):
+				origin = string(value)
+			case bytes.EqualFold(key, []byte("Authorization")) && s.cfg.Authenticate != nil && token == "":
+				token = bearer(string(value))
+			}
+			return nil
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if !originAllowed(s.cfg.Origins, origin, host) {
+				return nil, rejOrigin
+			}
+			if s.cfg.Authenticate != nil {
+				if err := s.cfg.Authenticate(token); err != nil {
+					s.logRefused.warn(s.log, "upgrade: unauthorized", "remote", nc.RemoteAddr().String(), "err", err)
+					return nil, rejAuth
+				}
+			}
+			if !s.reserveIP(ip) {
+				return nil, rejPerIP
+			}
 			if n := s.conns.Add(1); s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns) {
 				s.conns.Add(-1)
-				return rejFull
+				s.releaseIP(ip)
+				return nil, rejFull
 			}
 			reserved = true
-			return nil
+			return nil, nil
 		},
 	}
 	_, err := u.Upgrade(&limitedConn{Conn: nc, left: maxHandshakeBytes})
 	if err != nil {
 		if reserved {
 			s.conns.Add(-1)
+			s.releaseIP(ip)
 		}
 		kind := s.classifyReject(err)
 		switch {
@@ -245,11 +296,12 @@ func (s *Server) handshake(nc net.Conn) {
 	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {
 		s.conns.Add(-1)
+		s.releaseIP(ip)
 		s.rejected[RejectIO].Add(1)
 		_ = nc.Close()
 		return
 	}
-	s.register(nc)
+	s.register(nc, ip)
 }
 
 // rejectUnread answers a request the upgrader did not finish reading. The
@@ -270,6 +322,12 @@ func (s *Server) classifyReject(err error) RejectKind {
 	var rej *ws.ConnectionRejectedError
 	if errors.As(err, &rej) {
 		switch rej.StatusCode() {
+		case http.StatusForbidden:
+			return RejectOrigin
+		case http.StatusUnauthorized:
+			return RejectUnauthorized
+		case http.StatusTooManyRequests:
+			return RejectPerIP
 		case http.StatusNotFound:
 			return RejectNotFound
 		case http.StatusUpgradeRequired:
@@ -295,9 +353,10 @@ func (s *Server) classifyReject(err error) RejectKind {
 // register makes an upgraded socket a connection: an id, a shard, and a
 // one-shot epoll watch on its raw fd. From here on no goroutine belongs
 // to it while it is idle. The caller has reserved its slot in s.conns.
-func (s *Server) register(nc net.Conn) {
+func (s *Server) register(nc net.Conn, ip netip.Addr) {
 	fail := func(err error) {
 		s.conns.Add(-1)
+		s.releaseIP(ip)
 		s.rejected[RejectIO].Add(1)
 		s.log.Error("register", "err", err)
 		_ = nc.Close()
@@ -328,6 +387,12 @@ func (s *Server) register(nc net.Conn) {
 		rc:  rc,
 	}
 	c.parser.MaxMessage = s.cfg.MaxMessage
+	if s.cfg.MaxConnsPerIP > 0 {
+		c.ip = ip
+	}
+	if s.cfg.ClientRate > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(s.cfg.ClientRate), s.cfg.ClientBurst)
+	}
 	c.readFn = c.rawRead
 	c.writeFn = c.rawWrite
 	c.lastRead.Store(time.Now().UnixNano())
@@ -345,4 +410,34 @@ func (s *Server) register(nc net.Conn) {
 		// Upgraded just as shutdown began: say goodbye properly.
 		c.closeLocked(ws.StatusGoingAway, "server shutting down", ReasonShutdown, false)
 	}
+}
+
+// reserveIP counts one more connection from ip, if MaxConnsPerIP allows.
+func (s *Server) reserveIP(ip netip.Addr) bool {
+	if s.cfg.MaxConnsPerIP <= 0 {
+		return true
+	}
+	s.ipMu.Lock()
+	defer s.ipMu.Unlock()
+	if s.perIP[ip] >= s.cfg.MaxConnsPerIP {
+		return false
+	}
+	if s.perIP == nil {
+		s.perIP = make(map[netip.Addr]int)
+	}
+	s.perIP[ip]++
+	return true
+}
+
+func (s *Server) releaseIP(ip netip.Addr) {
+	if s.cfg.MaxConnsPerIP <= 0 {
+		return
+	}
+	s.ipMu.Lock()
+	defer s.ipMu.Unlock()
+	if s.perIP[ip] <= 1 {
+		delete(s.perIP, ip)
+		return
+	}
+	s.perIP[ip]--
 }

@@ -31,25 +31,54 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
 }
 
 type options struct {
 	addr, adminAddr string
 	shutdownTimeout time.Duration
 	logLevel        string
+	logFormat       string
 	pprof           bool
+	publishKeys     []string
+	authSecret      string
 	clientPublish   bool
 	slowPolicy      string
 	cfg             broadcast.Config
 }
 
-func parseFlags(args []string, stderr io.Writer) (*options, error) {
+// applyEnv gives every flag not set on the command line the value of
+// FANOUT_<FLAG> (upper case, dashes as underscores), if that is set.
+func applyEnv(fs *flag.FlagSet, env func(string) string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		name := envName(f.Name)
+		if v := env(name); v != "" {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, e)
+			}
+		}
+	})
+	return err
+}
+
+func envName(flagName string) string {
+	return "FANOUT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func parseFlags(args []string, env func(string) string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("fanout", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fanout [flags]\n\nA WebSocket broadcast server: every message reaches every client.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: fanout [flags]\n\nA WebSocket broadcast server: every message reaches every client.\n"+
+			"Every flag may also be set as FANOUT_<FLAG> in the environment (FANOUT_MAX_CONNS=1000);\n"+
+			"the command line wins.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	c := &o.cfg
@@ -71,9 +100,59 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&c.ReadBufferSize, "read-buffer", 4096, "initial read buffer per busy connection in `bytes` (idle ones hold none)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long to wait for clients to close (`duration`)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the admin listener")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, "maximum concurrent connections from one client address (`n`); more get 429; 0 means no limit")
+	fs.Float64Var(&c.ClientRate, "client-rate", 0, "messages per `second` a client may send (token bucket); over it closes with 1008; 0 means no limit")
+	fs.IntVar(&c.ClientBurst, "client-burst", 0, "burst size (`messages`) for -client-rate; 0 means max(1, rate)")
+	var origins, keys, keysFile, secretFile string
+	fs.StringVar(&origins, "origins", "", "allowed Origins, comma-separated: https://app.example.com, app.example.com, *.example.com or *; empty allows requests without Origin and same-host Origins only")
+	fs.StringVar(&keys, "publish-keys", "", "comma-separated bearer `keys` for POST /publish (prefer FANOUT_PUBLISH_KEYS or -publish-keys-file: flags show in ps); none disables /publish")
+	fs.StringVar(&keysFile, "publish-keys-file", "", "`file` with one publish key per line")
+	fs.StringVar(&o.authSecret, "auth-secret", "", "HS256 `secret`: clients must present a valid JWT (token query parameter or Authorization: Bearer); empty disables client auth")
+	fs.StringVar(&secretFile, "auth-secret-file", "", "`file` holding the -auth-secret")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if err := applyEnv(fs, env); err != nil {
+		return nil, err
+	}
+	for _, k := range strings.Split(keys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			o.publishKeys = append(o.publishKeys, k)
+		}
+	}
+	if keysFile != "" {
+		b, err := os.ReadFile(keysFile)
+		if err != nil {
+			return nil, fmt.Errorf("-publish-keys-file: %w", err)
+		}
+		for _, k := range strings.Split(string(b), "\n") {
+			if k = strings.TrimSpace(k); k != "" && !strings.HasPrefix(k, "#") {
+				o.publishKeys = append(o.publishKeys, k)
+			}
+		}
+	}
+	if secretFile != "" {
+		b, err := os.ReadFile(secretFile)
+		if err != nil {
+			return nil, fmt.Errorf("-auth-secret-file: %w", err)
+		}
+		o.authSecret = strings.TrimSpace(string(b))
+	}
+	for _, og := range strings.Split(origins, ",") {
+		if og = strings.TrimSpace(og); og != "" {
+			c.Origins = append(c.Origins, og)
+		}
+	}
+	if o.authSecret != "" {
+		c.Authenticate = broadcast.JWTAuthenticator([]byte(o.authSecret))
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return nil, fmt.Errorf("-log-format: %q: want text or json", o.logFormat)
+	}
+	if c.ClientRate < 0 || c.ClientBurst < 0 || c.MaxConnsPerIP < 0 {
+		return nil, errors.New("-client-rate, -client-burst and -max-conns-per-ip must not be negative")
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
@@ -118,8 +197,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-func run(args []string, stderr io.Writer) int {
-	o, err := parseFlags(args, stderr)
+func run(args []string, env func(string) string, stderr io.Writer) int {
+	o, err := parseFlags(args, env, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -132,7 +211,11 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fanout: -log-level: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	if o.logFormat == "json" {
+		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+	}
+	log := slog.New(handler)
 	o.cfg.Logger = log
 
 	ln, err := net.Listen("tcp", o.addr)
@@ -145,7 +228,7 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return 1
 	}
-	var draining atomic.Bool
+	var draining, ready atomic.Bool
 	var admin *http.Server
 	adminAddr := ""
 	if o.adminAddr != "" {
@@ -155,7 +238,7 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 		adminAddr = aln.Addr().String()
-		mux := adminMux(srv, &draining)
+		mux := adminMux(srv, &ready, &draining, o.publishKeys)
 		if o.pprof {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
 			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -172,9 +255,11 @@ func run(args []string, stderr io.Writer) int {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	ready.Store(true)
 	log.Info("fanout ready", "ws", "ws://"+ln.Addr().String()+o.cfg.Path, "admin", adminAddr,
 		"shards", o.cfg.Shards, "queue_bytes", o.cfg.QueueBytes, "slow_policy", o.cfg.SlowPolicy.String(),
-		"max_conns", o.cfg.MaxConns, "client_publish", o.clientPublish)
+		"max_conns", o.cfg.MaxConns, "client_publish", o.clientPublish,
+		"publish_api", len(o.publishKeys) > 0, "client_auth", o.authSecret != "")
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -205,7 +290,7 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func adminMux(srv *broadcast.Server, draining *atomic.Bool) *http.ServeMux {
+func adminMux(srv *broadcast.Server, ready, draining *atomic.Bool, publishKeys []string) *http.ServeMux {
 	mux := http.NewServeMux()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), srv.Collector())
@@ -213,9 +298,14 @@ func adminMux(srv *broadcast.Server, draining *atomic.Bool) *http.ServeMux {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
+	mux.Handle("/publish", srv.PublishHandler(publishKeys))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if draining.Load() {
+		switch {
+		case draining.Load():
 			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		case !ready.Load():
+			http.Error(w, "starting", http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ready\n")

@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,10 +22,12 @@ import (
 // tests exercise main's wiring in a process of its own.
 func TestMain(m *testing.M) {
 	if os.Getenv("FANOUT_RUN_MAIN") == "1" {
-		os.Exit(run(os.Args[1:], os.Stderr))
+		os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
 	}
 	os.Exit(m.Run())
 }
+
+func noEnv(string) string { return "" }
 
 func TestBadFlagsExit2(t *testing.T) {
 	for _, args := range [][]string{
@@ -38,7 +42,7 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"stray-argument"},
 	} {
 		var out bytes.Buffer
-		if code := run(args, &out); code != 2 {
+		if code := run(args, noEnv, &out); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
 		if out.Len() == 0 {
@@ -47,14 +51,38 @@ func TestBadFlagsExit2(t *testing.T) {
 	}
 }
 
+func TestEnvironmentConfig(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	o, err := parseFlags([]string{"-shards", "4"}, env(map[string]string{
+		"FANOUT_SHARDS":       "8",       // the command line wins
+		"FANOUT_MAX_CONNS":    "1234",    // applies
+		"FANOUT_SLOW_POLICY":  "drop",    // applies, and is validated like the flag
+		"FANOUT_PUBLISH_KEYS": "a, b ,c", // secrets stay out of ps
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.Shards != 4 || o.cfg.MaxConns != 1234 || o.cfg.SlowPolicy.String() != "drop" || len(o.publishKeys) != 3 {
+		t.Fatalf("got shards %d max-conns %d policy %s keys %v", o.cfg.Shards, o.cfg.MaxConns, o.cfg.SlowPolicy, o.publishKeys)
+	}
+	var out bytes.Buffer
+	if code := run(nil, env(map[string]string{"FANOUT_MAX_CONNS": "lots"}), &out); code != 2 || !strings.Contains(out.String(), "FANOUT_MAX_CONNS") {
+		t.Fatalf("bad env value: exit %d, %q", code, out.String())
+	}
+	if code := run(nil, env(map[string]string{"FANOUT_SHARDS": "0"}), &out); code != 2 {
+		t.Fatalf("FANOUT_SHARDS=0: exit %d, want 2", code)
+	}
+}
+
 func TestHelpListsEveryFlag(t *testing.T) {
 	var out bytes.Buffer
-	if code := run([]string{"-help"}, &out); code != 0 {
+	if code := run([]string{"-help"}, noEnv, &out); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	for _, f := range []string{"-addr", "-admin-addr", "-path", "-client-publish", "-workers", "-shards",
 		"-queue-bytes", "-slow-policy", "-max-message", "-ping-interval", "-idle-timeout",
-		"-handshake-timeout", "-max-conns", "-shutdown-timeout"} {
+		"-handshake-timeout", "-max-conns", "-shutdown-timeout", "-max-conns-per-ip", "-client-rate",
+		"-client-burst", "-origins", "-publish-keys", "-auth-secret", "-log-format", "-pprof"} {
 		if !regexp.MustCompile(`(?m)^\s+` + f + `\b`).MatchString(out.String()) {
 			t.Errorf("help does not document %s", f)
 		}
@@ -64,8 +92,8 @@ func TestHelpListsEveryFlag(t *testing.T) {
 // The binary starts on random ports, logs where, serves, and on SIGTERM
 // closes its clients with 1001 and exits 0.
 func TestRunAndSIGTERM(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "FANOUT_RUN_MAIN=1")
+	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-close-timeout", "2s")
+	cmd.Env = append(os.Environ(), "FANOUT_RUN_MAIN=1", "FANOUT_PUBLISH_KEYS=test-key")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -88,11 +116,13 @@ func TestRunAndSIGTERM(t *testing.T) {
 	}
 	go io.Copy(io.Discard, logs)
 
-	resp, err := http.Get("http://" + admin + "/healthz")
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("healthz: %v %v", resp, err)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + admin + path)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", path, resp, err)
+		}
+		resp.Body.Close()
 	}
-	resp.Body.Close()
 
 	a, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
 	if err != nil {
@@ -114,13 +144,38 @@ func TestRunAndSIGTERM(t *testing.T) {
 		}
 	}
 
+	req, _ := http.NewRequest("POST", "http://"+admin+"/publish", strings.NewReader("from the backend"))
+	req.Header.Set("Authorization", "Bearer test-key")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("publish: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	for _, c := range []*websocket.Conn{a, b} {
+		if _, p, err := c.ReadMessage(); err != nil || string(p) != "from the backend" {
+			t.Fatalf("got %q %v", p, err)
+		}
+	}
+
+	// A client that never answers a close frame keeps the shutdown
+	// waiting (up to -close-timeout): /readyz must say 503 meanwhile.
+	mute, err := net.Dial("tcp", strings.TrimPrefix(strings.TrimSuffix(wsURL, "/ws"), "ws://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	io.WriteString(mute, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	if line, err := bufio.NewReader(mute).ReadString('\n'); err != nil || !strings.Contains(line, "101") {
+		t.Fatalf("mute client handshake: %q %v", line, err)
+	}
+
 	resp, err = http.Get("http://" + admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"fanout_connections 2", "fanout_broadcasts_total 1", "fanout_deliveries_total 2", "go_goroutines", "process_open_fds"} {
+	for _, want := range []string{"fanout_connections 3", "fanout_broadcasts_total 2", "fanout_deliveries_total 4", "go_goroutines", "process_open_fds"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
@@ -135,7 +190,34 @@ func TestRunAndSIGTERM(t *testing.T) {
 			t.Fatalf("after SIGTERM: %v, want close 1001", err)
 		}
 	}
+	resp, err = http.Get("http://" + admin + "/readyz")
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while draining: %v %v, want 503", resp, err)
+	}
+	resp.Body.Close()
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v, want 0", err)
+	}
+}
+
+func TestJSONLogs(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-admin-addr", "", "-log-format", "json")
+	cmd.Env = append(os.Environ(), "FANOUT_RUN_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Signal(syscall.SIGTERM)
+	line, err := bufio.NewReader(stderr).ReadBytes('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(line, &rec); err != nil || rec["msg"] != "fanout ready" || rec["ws"] == nil {
+		t.Fatalf("first log line %q: %v", line, err)
 	}
 }

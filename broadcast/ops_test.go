@@ -1,0 +1,240 @@
+package broadcast_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/golang-jwt/jwt/v5"
+	gorilla "github.com/gorilla/websocket"
+
+	"github.com/fanout/fanout/broadcast"
+)
+
+func TestPublishAPI(t *testing.T) {
+	s := startServer(t, broadcast.Config{MaxMessage: 100})
+	api := httptest.NewServer(s.PublishHandler([]string{"k1", "k2"}))
+	defer api.Close()
+	a, b := dialGorilla(t, s.url), dialGorilla(t, s.url)
+	s.waitConns(t, 2)
+
+	post := func(auth, ctype string, body []byte) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, api.URL+"/publish", bytes.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	for _, tc := range []struct {
+		name, auth, ctype string
+		body              []byte
+		status            int
+	}{
+		{"no key", "", "", []byte("x"), http.StatusUnauthorized},
+		{"not bearer", "Basic azE6", "", []byte("x"), http.StatusUnauthorized},
+		{"wrong key", "Bearer nope", "", []byte("x"), http.StatusForbidden},
+		{"too big", "Bearer k1", "", bytes.Repeat([]byte("x"), 101), http.StatusRequestEntityTooLarge},
+		{"invalid UTF-8 text", "Bearer k2", "text/plain", []byte{0xff}, http.StatusBadRequest},
+	} {
+		code, out := post(tc.auth, tc.ctype, tc.body)
+		if code != tc.status || out["error"] == "" {
+			t.Errorf("%s: %d %v, want %d with an error message", tc.name, code, out, tc.status)
+		}
+	}
+	if st := s.Stats(); st.Published != 0 {
+		t.Fatalf("refused publishes were published: %d", st.Published)
+	}
+
+	code, out := post("Bearer k2", "application/octet-stream", []byte{0xff, 0})
+	if code != http.StatusAccepted || out["recipients"] != float64(2) {
+		t.Fatalf("binary publish: %d %v", code, out)
+	}
+	code, _ = post("Bearer k1", "text/plain; charset=utf-8", []byte("héllo"))
+	if code != http.StatusAccepted {
+		t.Fatalf("text publish: %d", code)
+	}
+	for _, c := range []*gorilla.Conn{a, b} {
+		expectMessage(t, c, gorilla.BinaryMessage, []byte{0xff, 0})
+		expectMessage(t, c, gorilla.TextMessage, []byte("héllo"))
+	}
+
+	// No keys configured: the API is off.
+	off := httptest.NewServer(s.PublishHandler(nil))
+	defer off.Close()
+	resp, err := http.Post(off.URL+"/publish", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("publish without configured keys: %d", resp.StatusCode)
+	}
+}
+
+func token(t *testing.T, secret string, exp time.Time) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "u1", "exp": exp.Unix()}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestClientAuthJWT(t *testing.T) {
+	s := startServer(t, broadcast.Config{Authenticate: broadcast.JWTAuthenticator([]byte("s3cret"))})
+	good := token(t, "s3cret", time.Now().Add(time.Hour))
+	for _, tc := range []struct {
+		name   string
+		query  string
+		header string
+		status int
+	}{
+		{"no token", "", "", http.StatusUnauthorized},
+		{"expired", "?token=" + token(t, "s3cret", time.Now().Add(-time.Hour)), "", http.StatusUnauthorized},
+		{"wrong secret", "?token=" + token(t, "other", time.Now().Add(time.Hour)), "", http.StatusUnauthorized},
+		{"garbage", "?token=abc.def.ghi", "", http.StatusUnauthorized},
+		{"query token", "?token=" + good, "", http.StatusSwitchingProtocols},
+		{"bearer header", "", "Bearer " + good, http.StatusSwitchingProtocols},
+	} {
+		h := http.Header{}
+		if tc.header != "" {
+			h.Set("Authorization", tc.header)
+		}
+		c, resp, err := gorilla.DefaultDialer.Dial(s.url+tc.query, h)
+		if resp == nil {
+			t.Fatalf("%s: no response: %v", tc.name, err)
+		}
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: status %d, want %d", tc.name, resp.StatusCode, tc.status)
+		}
+		if c != nil {
+			c.Close()
+		}
+	}
+	waitFor(t, "rejections counted", func() bool { return s.Stats().Rejects(broadcast.RejectUnauthorized) == 4 })
+}
+
+func TestOrigins(t *testing.T) {
+	dial := func(url, origin string) int {
+		t.Helper()
+		h := http.Header{}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		c, resp, err := gorilla.DefaultDialer.Dial(url, h)
+		if resp == nil {
+			t.Fatalf("no response: %v", err)
+		}
+		if c != nil {
+			c.Close()
+		}
+		return resp.StatusCode
+	}
+	def := startServer(t, broadcast.Config{})
+	for origin, want := range map[string]int{
+		"":                            http.StatusSwitchingProtocols, // not a browser
+		"http://" + def.addr:          http.StatusSwitchingProtocols, // same host
+		"https://evil.example.com":    http.StatusForbidden,
+		"http://127.0.0.1:1":          http.StatusForbidden, // same host name, other port
+		"null":                        http.StatusForbidden,
+		"http://" + def.addr + "/xyz": http.StatusSwitchingProtocols,
+	} {
+		if got := dial(def.url, origin); got != want {
+			t.Errorf("default policy, Origin %q: %d, want %d", origin, got, want)
+		}
+	}
+	list := startServer(t, broadcast.Config{Origins: []string{"https://app.example.com", "*.example.org", "partner.net"}})
+	for origin, want := range map[string]int{
+		"https://app.example.com":  http.StatusSwitchingProtocols,
+		"http://app.example.com":   http.StatusForbidden, // scheme is part of an origin
+		"https://a.b.example.org":  http.StatusSwitchingProtocols,
+		"https://example.org":      http.StatusForbidden, // the wildcard is for subdomains
+		"http://partner.net:8443":  http.StatusSwitchingProtocols,
+		"https://notpartner.net":   http.StatusForbidden,
+		"http://" + list.addr:      http.StatusForbidden, // an explicit list replaces same-host
+		"https://evil.example.com": http.StatusForbidden,
+	} {
+		if got := dial(list.url, origin); got != want {
+			t.Errorf("allow-list, Origin %q: %d, want %d", origin, got, want)
+		}
+	}
+	if n := list.Stats().Rejects(broadcast.RejectOrigin); n != 5 {
+		t.Errorf("origin rejections %d, want 5", n)
+	}
+}
+
+func TestMaxConnsPerIP(t *testing.T) {
+	s := startServer(t, broadcast.Config{MaxConnsPerIP: 2})
+	dialFrom := func(ip string) (*gorilla.Conn, int) {
+		d := gorilla.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+			return nd.Dial(network, addr)
+		}}
+		c, resp, err := d.Dial(s.url, nil)
+		if resp == nil {
+			t.Fatalf("no response: %v", err)
+		}
+		return c, resp.StatusCode
+	}
+	a, _ := dialFrom("127.0.0.1")
+	b, _ := dialFrom("127.0.0.1")
+	if _, code := dialFrom("127.0.0.1"); code != http.StatusTooManyRequests {
+		t.Fatalf("third connection from one address: %d, want 429", code)
+	}
+	c, code := dialFrom("127.0.0.2")
+	if code != http.StatusSwitchingProtocols {
+		t.Fatalf("another address: %d", code)
+	}
+	defer c.Close()
+	defer b.Close()
+	a.Close()
+	s.waitConns(t, 2)
+	d, code := dialFrom("127.0.0.1")
+	if code != http.StatusSwitchingProtocols {
+		t.Fatalf("after one left: %d", code)
+	}
+	d.Close()
+	if n := s.Stats().Rejects(broadcast.RejectPerIP); n != 1 {
+		t.Fatalf("per-IP rejections %d", n)
+	}
+}
+
+func TestClientRateLimit(t *testing.T) {
+	s := startServer(t, broadcast.Config{ClientRate: 5, ClientBurst: 5})
+	healthy := dialGorilla(t, s.url)
+	flood := dialRaw(t, s.addr)
+	s.waitConns(t, 2)
+	for i := 0; i < 20; i++ {
+		flood.send(t, masked(0x81, []byte("spam")))
+	}
+	flood.expectClose(t, ws.StatusPolicyViolation)
+	waitFor(t, "rate-limit close counted", func() bool { return s.Stats().Closed(broadcast.ReasonRateLimit) == 1 })
+	// The burst went out, the rest did not; the healthy client is fine.
+	if st := s.Stats(); st.Published < 5 || st.Published > 6 {
+		t.Fatalf("published %d of the flood, want the burst of 5", st.Published)
+	}
+	for i := uint64(0); i < s.Stats().Published; i++ {
+		expectMessage(t, healthy, gorilla.TextMessage, []byte("spam"))
+	}
+	if _, err := s.Publish(ws.OpText, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	expectMessage(t, healthy, gorilla.TextMessage, []byte("after"))
+}
