@@ -125,7 +125,7 @@ func (s *Server) PublishHandler(keys []string) http.Handler {
 		}
 		n, err := s.Publish(op, body)
 		switch {
-		case errors.Is(err, ErrBacklog), errors.Is(err, ErrServerClosed):
+		case errors.Is(err, ErrBacklog), errors.Is(err, ErrServerClosed), errors.Is(err, errBus):
 			w.Header().Set("Retry-After", "1")
 			publishError(w, http.StatusServiceUnavailable, err.Error())
 			return

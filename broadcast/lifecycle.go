@@ -3,6 +3,7 @@ package broadcast
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 	"unicode/utf8"
 
@@ -28,8 +29,46 @@ func (s *Server) Publish(op ws.OpCode, payload []byte) (recipients int, err erro
 	return s.publish(op, payload)
 }
 
-// publish encodes the message once and hands the frame to the hub.
+// Bus carries messages between fanout nodes (see package bus). With one
+// set, every message the server would broadcast goes to the bus instead,
+// and comes back to every node, this one included, through Deliver.
+type Bus interface {
+	Publish(op ws.OpCode, payload []byte) error
+}
+
+// errBus wraps a bus's refusal (its buffer is full, it is closed).
+var errBus = errors.New("broadcast: bus refused the message")
+
+// SetBus joins the server to a bus. Call it before Serve.
+func (s *Server) SetBus(b Bus) { s.bus = b }
+
+// Deliver broadcasts a message from the bus to this node's clients.
+func (s *Server) Deliver(op ws.OpCode, payload []byte) (int, error) {
+	n, err := s.broadcastLocal(op, payload)
+	if err != nil {
+		s.logRefused.warn(s.log, "bus message refused locally", "err", err)
+	}
+	return n, err
+}
+
+// publish hands a message to the bus, or broadcasts it here.
 func (s *Server) publish(op ws.OpCode, payload []byte) (int, error) {
+	if s.bus == nil {
+		return s.broadcastLocal(op, payload)
+	}
+	if s.closing.Load() {
+		s.refused.Add(1)
+		return 0, ErrServerClosed
+	}
+	if err := s.bus.Publish(op, payload); err != nil {
+		s.refused.Add(1)
+		return 0, fmt.Errorf("%w: %w", errBus, err)
+	}
+	return s.Conns(), nil
+}
+
+// broadcastLocal encodes the message once and hands the frame to the hub.
+func (s *Server) broadcastLocal(op ws.OpCode, payload []byte) (int, error) {
 	if err := s.hub.publish(frame.Compile(op, payload)); err != nil {
 		s.refused.Add(1)
 		return 0, err

@@ -35,6 +35,7 @@ type Server struct {
 	log    *slog.Logger
 	poller *netpoll.Poller
 	hub    *hub
+	bus    Bus // nil: standalone
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
