@@ -27,7 +27,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/gobwas/ws"
+
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/bus"
 )
 
 func main() {
@@ -42,6 +45,10 @@ type options struct {
 	pprof           bool
 	publishKeys     []string
 	authSecret      string
+	nats            string
+	natsSubject     string
+	natsBuffer      int
+	natsResume      time.Duration
 	clientPublish   bool
 	slowPolicy      string
 	cfg             broadcast.Config
@@ -105,6 +112,10 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (*opti
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, "maximum concurrent connections from one client address (`n`); more get 429; 0 means no limit")
 	fs.Float64Var(&c.ClientRate, "client-rate", 0, "messages per `second` a client may send (token bucket); over it closes with 1008; 0 means no limit")
 	fs.IntVar(&c.ClientBurst, "client-burst", 0, "burst size (`messages`) for -client-rate; 0 means max(1, rate)")
+	fs.StringVar(&o.nats, "nats", "", "join a fan-out tier over NATS at this `URL` (nats://host:4222, comma-separated for a cluster); empty runs standalone")
+	fs.StringVar(&o.natsSubject, "nats-subject", "fanout.broadcast", "NATS `subject` the tier's messages travel on")
+	fs.IntVar(&o.natsBuffer, "nats-buffer", 8<<20, "`bytes` of published messages kept for resending over a bus outage; beyond, publishes are refused")
+	fs.DurationVar(&o.natsResume, "nats-resume-delay", time.Second, "after a bus reconnect, hold publishes this `long` so every node is subscribed again")
 	var origins, keys, keysFile, secretFile string
 	fs.StringVar(&origins, "origins", "", "allowed Origins, comma-separated: https://app.example.com, app.example.com, *.example.com or *; empty allows requests without Origin and same-host Origins only")
 	fs.StringVar(&keys, "publish-keys", "", "comma-separated bearer `keys` for POST /publish (prefer FANOUT_PUBLISH_KEYS or -publish-keys-file: flags show in ps); none disables /publish")
@@ -147,6 +158,9 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (*opti
 	}
 	if o.authSecret != "" {
 		c.Authenticate = broadcast.JWTAuthenticator([]byte(o.authSecret))
+	}
+	if o.natsBuffer <= 0 || o.natsResume <= 0 {
+		return nil, errors.New("-nats-buffer and -nats-resume-delay must be positive")
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return nil, fmt.Errorf("-log-format: %q: want text or json", o.logFormat)
@@ -228,6 +242,19 @@ func run(args []string, env func(string) string, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return 1
 	}
+	var b *bus.NATS
+	if o.nats != "" {
+		b, err = bus.Connect(bus.Config{
+			URL: o.nats, Subject: o.natsSubject, BufferBytes: o.natsBuffer, ResumeDelay: o.natsResume,
+			Name: "fanout " + ln.Addr().String(), Logger: log,
+		}, func(op ws.OpCode, p []byte) { srv.Deliver(op, p) })
+		if err != nil {
+			log.Error("bus", "err", err)
+			return 1
+		}
+		defer b.Close()
+		srv.SetBus(b)
+	}
 	var draining, ready atomic.Bool
 	var admin *http.Server
 	adminAddr := ""
@@ -238,7 +265,7 @@ func run(args []string, env func(string) string, stderr io.Writer) int {
 			return 1
 		}
 		adminAddr = aln.Addr().String()
-		mux := adminMux(srv, &ready, &draining, o.publishKeys)
+		mux := adminMux(srv, b, &ready, &draining, o.publishKeys)
 		if o.pprof {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
 			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -259,7 +286,7 @@ func run(args []string, env func(string) string, stderr io.Writer) int {
 	log.Info("fanout ready", "ws", "ws://"+ln.Addr().String()+o.cfg.Path, "admin", adminAddr,
 		"shards", o.cfg.Shards, "queue_bytes", o.cfg.QueueBytes, "slow_policy", o.cfg.SlowPolicy.String(),
 		"max_conns", o.cfg.MaxConns, "client_publish", o.clientPublish,
-		"publish_api", len(o.publishKeys) > 0, "client_auth", o.authSecret != "")
+		"publish_api", len(o.publishKeys) > 0, "client_auth", o.authSecret != "", "nats", o.nats)
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -290,10 +317,13 @@ func run(args []string, env func(string) string, stderr io.Writer) int {
 	return 0
 }
 
-func adminMux(srv *broadcast.Server, ready, draining *atomic.Bool, publishKeys []string) *http.ServeMux {
+func adminMux(srv *broadcast.Server, b *bus.NATS, ready, draining *atomic.Bool, publishKeys []string) *http.ServeMux {
 	mux := http.NewServeMux()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), srv.Collector())
+	if b != nil {
+		reg.MustRegister(b.Collector())
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -306,6 +336,11 @@ func adminMux(srv *broadcast.Server, ready, draining *atomic.Bool, publishKeys [
 			return
 		case !ready.Load():
 			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		case b != nil && !b.Connected():
+			// Local clients are still served; this node just cannot
+			// reach the rest of the tier.
+			http.Error(w, "bus disconnected", http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ready\n")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	natsserver "github.com/nats-io/nats-server/v2/server"
 )
 
 // TestMain lets the test binary run as the real command, so the signal
@@ -220,4 +221,90 @@ func TestJSONLogs(t *testing.T) {
 	if err := json.Unmarshal(line, &rec); err != nil || rec["msg"] != "fanout ready" || rec["ws"] == nil {
 		t.Fatalf("first log line %q: %v", line, err)
 	}
+}
+
+// startFanout runs the binary with args and returns its WebSocket and
+// admin addresses from the ready line.
+func startFanout(t *testing.T, args ...string) (wsURL, admin string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), "FANOUT_RUN_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	logs := bufio.NewReader(stderr)
+	ready := regexp.MustCompile(`msg="fanout ready" ws=(\S+) admin=(\S+)`)
+	for {
+		line, err := logs.ReadString('\n')
+		if err != nil {
+			t.Fatalf("no ready line: %v", err)
+		}
+		if m := ready.FindStringSubmatch(line); m != nil {
+			go io.Copy(io.Discard, logs)
+			return m[1], m[2]
+		}
+	}
+}
+
+// Two processes joined by NATS: a message sent to one reaches the other's
+// clients once; /readyz follows the bus.
+func TestTierOverNATS(t *testing.T) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	defer ns.Shutdown()
+	url := ns.ClientURL()
+	ws1, admin1 := startFanout(t, "-nats", url)
+	ws2, _ := startFanout(t, "-nats", url)
+	dial := func(u string) *websocket.Conn {
+		c, _, err := websocket.DefaultDialer.Dial(u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a, b := dial(ws1), dial(ws2)
+	waitReady := func(want int) {
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			resp, err := http.Get("http://" + admin1 + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == want {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("readyz never became %d", want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitReady(200)
+	if err := a.WriteMessage(websocket.TextMessage, []byte("across the tier")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*websocket.Conn{a, b} {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, p, err := c.ReadMessage(); err != nil || string(p) != "across the tier" {
+			t.Fatalf("got %q %v", p, err)
+		}
+	}
+	// Exactly once: nothing else arrives.
+	_ = a.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, p, err := a.ReadMessage(); err == nil {
+		t.Fatalf("a second copy arrived: %q", p)
+	}
+	ns.Shutdown()
+	waitReady(http.StatusServiceUnavailable)
 }
