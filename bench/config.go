@@ -29,7 +29,11 @@ const (
 type Config struct {
 	Scenario string `json:"scenario"`
 	// URL of the server's WebSocket endpoint, e.g. ws://127.0.0.1:8080/ws.
-	URL string `json:"url"`
+	// A comma-separated list spreads connections over several servers
+	// (a tier), round robin.
+	URL  string   `json:"url"`
+	urls []string // URL split
+
 	// Conns is the number of receiving connections (all processes).
 	Conns int `json:"conns"`
 	// ConnsPerProc caps the connections one process holds; more spread
@@ -73,8 +77,9 @@ type Config struct {
 	// Zero means 5% of Conns per second.
 	ChurnRate float64 `json:"churn_rate"`
 
-	// ServerPID, if set, is sampled from /proc (RSS, fds, threads).
-	ServerPID int `json:"server_pid,omitempty"`
+	// ServerPIDs, if set, are sampled from /proc (RSS, fds, threads,
+	// CPU), and added up: a tier's cost.
+	ServerPIDs []int `json:"server_pids,omitempty"`
 	// MetricsURL, if set, is scraped (Prometheus text) for the same.
 	MetricsURL string `json:"metrics_url,omitempty"`
 	// Workers is the netpoll worker pool size per process (0: default).
@@ -91,9 +96,14 @@ func (c Config) WithDefaults() (Config, error) {
 	default:
 		return c, fmt.Errorf("unknown scenario %q (connect, fanout, churn, slow)", c.Scenario)
 	}
-	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return c, fmt.Errorf("url %q: want ws://host:port/path", c.URL)
+	c.urls = nil
+	for _, one := range strings.Split(c.URL, ",") {
+		one = strings.TrimSpace(one)
+		u, err := url.Parse(one)
+		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			return c, fmt.Errorf("url %q: want ws://host:port/path", one)
+		}
+		c.urls = append(c.urls, one)
 	}
 	if c.Conns < 0 || c.Publishers < 0 || c.Size < 0 || c.Rate < 0 || c.Window < 0 || c.Messages < 0 {
 		return c, fmt.Errorf("conns, publishers, size, rate, window and messages must not be negative")
@@ -144,6 +154,14 @@ func (c Config) WithDefaults() (Config, error) {
 		c.ChurnRate = math.Max(1, float64(c.Conns)/20)
 	}
 	return c, nil
+}
+
+// urlFor is the server the idx-th connection goes to.
+func (c Config) urlFor(idx int) string {
+	if len(c.urls) == 0 {
+		return c.URL
+	}
+	return c.urls[idx%len(c.urls)]
 }
 
 // procs is how many receiving processes the run needs.

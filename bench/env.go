@@ -132,6 +132,29 @@ func sampleServer(pid int, metricsURL string) (ServerSample, error) {
 	return s, nil
 }
 
+// sampleServers adds up the samples of several server processes.
+func sampleServers(pids []int, metricsURL string) (ServerSample, error) {
+	if len(pids) <= 1 {
+		pid := 0
+		if len(pids) == 1 {
+			pid = pids[0]
+		}
+		return sampleServer(pid, metricsURL)
+	}
+	var sum ServerSample
+	for _, pid := range pids {
+		s, err := sampleServer(pid, "")
+		if err != nil {
+			return sum, err
+		}
+		sum.RSS += s.RSS
+		sum.FDs += s.FDs
+		sum.Threads += s.Threads
+		sum.CPU += s.CPU
+	}
+	return sum, nil
+}
+
 func scrape(url string, s *ServerSample) error {
 	c := http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(url)

@@ -344,7 +344,11 @@ func RunChild() bool {
 		return false
 	}
 	var spec procSpec
-	if err := json.Unmarshal([]byte(js), &spec); err != nil {
+	err := json.Unmarshal([]byte(js), &spec)
+	if err == nil {
+		spec.Config, err = spec.Config.WithDefaults() // rebuilds what JSON does not carry
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "fanout-bench child:", err)
 		os.Exit(2)
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -55,7 +54,6 @@ type receiver struct {
 type recvPool struct {
 	cfg    Config
 	poller *netpoll.Poller
-	u      *url.URL
 	offset int // spreads source addresses across processes
 
 	lat       Histogram // delivery latency, whole run
@@ -76,17 +74,13 @@ type recvPool struct {
 }
 
 func newRecvPool(cfg Config, offset int) (*recvPool, error) {
-	u, err := url.Parse(cfg.URL)
-	if err != nil {
-		return nil, err
-	}
 	// The bench's own pool queueing under load is expected: only errors.
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	p, err := netpoll.New(netpoll.Config{Workers: cfg.Workers, Logger: quiet})
 	if err != nil {
 		return nil, err
 	}
-	return &recvPool{cfg: cfg, poller: p, u: u, offset: offset, closes: make(map[int]int64)}, nil
+	return &recvPool{cfg: cfg, poller: p, offset: offset, closes: make(map[int]int64)}, nil
 }
 
 // dial opens and upgrades one client connection, bound to the idx-th
@@ -104,7 +98,7 @@ func dial(ctx context.Context, cfg Config, idx int) (net.Conn, []byte, error) {
 			return nd.DialContext(ctx, network, addr)
 		},
 	}
-	nc, br, _, err := d.Dial(ctx, cfg.URL)
+	nc, br, _, err := d.Dial(ctx, cfg.urlFor(idx))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -89,9 +89,9 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	}
 	res := &Result{Env: ReadEnv(), Config: cfg, Procs: cfg.procs(), Closes: map[string]int64{}}
 	t0 := time.Now()
-	watchServer := cfg.ServerPID > 0 || cfg.MetricsURL != ""
+	watchServer := len(cfg.ServerPIDs) > 0 || cfg.MetricsURL != ""
 	sample := func(conns int64) ServerSample {
-		s, err := sampleServer(cfg.ServerPID, cfg.MetricsURL)
+		s, err := sampleServers(cfg.ServerPIDs, cfg.MetricsURL)
 		if err != nil {
 			return ServerSample{}
 		}

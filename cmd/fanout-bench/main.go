@@ -106,7 +106,7 @@ func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
 	var quiet bool
 	fs := flag.NewFlagSet("fanout-bench "+scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket `URL`")
+	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket `URL`; a comma-separated list spreads connections over a tier")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "receiving connections (`n`), over all processes")
 	fs.IntVar(&cfg.ConnsPerProc, "conns-per-proc", 15000, "connections per process (`n`); more spread over child processes")
 	fs.StringVar(&sourceIPs, "source-ips", "", "local `addresses` for client sockets: 127.0.0.2-127.0.0.40, a CIDR, or a comma list")
@@ -124,7 +124,8 @@ func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "wait this long at most for deliveries after publishing")
 	fs.Float64Var(&cfg.SlowFraction, "slow-fraction", 0.1, "slow: fraction of receivers that never read")
 	fs.Float64Var(&cfg.ChurnRate, "churn-rate", 0, "churn: receivers replaced per `second` (0: 5% of -conns)")
-	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "sample this `pid`'s RSS, fds and threads from /proc")
+	var pids string
+	fs.StringVar(&pids, "server-pid", "", "sample these `pids` (comma-separated: a tier's processes, added up) for RSS, fds, threads and CPU from /proc")
 	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "scrape this Prometheus `URL` for the server's cost")
 	fs.IntVar(&cfg.Workers, "workers", 0, "netpoll workers per bench process (`n`; 0: default)")
 	fs.StringVar(&jsonPath, "json", "", "write all figures as JSON to `file`")
@@ -139,6 +140,17 @@ func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "fanout-bench: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
 		return 2
+	}
+	for _, p := range strings.Split(pids, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 {
+			fmt.Fprintf(stderr, "fanout-bench: -server-pid: %q is not a pid\n", p)
+			return 2
+		}
+		cfg.ServerPIDs = append(cfg.ServerPIDs, n)
 	}
 	if sourceIPs != "" {
 		ips, err := bench.ParseIPs(sourceIPs)
