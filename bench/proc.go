@@ -138,6 +138,9 @@ func serveProc(ctx context.Context, spec procSpec, cmds <-chan string, out func(
 		}
 	}
 	pool.counting.Store(true)
+	// The parent publishes only once every proc is counting: a message
+	// that reached a proc still waiting for "start" would show as lost.
+	out(procMsg{Event: "started"})
 	var churn ChurnStats
 	churnCtx, stopChurn := context.WithCancel(ctx)
 	var churnWG sync.WaitGroup

@@ -182,6 +182,19 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	for _, p := range procs {
 		p.send("start")
 	}
+	for started := 0; started < n; {
+		select {
+		case m := <-events:
+			switch m.Event {
+			case "started":
+				started++
+			case "error":
+				return nil, fmt.Errorf("bench: proc %d: %s", m.proc, m.Error)
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	start := time.Now()
 	var pubWG sync.WaitGroup
 	pubErrs := make(chan error, len(pubs))

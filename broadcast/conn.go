@@ -2,11 +2,9 @@ package broadcast
 
 import (
 	"errors"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -31,41 +29,44 @@ const maxIov = 1024
 
 // conn is one upgraded client.
 //
-// The read side (parser, rbuf and the raw read scratch) is touched only by
-// the worker that holds the connection's read event; the one-shot epoll
-// registration guarantees there is at most one. Everything about writing
-// and closing is guarded by mu.
+// It owns its socket as a bare file descriptor: after the upgrade the
+// socket leaves Go's net package (whose netFD, addresses and runtime poll
+// descriptor cost about 600 bytes a connection), and fd is all that is
+// kept. Reads and writes are plain non-blocking syscalls.
+//
+// fd safety: fd numbers are reused as soon as they are closed, so no
+// syscall may run on fd after close(2). Writes and the close both happen
+// with mu held; the read worker, which runs without mu, holds a reference
+// (fdref) for the duration of its reads, and a close that finds it held
+// leaves the close(2) to the reader's release.
+//
+// The read side (parser, rbuf) is touched only by the worker that holds
+// the connection's read event; the one-shot epoll registration guarantees
+// there is at most one. Everything about writing and closing is guarded
+// by mu.
 type conn struct {
 	id    uint64
 	srv   *Server
 	sh    *shard
-	nc    net.Conn
-	rc    syscall.RawConn
+	fd    int
+	fdref atomic.Int32 // readers holding fd, plus fdClosed once close was asked
 	watch *netpoll.Watch
 
 	parser frame.Parser
 	rbuf   []byte // unparsed tail; nil unless a frame is incomplete
-	rdst   []byte // rawRead's destination
-	rn     int
-	rerr   error
-	readFn func(uintptr) bool // c.rawRead, bound once
 
 	lastRead atomic.Int64  // unix nanoseconds of the last bytes read
 	state    atomic.Uint32 // connState; written with mu held, read anywhere
 
 	mu           sync.Mutex
-	reason       CloseReason  // guarded by mu: why it is closing
-	outq         [][]byte     // guarded by mu: frames not fully written; nil when empty
-	outOff       int          // guarded by mu: bytes of outq[0] already written
-	outBytes     int          // guarded by mu: bytes in outq not yet written
-	writeArmed   bool         // guarded by mu: waiting for EPOLLOUT
-	closeAtFlush bool         // guarded by mu: closing: close the socket once the queue drains
-	lingerUntil  int64        // guarded by mu: closing: unix ns after which the socket is closed anyway
-	dropLogged   bool         // guarded by mu: this drop episode has been logged
-	wiov         []unix.Iovec // guarded by mu: rawWrite's iovecs
-	wn           int          // guarded by mu
-	werr         error        // guarded by mu
-	writeFn      func(uintptr) bool
+	reason       CloseReason   // guarded by mu: why it is closing
+	outq         [][]byte      // guarded by mu: frames not fully written; nil when empty
+	outOff       int           // guarded by mu: bytes of outq[0] already written
+	outBytes     int           // guarded by mu: bytes in outq not yet written
+	writeArmed   bool          // guarded by mu: waiting for EPOLLOUT
+	closeAtFlush bool          // guarded by mu: closing: close the socket once the queue drains
+	lingerUntil  int64         // guarded by mu: closing: unix ns after which the socket is closed anyway
+	dropLogged   bool          // guarded by mu: this drop episode has been logged
 	shardIdx     int           // owned by the shard goroutine
 	ip           netip.Addr    // client address, kept only for MaxConnsPerIP
 	limiter      *rate.Limiter // ClientRate; nil without one
@@ -73,33 +74,59 @@ type conn struct {
 
 func (c *conn) getState() connState { return connState(c.state.Load()) }
 
-// rawRead is run by RawConn.Read: one non-blocking read(2); it never asks
-// the runtime to wait.
-func (c *conn) rawRead(fd uintptr) bool {
+const fdClosed = 1 << 30
+
+// acquireFD takes a reader's reference on fd; false once it is closing.
+func (c *conn) acquireFD() bool {
 	for {
-		n, err := unix.Read(int(fd), c.rdst)
-		if err == unix.EINTR {
-			continue
+		r := c.fdref.Load()
+		if r&fdClosed != 0 {
+			return false
 		}
-		c.rn, c.rerr = n, err
-		return true
+		if c.fdref.CompareAndSwap(r, r+1) {
+			return true
+		}
 	}
 }
 
-// rawWrite is run by RawConn.Write: one non-blocking writev(2) of c.wiov.
-// Hand-written rather than unix.Writev, which allocates its iovecs on
-// every call; this is the per-recipient hot path.
-func (c *conn) rawWrite(fd uintptr) bool {
+// releaseFD drops the reader's reference, closing fd if a close came in
+// meanwhile.
+func (c *conn) releaseFD() {
+	if c.fdref.Add(-1) == fdClosed {
+		_ = unix.Close(c.fd)
+	}
+}
+
+// closeFDLocked closes fd now, or as soon as the reader releases it.
+// c.mu must be held (so no write is in flight).
+func (c *conn) closeFDLocked() {
 	for {
-		r, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&c.wiov[0])), uintptr(len(c.wiov)))
-		if e == unix.EINTR {
+		r := c.fdref.Load()
+		if r&fdClosed != 0 {
+			return
+		}
+		if c.fdref.CompareAndSwap(r, r|fdClosed) {
+			if r == 0 {
+				_ = unix.Close(c.fd)
+			}
+			return
+		}
+	}
+}
+
+// writev is one non-blocking writev(2). Hand-written rather than
+// unix.Writev, which allocates its iovecs on every call: this is the
+// per-recipient hot path.
+func writev(fd int, iov []unix.Iovec) (int, error) {
+	for {
+		r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		switch e {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
 			continue
 		}
-		c.wn, c.werr = int(r), nil
-		if e != 0 {
-			c.wn, c.werr = 0, e
-		}
-		return true
+		return 0, e
 	}
 }
 
@@ -124,20 +151,16 @@ func (c *conn) writeLocked(frames [][]byte, off int, iov *[]unix.Iovec) (int, er
 	if len(v) == 0 {
 		return 0, nil
 	}
-	c.wiov = v
-	err := c.rc.Write(c.writeFn)
-	c.wiov = nil
+	n, err := writev(c.fd, v)
 	clear(v) // drop references to frames the scratch no longer needs
+	if err == unix.EAGAIN {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, err
 	}
-	if c.werr == unix.EAGAIN {
-		return 0, nil
-	}
-	if c.werr == nil {
-		c.srv.bytesOut.Add(uint64(c.wn))
-	}
-	return c.wn, c.werr
+	c.srv.bytesOut.Add(uint64(n))
+	return n, nil
 }
 
 // sendLocked hands frames (total size bytes) to the connection: written now
@@ -337,10 +360,8 @@ func (c *conn) afterCloseFrameLocked() {
 	}
 	// Half-close: the client sees our close frame then EOF; the reader
 	// keeps draining until it answers or hangs up (or CloseTimeout).
-	if tc, ok := c.nc.(*net.TCPConn); ok {
-		if err := tc.CloseWrite(); err != nil {
-			c.teardownLocked(c.reason, nil)
-		}
+	if err := unix.Shutdown(c.fd, unix.SHUT_WR); err != nil {
+		c.teardownLocked(c.reason, nil)
 	}
 }
 
@@ -366,7 +387,7 @@ func (c *conn) teardownLocked(reason CloseReason, err error) {
 	if c.watch != nil {
 		c.watch.Stop()
 	}
-	_ = c.nc.Close()
+	c.closeFDLocked()
 	clear(c.outq)
 	c.addOutLocked(-c.outBytes)
 	c.outq, c.outOff = nil, 0
@@ -375,9 +396,20 @@ func (c *conn) teardownLocked(reason CloseReason, err error) {
 	c.sh.remove(c)
 }
 
+// remote is the peer's address, for logs; c.mu must be held (fd open).
 func (c *conn) remote() string {
-	if a := c.nc.RemoteAddr(); a != nil {
-		return a.String()
+	if c.getState() == stateDead {
+		return ""
+	}
+	sa, err := unix.Getpeername(c.fd)
+	if err != nil {
+		return ""
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
 	}
 	return ""
 }

@@ -23,10 +23,11 @@ func (c *conn) onRead(ev netpoll.Event) {
 		c.teardown(ReasonShutdown, nil)
 		return
 	}
-	if c.getState() == stateDead {
+	if !c.acquireFD() {
 		c.releaseRead()
 		return
 	}
+	defer c.releaseFD() // after ResumeRead below: fd stays valid until then
 	for budget := readBudget; budget > 0; {
 		buf := c.rbuf
 		if buf == nil {
@@ -45,16 +46,12 @@ func (c *conn) onRead(ev netpoll.Event) {
 			c.srv.putBuf(buf)
 			buf = grown
 		}
-		c.rdst = buf[len(buf):cap(buf)]
-		err := c.rc.Read(c.readFn)
-		c.rdst = nil
+		n, rerr := unix.Read(c.fd, buf[len(buf):cap(buf)])
+		for rerr == unix.EINTR {
+			n, rerr = unix.Read(c.fd, buf[len(buf):cap(buf)])
+		}
 		c.rbuf = buf
-		n, rerr := c.rn, c.rerr
 		switch {
-		case err != nil: // the socket was closed under us
-			c.releaseRead()
-			c.teardown(ReasonReadError, err)
-			return
 		case rerr == unix.EAGAIN:
 			budget = 0
 			continue

@@ -372,20 +372,33 @@ func (s *Server) register(nc net.Conn, ip netip.Addr) {
 		fail(err)
 		return
 	}
-	// The raw fd, not conn.File(): File dups the descriptor (two per
-	// connection) and switches the socket to blocking mode.
-	var fd int
-	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
-		fail(err)
+	// The socket leaves the net package here: a duplicate of its fd (close
+	// on exec, still non-blocking: that is a property of the socket) is
+	// all the connection keeps, and the net.Conn is closed, so it is one
+	// fd per connection again. Not conn.File(): that would also switch the
+	// socket to blocking mode.
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(f uintptr) {
+		// A raw syscall: fcntl never blocks, and telling the scheduler
+		// about it costs an OS thread in a connect storm.
+		r, _, e := unix.RawSyscall(unix.SYS_FCNTL, f, unix.F_DUPFD_CLOEXEC, 0)
+		if e != 0 {
+			dupErr = e
+			return
+		}
+		fd = int(r)
+	}); err != nil || dupErr != nil {
+		fail(errors.Join(err, dupErr))
 		return
 	}
+	_ = nc.Close()
 	id := s.nextID.Add(1)
 	c := &conn{
 		id:  id,
 		srv: s,
 		sh:  s.hub.shards[id%uint64(len(s.hub.shards))],
-		nc:  nc,
-		rc:  rc,
+		fd:  fd,
 	}
 	c.parser.MaxMessage = s.cfg.MaxMessage
 	if s.cfg.MaxConnsPerIP > 0 {
@@ -394,8 +407,6 @@ func (s *Server) register(nc net.Conn, ip netip.Addr) {
 	if s.cfg.ClientRate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(s.cfg.ClientRate), s.cfg.ClientBurst)
 	}
-	c.readFn = c.rawRead
-	c.writeFn = c.rawWrite
 	c.lastRead.Store(time.Now().UnixNano())
 	c.watch = s.poller.Watch(fd, c.onRead, c.onWrite)
 	s.accepted.Add(1)

@@ -13,7 +13,7 @@ Usage: scripts/cluster-local.sh [options]
   --procs K          fanout processes (default 12; each must stay under the 20,000-file limit)
   --clients N        receiving clients over the whole tier (default 150000)
   --publishers P     publishing clients (default 2)
-  --rate R           messages/s over all publishers (default 1)
+  --rate R           messages/s over all publishers (default 0.5: 75,000 deliveries/s)
   --size B           message size in bytes (default 64)
   --duration D       publishing time (default 20s)
   --connect-rate C   new connections per second (default 8000)
@@ -25,7 +25,7 @@ Ports: NATS 14222, fanout 18100.. and admin 18300.. (one each per process).
 TXT
 }
 
-procs=12 clients=150000 pubs=2 rate=1 size=64 duration=20s crate=8000
+procs=12 clients=150000 pubs=2 rate=0.5 size=64 duration=20s crate=8000
 srcips=127.0.0.2-127.0.0.40 out=./cluster-results
 while [ $# -gt 0 ]; do
   case "$1" in
