@@ -101,6 +101,11 @@ type Config struct {
 	// ReadBufferSize is the size of the pooled buffer a read starts with.
 	// Zero means 4096 bytes.
 	ReadBufferSize int
+	// FlushDelay is a batching window: a shard woken by a message waits
+	// this long before it writes, so that messages published meanwhile go
+	// to each connection in the same writev. It trades latency (up to the
+	// delay) for deliveries per second. Zero (the default) writes at once.
+	FlushDelay time.Duration
 	// Backlog is how many published messages may wait for the slowest
 	// shard; a publish beyond it fails with ErrBacklog. Zero means 4096.
 	Backlog int

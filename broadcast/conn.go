@@ -160,6 +160,7 @@ func (c *conn) writeLocked(frames [][]byte, off int, iov *[]unix.Iovec) (int, er
 		return 0, err
 	}
 	c.srv.bytesOut.Add(uint64(n))
+	c.srv.writes.Add(1)
 	return n, nil
 }
 

@@ -93,6 +93,13 @@ func (h *hub) take(s *shard) int {
 	return int(n)
 }
 
+// pending reports whether s has messages to take.
+func (h *hub) pending(s *shard) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.head > s.cursor.Load()
+}
+
 func (h *hub) close() {
 	h.mu.Lock()
 	h.closed = true
@@ -179,6 +186,15 @@ func (s *shard) run() {
 		clear(removes)
 		s.count.Store(int64(len(s.conns)))
 
+		if d := s.srv.cfg.FlushDelay; d > 0 && s.hub.pending(s) {
+			// Batching window: let more messages pile up for one writev.
+			// The inbox is applied again after it.
+			select {
+			case <-time.After(d):
+			case <-s.stop:
+				return
+			}
+		}
 		for s.hub.take(s) > 0 {
 			s.fanout(s.batch)
 			clear(s.batch)

@@ -319,3 +319,31 @@ func TestSlowConsumerDropPolicy(t *testing.T) {
 		t.Fatalf("%d connections, want both still open", n)
 	}
 }
+
+// With -flush-delay, a burst goes to each client in far fewer writes than
+// messages, every message still there, in order.
+func TestFlushDelayCoalesces(t *testing.T) {
+	const n = 50
+	s := startServer(t, broadcast.Config{FlushDelay: 300 * time.Millisecond})
+	c := dialRaw(t, s.addr)
+	s.waitConns(t, 1)
+	before := s.Stats().Writes
+	for i := 0; i < n; i++ {
+		if _, err := s.Publish(ws.OpText, []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < n; i++ {
+		f := c.next(t)
+		if f.Header.OpCode == ws.OpPing {
+			i--
+			continue
+		}
+		if string(f.Payload) != strconv.Itoa(i) {
+			t.Fatalf("message %d is %q", i, f.Payload)
+		}
+	}
+	if w := s.Stats().Writes - before; w > n/5 {
+		t.Fatalf("%d writes for %d messages: not coalesced", w, n)
+	}
+}

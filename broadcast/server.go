@@ -62,7 +62,8 @@ type Server struct {
 	published  atomic.Uint64
 	refused    atomic.Uint64
 	bytesOut   atomic.Uint64
-	queued     atomic.Int64 // bytes in every outbound queue
+	writes     atomic.Uint64 // writev calls that wrote something
+	queued     atomic.Int64  // bytes in every outbound queue
 
 	logSlow, logProto, logRefused, logAccept *logLimiter
 

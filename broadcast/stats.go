@@ -15,6 +15,7 @@ type Stats struct {
 	Deliveries  uint64             // frames handed to connections (written or queued)
 	Dropped     uint64             // frames dropped under SlowDrop
 	BytesOut    uint64             // bytes written to sockets
+	Writes      uint64             // socket writes (each may carry several frames)
 	QueuedBytes int64              // bytes waiting in outbound queues now
 	Poller      netpoll.Stats      // worker pool
 
@@ -47,6 +48,7 @@ func (s *Server) Stats() Stats {
 		Published:   s.published.Load(),
 		Refused:     s.refused.Load(),
 		BytesOut:    s.bytesOut.Load(),
+		Writes:      s.writes.Load(),
 		Poller:      s.poller.Stats(),
 	}
 	for i := range st.Rejected {

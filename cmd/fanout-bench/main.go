@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -237,8 +238,39 @@ func runBaseline(args []string, stderr io.Writer) int {
 }
 
 func runCeiling(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "fanout-bench: ceiling is not built yet")
-	return 1
+	var cfg bench.CeilingConfig
+	var jsonPath string
+	fs := flag.NewFlagSet("fanout-bench ceiling", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&cfg.Conns, "conns", 1000, "loopback connections (`n`; two fds each, keep under half the file limit)")
+	fs.IntVar(&cfg.Size, "size", 64, "payload `bytes` per frame")
+	fs.IntVar(&cfg.Rounds, "rounds", 200, "writes per connection (`n`)")
+	fs.StringVar(&jsonPath, "json", "", "write the result as JSON to `file`")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if cfg.Conns <= 0 || cfg.Size <= 0 || cfg.Rounds <= 0 {
+		fmt.Fprintln(stderr, "fanout-bench ceiling: -conns, -size and -rounds must be positive")
+		return 2
+	}
+	fmt.Fprintf(stdout, "# env: %s\n", bench.ReadEnv())
+	res, err := bench.Ceiling(context.Background(), cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "fanout-bench ceiling: %v\n", err)
+		return 1
+	}
+	res.WriteText(stdout)
+	if jsonPath != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
+			fmt.Fprintf(stderr, "fanout-bench ceiling: %v\n", err)
+			return 1
+		}
+	}
+	return 0
 }
 
 func runCompare(args []string, stdout, stderr io.Writer) int {

@@ -103,6 +103,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (*opti
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", 5*time.Second, "deadline for the HTTP upgrade (`duration`)")
 	fs.DurationVar(&c.CloseTimeout, "close-timeout", 5*time.Second, "how long a closing client gets to take its close frame (`duration`)")
 	fs.IntVar(&c.MaxConns, "max-conns", 0, "maximum concurrent connections (`n`); more get 503; 0 means no limit")
+	fs.DurationVar(&c.FlushDelay, "flush-delay", 0, "batching window (`duration`): wait this long after a message so the next ones share its writev; trades latency for throughput; 0 writes at once")
 	fs.IntVar(&c.Backlog, "backlog", 4096, "published messages that may wait for the slowest shard (`n`); more are refused")
 	fs.IntVar(&c.ReadBufferSize, "read-buffer", 4096, "initial read buffer per busy connection in `bytes` (idle ones hold none)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long to wait for clients to close (`duration`)")
@@ -204,6 +205,9 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (*opti
 		if v.val <= 0 {
 			return nil, fmt.Errorf("-%s: must be positive, got %s", v.name, v.val)
 		}
+	}
+	if c.FlushDelay < 0 || c.FlushDelay > time.Second {
+		return nil, fmt.Errorf("-flush-delay: %s: want 0 to 1s", c.FlushDelay)
 	}
 	if c.PingInterval == 0 || c.IdleTimeout == 0 {
 		return nil, errors.New("-ping-interval and -idle-timeout must be positive, or negative to disable")
