@@ -56,7 +56,7 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(tw, "server closes seen\t%s\n", codes(r.Closes))
 	}
 	if s := r.Server; s != nil {
-		fmt.Fprintf(tw, "server RSS\t%s before, %s connected, %s at end\n", mib(s.Before.RSS), mib(s.Connected.RSS), mib(s.End.RSS))
+		fmt.Fprintf(tw, "server RSS\t%s before, %s connected, %s at end, %s peak\n", mib(s.Before.RSS), mib(s.Connected.RSS), mib(s.End.RSS), mib(s.PeakRSS))
 		fmt.Fprintf(tw, "server per connection\t%.0f bytes RSS, %.3f fds\n", s.BytesPerConn, s.FDsPerConn)
 		fmt.Fprintf(tw, "server threads\t%d before, %d connected\n", s.Before.Threads, s.Connected.Threads)
 		if s.CPUPerDelivery > 0 {

@@ -41,6 +41,7 @@ type ServerCost struct {
 	End          ServerSample   `json:"end"`
 	AfterClose   *ServerSample  `json:"after_close,omitempty"`
 	Samples      []ServerSample `json:"samples"`
+	PeakRSS      int64          `json:"peak_rss_bytes"` // highest RSS sampled during the run
 	BytesPerConn float64        `json:"rss_bytes_per_conn"`
 	FDsPerConn   float64        `json:"fds_per_conn"`
 	Baseline     *bool          `json:"fds_returned_to_baseline,omitempty"`
@@ -381,6 +382,9 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	if watchServer {
 		sv := res.Server
 		sv.End = sample(0)
+		for _, x := range append(sv.Samples, sv.Connected, sv.End) {
+			sv.PeakRSS = max(sv.PeakRSS, x.RSS)
+		}
 		if res.Fanout != nil && res.Fanout.Received > 0 && sv.End.CPU > 0 {
 			sv.CPUPerDelivery = time.Duration((sv.End.CPU - sv.PublishStart.CPU) / float64(res.Fanout.Received) * 1e9)
 		}

@@ -19,6 +19,7 @@ Usage: scripts/compare.sh [options]
   --source-ips R     client source addresses (default 127.0.0.2-127.0.0.20)
   --out DIR          where JSON and HTML results go (default ./compare-results)
   --fanout-flags "…" extra flags for the fanout server
+  --profile          also take a 10 s CPU profile of fanout during its fanout run (pprof -top saved in --out)
   -h, --help         this text
 
 Ports 18080/18081 (fanout) and 19090 (baseline) must be free.
@@ -26,7 +27,7 @@ TXT
 }
 
 conns=10000 fconns=10000 pubs=2 rate=10 size=64 duration=20s hold=5s
-srcips=127.0.0.2-127.0.0.20 out=./compare-results fflags=""
+srcips=127.0.0.2-127.0.0.20 out=./compare-results fflags="" profile=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --conns) conns=$2; shift 2 ;;
@@ -39,6 +40,7 @@ while [ $# -gt 0 ]; do
     --source-ips) srcips=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --fanout-flags) fflags=$2; shift 2 ;;
+    --profile) profile=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -67,7 +69,7 @@ wait_port() { # host port
 }
 
 # shellcheck disable=SC2086
-"$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level warn $fflags 2>"$out/fanout.log" &
+"$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level warn -pprof $fflags 2>"$out/fanout.log" &
 fpid=$!; pids+=("$fpid")
 "$bin/fanout-bench" baseline -addr 127.0.0.1:19090 2>"$out/baseline.log" &
 bpid=$!; pids+=("$bpid")
@@ -80,13 +82,24 @@ run() { # label url pid metrics scenario json extra...
     -source-ips "$srcips" -quiet -json "$out/$json.json" -report "$out/$json.html" "$@" | tee "$out/$json.txt"
 }
 
+echo "# ceiling: this machine's raw write cost per delivery" >&2
+"$bin/fanout-bench" ceiling -json "$out/ceiling.json" | tee "$out/ceiling.txt"
+
 for target in fanout baseline; do
   if [ $target = fanout ]; then url=ws://127.0.0.1:18080/ws pid=$fpid metrics=http://127.0.0.1:18081/metrics
   else url=ws://127.0.0.1:19090/ws pid=$bpid metrics=http://127.0.0.1:19090/metrics; fi
   run $target $url $pid $metrics connect ${target}-connect -conns "$conns" -hold "$hold"
+  if [ $target = fanout ] && [ $profile = 1 ]; then
+    # Profile the middle of the publishing phase (the connect ramp takes ~1-2 s).
+    (sleep 4; curl -s -o "$out/fanout-cpu.pprof" "http://127.0.0.1:18081/debug/pprof/profile?seconds=10") &
+  fi
   run $target $url $pid $metrics fanout ${target}-fanout -conns "$fconns" -publishers "$pubs" \
     -rate "$rate" -size "$size" -duration "$duration"
+  wait 2>/dev/null || true
 done
+if [ -s "$out/fanout-cpu.pprof" ]; then
+  (cd "$root" && go tool pprof -top "$bin/fanout" "$out/fanout-cpu.pprof" 2>/dev/null | head -40) > "$out/fanout-cpu.txt" || true
+fi
 
 echo
 echo "## connect: $conns connections"
@@ -94,3 +107,7 @@ echo "## connect: $conns connections"
 echo
 echo "## fanout: $fconns receivers, $pubs publishers, rate $rate, $size B"
 "$bin/fanout-bench" compare -labels fanout,baseline "$out/fanout-fanout.json" "$out/baseline-fanout.json"
+echo
+read -r _ _ _ fcpu < <("$bin/fanout-bench" summary "$out/fanout-fanout.json")
+ceil=$(sed -n 's/.*"cpu_per_delivery_1_frame_per_write_ns": \([0-9]*\).*/\1/p' "$out/ceiling.json")
+awk -v f="$fcpu" -v c="$ceil" 'BEGIN { printf "fanout CPU per delivery %.2f µs = %.2f× the ceiling (%.2f µs, one frame per write)\n", f, f*1000/c, c/1000 }'

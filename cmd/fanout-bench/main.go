@@ -51,6 +51,7 @@ Scenarios:
   baseline  run the classic goroutine-per-connection hub (for comparisons)
   ceiling   measure this machine's raw write cost per delivery
   compare   print results (-json files) side by side with ratios
+  summary   one line per result file: deliveries/s, loss ratio, p99 (ms), server CPU/delivery (µs)
 
 Run fanout-bench <scenario> -help for its flags.
 `
@@ -68,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runBaseline(args[1:], stderr)
 	case "compare":
 		return runCompare(args[1:], stdout, stderr)
+	case "summary":
+		return runSummary(args[1:], stdout, stderr)
 	case "ceiling":
 		return runCeiling(args[1:], stdout, stderr)
 	case bench.ScenarioConnect, bench.ScenarioFanout, bench.ScenarioSlow, bench.ScenarioChurn:
@@ -306,5 +309,28 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		rs = append(rs, r)
 	}
 	bench.Compare(stdout, names, rs)
+	return 0
+}
+
+func runSummary(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "fanout-bench summary: want result files")
+		return 2
+	}
+	for _, f := range args {
+		r, err := bench.LoadResult(f)
+		if err != nil {
+			fmt.Fprintf(stderr, "fanout-bench summary: %v\n", err)
+			return 1
+		}
+		var dps, loss, p99, cpu float64
+		if r.Fanout != nil {
+			dps, loss, p99 = r.Fanout.PerSecond, r.Fanout.LossRatio, float64(r.Fanout.Latency.P99)/1e6
+		}
+		if r.Server != nil {
+			cpu = float64(r.Server.CPUPerDelivery) / 1e3
+		}
+		fmt.Fprintf(stdout, "%.0f %.6f %.2f %.2f\n", dps, loss, p99, cpu)
+	}
 	return 0
 }
