@@ -132,9 +132,19 @@ func serveProc(ctx context.Context, spec procSpec, cmds <-chan string, out func(
 	out(procMsg{Event: "connected", Connected: &cs, Stable: stable})
 
 	// Wait for "start".
-	for cmd := range cmds {
-		if cmd == "start" {
-			break
+wait:
+	for {
+		select {
+		case cmd, ok := <-cmds:
+			if !ok {
+				break wait
+			}
+			if cmd == "start" {
+				break wait
+			}
+		case <-ctx.Done():
+			pool.close()
+			return
 		}
 	}
 	pool.counting.Store(true)

@@ -46,6 +46,9 @@ func (r *Result) WriteText(w io.Writer) {
 			fmt.Fprintf(tw, "foreign messages\t%d\n", f.Foreign)
 		}
 	}
+	for _, e := range r.PublisherErrors {
+		fmt.Fprintf(tw, "publisher stopped early\t%s\n", e)
+	}
 	if s := r.Slow; s != nil {
 		fmt.Fprintf(tw, "slow receivers\t%d, ended: %s\n", s.Receivers, codes(s.Closes))
 	}

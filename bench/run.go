@@ -63,17 +63,19 @@ type Point struct {
 
 // Result is everything a run measured.
 type Result struct {
-	Env       Env              `json:"env"`
-	Config    Config           `json:"config"`
-	Procs     int              `json:"procs"`
-	Connect   ConnectStats     `json:"connect"`
-	Fanout    *FanoutStats     `json:"fanout,omitempty"`
-	Slow      *SlowStats       `json:"slow,omitempty"`
-	Churn     *ChurnStats      `json:"churn,omitempty"`
-	Server    *ServerCost      `json:"server,omitempty"`
-	Closes    map[string]int64 `json:"closes"` // server close codes seen by receivers
-	Series    []Point          `json:"series"`
-	Histogram [][2]int64       `json:"latency_histogram"`
+	Env     Env              `json:"env"`
+	Config  Config           `json:"config"`
+	Procs   int              `json:"procs"`
+	Connect ConnectStats     `json:"connect"`
+	Fanout  *FanoutStats     `json:"fanout,omitempty"`
+	Slow    *SlowStats       `json:"slow,omitempty"`
+	Churn   *ChurnStats      `json:"churn,omitempty"`
+	Server  *ServerCost      `json:"server,omitempty"`
+	Closes  map[string]int64 `json:"closes"` // server close codes seen by receivers
+	Series  []Point          `json:"series"`
+	// PublisherErrors lists publishers that stopped early, and why.
+	PublisherErrors []string   `json:"publisher_errors,omitempty"`
+	Histogram       [][2]int64 `json:"latency_histogram"`
 }
 
 // Progress, if set, gets one line per second while the run goes.
@@ -129,6 +131,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 		procs[i] = c
 	}
 	defer func() {
+		cancel() // a run that ends early must not leave procs waiting for a command
 		for _, p := range procs {
 			_ = p.wait()
 		}
@@ -284,7 +287,11 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 			}
 			continue
 		case err := <-pubErrs:
-			return nil, fmt.Errorf("bench: publisher: %w", err)
+			// A server may close a publisher (the classic hub does, as a
+			// slow consumer): that publisher stops, the run goes on, and
+			// the result says so.
+			res.PublisherErrors = append(res.PublisherErrors, err.Error())
+			continue
 		case <-pubsDone:
 			pubsDone = nil
 			phase = "draining"
