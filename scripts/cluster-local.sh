@@ -43,18 +43,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-bin=$(mktemp -d)
 mkdir -p "$out"
-pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$bin"
-}
-trap cleanup EXIT
-trap 'echo "cluster-local.sh: interrupted" >&2; exit 130' INT TERM
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 nats=$(command -v nats-server || true)
 if [ -z "$nats" ]; then
@@ -66,31 +57,18 @@ if [ -z "$nats" ]; then
   nats=$gobin/nats-server
 fi
 
-echo "# building" >&2
-(cd "$root" && go build -o "$bin/fanout" ./cmd/fanout && go build -o "$bin/fanout-bench" ./cmd/fanout-bench)
-
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "cluster-local.sh: nothing listening on port $1" >&2; exit 1
-}
-
-"$nats" -a 127.0.0.1 -p 14222 >"$out/nats.log" 2>&1 &
-pids+=($!)
-wait_port 14222
+build
+start 14222 "$out/nats.log" "$nats" -a 127.0.0.1 -p 14222
 
 urls="" fpids=""
 for i in $(seq 0 $((procs - 1))); do
   port=$((18100 + i)) admin=$((18300 + i))
-  "$bin/fanout" -addr 127.0.0.1:$port -admin-addr 127.0.0.1:$admin -nats nats://127.0.0.1:14222 \
-    -log-level warn 2>"$out/fanout-$i.log" &
-  pids+=($!)
-  fpids="${fpids:+$fpids,}$!"
+  # One P each: a dozen processes on two cores schedule better that way.
+  start $port "$out/fanout-$i.log" env GOMAXPROCS=1 "$bin/fanout" -addr 127.0.0.1:$port -admin-addr 127.0.0.1:$admin \
+    -nats nats://127.0.0.1:14222 -shards 4 -log-level warn
+  fpids="${fpids:+$fpids,}$started_pid"
   urls="${urls:+$urls,}ws://127.0.0.1:$port/ws"
 done
-for i in $(seq 0 $((procs - 1))); do wait_port $((18100 + i)); done
 echo "# nats + $procs fanout processes up; bench: $clients clients" >&2
 
 status=0

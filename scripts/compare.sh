@@ -46,34 +46,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-bin=$(mktemp -d)
 mkdir -p "$out"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$bin"
-}
-trap cleanup EXIT INT TERM
-
-echo "# building" >&2
-(cd "$root" && go build -o "$bin/fanout" ./cmd/fanout && go build -o "$bin/fanout-bench" ./cmd/fanout-bench)
-
-wait_port() { # host port
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "compare.sh: nothing listening on $1:$2" >&2; exit 1
-}
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+build
 
 # shellcheck disable=SC2086
-"$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level warn -pprof $fflags 2>"$out/fanout.log" &
-fpid=$!; pids+=("$fpid")
-"$bin/fanout-bench" baseline -addr 127.0.0.1:19090 2>"$out/baseline.log" &
-bpid=$!; pids+=("$bpid")
-wait_port 127.0.0.1 18080; wait_port 127.0.0.1 18081; wait_port 127.0.0.1 19090
+start 18080 "$out/fanout.log" "$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level warn -pprof $fflags
+fpid=$started_pid
+start 19090 "$out/baseline.log" "$bin/fanout-bench" baseline -addr 127.0.0.1:19090
+bpid=$started_pid
 
 run() { # label url pid metrics scenario json extra...
   local label=$1 url=$2 pid=$3 metrics=$4 scenario=$5 json=$6; shift 6
@@ -92,10 +74,11 @@ for target in fanout baseline; do
   if [ $target = fanout ] && [ $profile = 1 ]; then
     # Profile the middle of the publishing phase (the connect ramp takes ~1-2 s).
     (sleep 4; curl -s -o "$out/fanout-cpu.pprof" "http://127.0.0.1:18081/debug/pprof/profile?seconds=10") &
+    profiler=$!
   fi
   run $target $url $pid $metrics fanout ${target}-fanout -conns "$fconns" -publishers "$pubs" \
     -rate "$rate" -size "$size" -duration "$duration"
-  wait 2>/dev/null || true
+  if [ -n "${profiler:-}" ]; then wait "$profiler" || true; profiler=""; fi
 done
 if [ -s "$out/fanout-cpu.pprof" ]; then
   (cd "$root" && go tool pprof -top "$bin/fanout" "$out/fanout-cpu.pprof" 2>/dev/null | head -40) > "$out/fanout-cpu.txt" || true

@@ -34,23 +34,18 @@ while [ $# -gt 0 ]; do
     *) echo "slow-consumers.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
-root=$(cd "$(dirname "$0")/.." && pwd)
-bin=$(mktemp -d)
 mkdir -p "$out"
-fpid=""
-cleanup() { trap - EXIT; [ -n "$fpid" ] && kill "$fpid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$bin"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-(cd "$root" && go build -o "$bin/fanout" ./cmd/fanout && go build -o "$bin/fanout-bench" ./cmd/fanout-bench)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+build
 
 run() { # scenario json
-  "$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level error -queue-bytes "$queue" 2>>"$out/fanout.log" &
-  fpid=$!
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18080) 2>/dev/null && break; sleep 0.1; done
+  start 18080 "$out/fanout-$2.log" "$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level error -queue-bytes "$queue"
+  fpid=$started_pid
   "$bin/fanout-bench" "$1" -url ws://127.0.0.1:18080/ws -server-pid "$fpid" -conns "$conns" -slow-fraction "$slow" \
     -publishers 2 -rate "$rate" -size "$size" -duration "$duration" -quiet -json "$out/$2.json" -report "$out/$2.html" \
     | tee "$out/$2.txt"
-  kill "$fpid"; wait "$fpid" 2>/dev/null || true; fpid=""
+  stop "$fpid"
 }
 run fanout all-reading
 run slow some-slow

@@ -38,32 +38,17 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-bin=$(mktemp -d)
 mkdir -p "$out"
-pids=()
-cleanup() {
-  trap - EXIT
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$bin"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-(cd "$root" && go build -o "$bin/fanout" ./cmd/fanout && go build -o "$bin/fanout-bench" ./cmd/fanout-bench)
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+build
 
-wait_port() {
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "stepped.sh: nothing on port $1" >&2; exit 1
-}
 start_fanout() { # extra flags...
-  "$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level error "$@" 2>>"$out/fanout.log" &
-  fpid=$!; pids+=("$fpid"); wait_port 18080
+  start 18080 "$out/fanout.log" "$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level error "$@"
+  fpid=$started_pid
 }
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-
-"$bin/fanout-bench" baseline -addr 127.0.0.1:19090 2>"$out/baseline.log" &
-bpid=$!; pids+=("$bpid"); wait_port 19090
+start 19090 "$out/baseline.log" "$bin/fanout-bench" baseline -addr 127.0.0.1:19090
+bpid=$started_pid
 
 step() { # label url pid rate
   local json="$out/$1-$4.json"
