@@ -12,15 +12,17 @@ Usage: scripts/slow-consumers.sh [options]
 
   --conns N        receivers (default 1000)
   --slow F         fraction that stops reading (default 0.1)
-  --rate R         messages/s (default 200)
-  --size B         message size (default 512)
+  --rate R         messages/s (default 250)
+  --size B         message size (default 4096: enough bytes to fill kernel buffers, then the queue)
   --duration D     publishing time (default 30s)
   --queue-bytes Q  the server's -queue-bytes (default 262144)
+  --close-timeout T  the server's -close-timeout (default 60s: a slow receiver that reads
+                   again within it still gets its 1008 close frame after what was queued)
   --out DIR        results (default ./slow-results)
   -h, --help       this text
 TXT
 }
-conns=1000 slow=0.1 rate=200 size=512 duration=30s queue=262144 out=./slow-results
+conns=1000 slow=0.1 rate=250 size=4096 duration=30s queue=262144 closeto=60s out=./slow-results
 while [ $# -gt 0 ]; do
   case "$1" in
     --conns) conns=$2; shift 2 ;;
@@ -29,6 +31,7 @@ while [ $# -gt 0 ]; do
     --size) size=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --queue-bytes) queue=$2; shift 2 ;;
+    --close-timeout) closeto=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "slow-consumers.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -40,11 +43,13 @@ mkdir -p "$out"
 build
 
 run() { # scenario json
-  start 18080 "$out/fanout-$2.log" "$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level error -queue-bytes "$queue"
+  start 18080 "$out/fanout-$2.log" "$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level error -queue-bytes "$queue" -close-timeout "$closeto"
   fpid=$started_pid
   "$bin/fanout-bench" "$1" -url ws://127.0.0.1:18080/ws -server-pid "$fpid" -conns "$conns" -slow-fraction "$slow" \
     -publishers 2 -rate "$rate" -size "$size" -duration "$duration" -quiet -json "$out/$2.json" -report "$out/$2.html" \
     | tee "$out/$2.txt"
+  curl -s http://127.0.0.1:18081/metrics | grep -E '^fanout_(slow_consumer_closes_total|closes_total\{reason="slow_consumer"\})' \
+    > "$out/$2.metrics" || true
   stop "$fpid"
 }
 run fanout all-reading
@@ -62,3 +67,4 @@ awk -v b="${before:-0}" -v p="${peak:-0}" -v n="$nslow" -v q="$queue" -v a="$p99
   printf "healthy p99: %.2f ms with nobody slow, %.2f ms with slow receivers (%.2f×)\n", a, s, s/a
 }'
 grep -E "slow receivers|server closes" "$out/some-slow.txt" || true
+echo "server counters: $(tr '\n' ' ' < "$out/some-slow.metrics")"
