@@ -52,8 +52,8 @@ type Config struct {
 	// ResendWindow: after a reconnect, messages echoed this long before
 	// the disconnect are sent again too. Zero means 2s.
 	ResendWindow time.Duration
-	// ReconnectWait is the base delay between reconnect attempts (with
-	// jitter). Zero means 250ms.
+	// ReconnectWait is the first delay between reconnect attempts; it
+	// doubles per failed attempt up to 32× (with jitter). Zero means 250ms.
 	ReconnectWait time.Duration
 	// Name identifies this node to the NATS server. Optional.
 	Name string
@@ -142,8 +142,12 @@ func Connect(cfg Config, deliver Deliver) (*NATS, error) {
 		nats.Name(cfg.Name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(cfg.ReconnectWait),
-		nats.ReconnectJitter(cfg.ReconnectWait/2, cfg.ReconnectWait/2),
+		// Exponential backoff with jitter, from ReconnectWait up to 32× it,
+		// so a fleet of nodes does not hammer a NATS server coming back.
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := cfg.ReconnectWait << min(attempts, 5)
+			return d/2 + rand.N(d/2+1)
+		}),
 		// No client-side reconnect buffer: unconfirmed messages are ours
 		// to resend, after ResumeDelay, not the client's to flush at once.
 		nats.ReconnectBufSize(-1),
