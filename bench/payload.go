@@ -15,6 +15,11 @@ var payloadMagic = [2]byte{'F', 'B'}
 
 var errNotBench = errors.New("bench: not a bench message")
 
+// warmPub marks warm-up messages: sent before the measured phase until
+// every reading receiver has seen one (so every receiver is known to be
+// registered with the server), and never counted.
+const warmPub = 0xffff
+
 // putPayload fills p (len ≥ payloadHeader) with a message header.
 func putPayload(p []byte, pub uint16, seq uint64, sent int64) {
 	p[0], p[1] = payloadMagic[0], payloadMagic[1]

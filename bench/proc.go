@@ -83,7 +83,9 @@ type procMsg struct {
 	Tick      *procTick     `json:"tick,omitempty"`
 	Result    *procResult   `json:"result,omitempty"`
 	Error     string        `json:"error,omitempty"`
-	Stable    int           `json:"stable,omitempty"` // with connected: receivers counted for loss
+	Stable    int           `json:"stable,omitempty"`  // with connected: receivers counted for loss
+	Readers   int           `json:"readers,omitempty"` // with connected: receivers that read (not slow)
+	Warm      int64         `json:"warm,omitempty"`    // with warm: readers that saw a warm-up message
 	proc      int
 }
 
@@ -121,20 +123,27 @@ func serveProc(ctx context.Context, spec procSpec, cmds <-chan string, out func(
 		Seconds: secs, PerSecond: float64(pool.connected.Load()) / max(secs, 1e-9),
 		Handshake: pool.handshake.Summary(),
 	}
-	stable := 0
+	stable, readers := 0, 0
 	pool.mu.Lock()
 	for _, r := range pool.recvs {
 		if r.stable {
 			stable++
 		}
+		if !r.slow {
+			readers++
+		}
 	}
 	pool.mu.Unlock()
-	out(procMsg{Event: "connected", Connected: &cs, Stable: stable})
+	out(procMsg{Event: "connected", Connected: &cs, Stable: stable, Readers: readers})
 
-	// Wait for "start".
+	// Warm-up, then wait for "start".
+	warmTick := time.NewTicker(tickEvery / 4)
+	defer warmTick.Stop()
 wait:
 	for {
 		select {
+		case <-warmTick.C:
+			out(procMsg{Event: "warm", Warm: pool.warm.Load()})
 		case cmd, ok := <-cmds:
 			if !ok {
 				break wait

@@ -43,7 +43,8 @@ type receiver struct {
 	rerr   error
 	readFn func(uintptr) bool
 
-	tmu sync.Mutex // held by the read worker while parsing; guards tracks for snapshot
+	tmu  sync.Mutex // held by the read worker while parsing; guards tracks for snapshot
+	warm bool       // read worker only: a warm-up message arrived
 
 	mu        sync.Mutex
 	done      bool          // guarded by mu: closed, by either side
@@ -64,7 +65,8 @@ type recvPool struct {
 	foreign   atomic.Uint64 // messages without the bench header
 	errs      atomic.Uint64
 	alive     atomic.Int64
-	counting  atomic.Bool // receivers record latency only once publishing started
+	warm      atomic.Int64 // receivers that have seen a warm-up message
+	counting  atomic.Bool  // receivers record latency only once publishing started
 
 	attempted, connected, failed, retries atomic.Uint64
 
@@ -270,6 +272,13 @@ func (r *receiver) data(_ ws.OpCode, p []byte) {
 	pub, seq, sent, err := parsePayload(p)
 	if err != nil {
 		r.pool.foreign.Add(1)
+		return
+	}
+	if pub == warmPub {
+		if !r.warm {
+			r.warm = true
+			r.pool.warm.Add(1)
+		}
 		return
 	}
 	if !r.stable || !r.pool.counting.Load() {

@@ -46,6 +46,9 @@ func (r *Result) WriteText(w io.Writer) {
 			fmt.Fprintf(tw, "foreign messages\t%d\n", f.Foreign)
 		}
 	}
+	if r.WarmupIncomplete > 0 {
+		fmt.Fprintf(tw, "warm-up incomplete\t%d receivers saw no warm-up message\n", r.WarmupIncomplete)
+	}
 	for _, e := range r.PublisherErrors {
 		fmt.Fprintf(tw, "publisher stopped early\t%s\n", e)
 	}

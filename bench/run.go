@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+
+	"github.com/gobwas/ws"
 	"sort"
 	"sync"
 	"time"
@@ -73,6 +75,11 @@ type Result struct {
 	Server  *ServerCost      `json:"server,omitempty"`
 	Closes  map[string]int64 `json:"closes"` // server close codes seen by receivers
 	Series  []Point          `json:"series"`
+	// WarmupIncomplete counts reading receivers that saw no warm-up
+	// message within 10 s (their first messages may show as lost).
+	WarmupIncomplete uint64 `json:"warmup_incomplete,omitempty"`
+	// WarmupSent is the number of (uncounted) warm-up messages published.
+	WarmupSent uint64 `json:"warmup_sent"`
 	// PublisherErrors lists publishers that stopped early, and why.
 	PublisherErrors []string   `json:"publisher_errors,omitempty"`
 	Histogram       [][2]int64 `json:"latency_histogram"`
@@ -140,7 +147,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	// Connect phase.
 	connStart := time.Now()
 	var hs Histogram
-	var stableTotal uint64
+	var stableTotal, readersTotal uint64
 	for got := 0; got < n; {
 		select {
 		case m := <-events:
@@ -148,6 +155,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 			case "connected":
 				got++
 				stableTotal += uint64(m.Stable)
+				readersTotal += uint64(m.Readers)
 				c := m.Connected
 				res.Connect.Attempted += c.Attempted
 				res.Connect.Connected += c.Connected
@@ -180,6 +188,49 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 			pubs = append(pubs, p)
 		}
 	}
+	// Warm-up: until every reading receiver has seen a message, it may
+	// not be registered with the server yet (a client sees the 101 before
+	// the server adds it to its table), and a message it misses then would
+	// count as lost. Publisher 0 sends uncounted warm-up messages until
+	// all have seen one, or 10 s pass (the rest then count as they are).
+	if len(pubs) > 0 && readersTotal > 0 {
+		warm := make([]int64, n)
+		deadline := time.After(10 * time.Second)
+		tick := time.NewTicker(20 * time.Millisecond)
+		payload := make([]byte, cfg.Size)
+	warmup:
+		for seq := uint64(0); ; {
+			var total int64
+			for _, w := range warm {
+				total += w
+			}
+			if uint64(total) >= readersTotal {
+				break
+			}
+			select {
+			case m := <-events:
+				switch m.Event {
+				case "warm":
+					warm[m.proc] = m.Warm
+				case "error":
+					return nil, fmt.Errorf("bench: proc %d: %s", m.proc, m.Error)
+				}
+			case <-tick.C:
+				putPayload(payload, warmPub, seq, time.Now().UnixNano())
+				seq++
+				res.WarmupSent++
+				if err := pubs[0].write(clientFrame(ws.OpBinary, payload)); err != nil {
+					return nil, fmt.Errorf("bench: warm-up: %w", err)
+				}
+			case <-deadline:
+				res.WarmupIncomplete = readersTotal - uint64(total)
+				break warmup
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		tick.Stop()
+	}
 	if watchServer {
 		res.Server.PublishStart = sample(int64(res.Connect.Connected))
 	}
@@ -190,6 +241,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 		select {
 		case m := <-events:
 			switch m.Event {
+			case "warm": // late warm-up reports
 			case "started":
 				started++
 			case "error":
