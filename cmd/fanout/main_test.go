@@ -93,29 +93,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 // The binary starts on random ports, logs where, serves, and on SIGTERM
 // closes its clients with 1001 and exits 0.
 func TestRunAndSIGTERM(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-close-timeout", "2s")
-	cmd.Env = append(os.Environ(), "FANOUT_RUN_MAIN=1", "FANOUT_PUBLISH_KEYS=test-key")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	logs := bufio.NewReader(stderr)
-	var wsURL, admin string
-	ready := regexp.MustCompile(`msg="fanout ready" ws=(\S+) admin=(\S+)`)
-	for wsURL == "" {
-		line, err := logs.ReadString('\n')
-		if err != nil {
-			t.Fatalf("no ready line: %v", err)
-		}
-		if m := ready.FindStringSubmatch(line); m != nil {
-			wsURL, admin = m[1], m[2]
-		}
-	}
-	go io.Copy(io.Discard, logs)
+	cmd, wsURL, admin := startFanout(t, []string{"FANOUT_PUBLISH_KEYS=test-key"}, "-close-timeout", "2s")
 
 	for _, path := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get("http://" + admin + path)
@@ -125,25 +103,11 @@ func TestRunAndSIGTERM(t *testing.T) {
 		resp.Body.Close()
 	}
 
-	a, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := dial(t, wsURL), dial(t, wsURL)
 	if err := a.WriteMessage(websocket.TextMessage, []byte("hi all")); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []*websocket.Conn{a, b} {
-		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, p, err := c.ReadMessage(); err != nil || string(p) != "hi all" {
-			t.Fatalf("got %q %v", p, err)
-		}
-	}
+	expectAll(t, "hi all", a, b)
 
 	req, _ := http.NewRequest("POST", "http://"+admin+"/publish", strings.NewReader("from the backend"))
 	req.Header.Set("Authorization", "Bearer test-key")
@@ -152,11 +116,7 @@ func TestRunAndSIGTERM(t *testing.T) {
 		t.Fatalf("publish: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	for _, c := range []*websocket.Conn{a, b} {
-		if _, p, err := c.ReadMessage(); err != nil || string(p) != "from the backend" {
-			t.Fatalf("got %q %v", p, err)
-		}
-	}
+	expectAll(t, "from the backend", a, b)
 
 	// A client that never answers a close frame keeps the shutdown
 	// waiting (up to -close-timeout): /readyz must say 503 meanwhile.
@@ -223,12 +183,12 @@ func TestJSONLogs(t *testing.T) {
 	}
 }
 
-// startFanout runs the binary with args and returns its WebSocket and
-// admin addresses from the ready line.
-func startFanout(t *testing.T, args ...string) (wsURL, admin string) {
+// startFanout runs the binary (with extra environment and args) and
+// returns it with its WebSocket and admin addresses from the ready line.
+func startFanout(t *testing.T, env []string, args ...string) (cmd *exec.Cmd, wsURL, admin string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), "FANOUT_RUN_MAIN=1")
+	cmd = exec.Command(os.Args[0], append([]string{"-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(append(os.Environ(), "FANOUT_RUN_MAIN=1"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +196,7 @@ func startFanout(t *testing.T, args ...string) (wsURL, admin string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	logs := bufio.NewReader(stderr)
 	ready := regexp.MustCompile(`msg="fanout ready" ws=(\S+) admin=(\S+)`)
 	for {
@@ -246,7 +206,28 @@ func startFanout(t *testing.T, args ...string) (wsURL, admin string) {
 		}
 		if m := ready.FindStringSubmatch(line); m != nil {
 			go io.Copy(io.Discard, logs)
-			return m[1], m[2]
+			return cmd, m[1], m[2]
+		}
+	}
+}
+
+func dial(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	c, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// expectAll checks that every client's next message is msg.
+func expectAll(t *testing.T, msg string, conns ...*websocket.Conn) {
+	t.Helper()
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, p, err := c.ReadMessage(); err != nil || string(p) != msg {
+			t.Fatalf("got %q %v, want %q", p, err, msg)
 		}
 	}
 }
@@ -264,17 +245,9 @@ func TestTierOverNATS(t *testing.T) {
 	}
 	defer ns.Shutdown()
 	url := ns.ClientURL()
-	ws1, admin1 := startFanout(t, "-nats", url)
-	ws2, _ := startFanout(t, "-nats", url)
-	dial := func(u string) *websocket.Conn {
-		c, _, err := websocket.DefaultDialer.Dial(u, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	a, b := dial(ws1), dial(ws2)
+	_, ws1, admin1 := startFanout(t, nil, "-nats", url)
+	_, ws2, _ := startFanout(t, nil, "-nats", url)
+	a, b := dial(t, ws1), dial(t, ws2)
 	waitReady := func(want int) {
 		for deadline := time.Now().Add(10 * time.Second); ; {
 			resp, err := http.Get("http://" + admin1 + "/readyz")
@@ -294,12 +267,7 @@ func TestTierOverNATS(t *testing.T) {
 	if err := a.WriteMessage(websocket.TextMessage, []byte("across the tier")); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []*websocket.Conn{a, b} {
-		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, p, err := c.ReadMessage(); err != nil || string(p) != "across the tier" {
-			t.Fatalf("got %q %v", p, err)
-		}
-	}
+	expectAll(t, "across the tier", a, b)
 	// Exactly once: nothing else arrives.
 	_ = a.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if _, p, err := a.ReadMessage(); err == nil {
