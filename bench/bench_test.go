@@ -128,6 +128,9 @@ func TestBenchReportsExactlyWhatTheServerDid(t *testing.T) {
 	if f.Lost != 10 || f.Duplicates != 1 || f.Reordered != 1 || f.Received != 490 {
 		t.Fatalf("lost %d dups %d reordered %d received %d; want 10, 1, 1, 490", f.Lost, f.Duplicates, f.Reordered, f.Received)
 	}
+	if p := f.PerPublisher; len(p) != 1 || p[0].Lost != 10 || p[0].Duplicates != 1 || p[0].Reordered != 1 {
+		t.Fatalf("per publisher: %+v", p)
+	}
 	if f.Latency.Count != 490 {
 		t.Fatalf("latency samples %d, want one per first delivery (490)", f.Latency.Count)
 	}
@@ -174,6 +177,11 @@ func TestMultiProcessAggregates(t *testing.T) {
 		if r.Connect.Connected != 40 || f.Sent != 100 || f.Expected != 4000 || f.Received != 4000 || f.Lost != 0 || f.Duplicates != 0 || f.Reordered != 0 {
 			t.Fatalf("procs=%d: connected %d sent %d expected %d received %d lost %d dups %d reordered %d",
 				r.Procs, r.Connect.Connected, f.Sent, f.Expected, f.Received, f.Lost, f.Duplicates, f.Reordered)
+		}
+		for _, p := range f.PerPublisher {
+			if p.Sent != 50 || p.Received != 2000 || p.Lost != 0 {
+				t.Fatalf("procs=%d: publisher %+v", r.Procs, p)
+			}
 		}
 		if f.Latency.Count != 4000 {
 			t.Fatalf("procs=%d: %d latency samples", r.Procs, f.Latency.Count)

@@ -65,10 +65,8 @@ type procResult struct {
 	Handshake  wireHist         `json:"handshake"`
 	Latency    wireHist         `json:"latency"`
 	Stable     int              `json:"stable"`
-	PerPub     []uint64         `json:"per_publisher_unique"`
+	PerPub     []pubCounts      `json:"per_publisher"`
 	Frames     uint64           `json:"frames"`
-	Dups       uint64           `json:"dups"`
-	Reorder    uint64           `json:"reorder"`
 	Foreign    uint64           `json:"foreign"`
 	Errors     uint64           `json:"errors"`
 	Closes     map[string]int64 `json:"closes"`
@@ -229,7 +227,7 @@ loop:
 		r.mu.Unlock()
 		res.SlowCloses[code]++
 	}
-	res.PerPub, res.Dups, res.Reorder, res.Stable = pool.snapshot(cfg.Publishers)
+	res.PerPub, res.Stable = pool.snapshot(cfg.Publishers)
 	res.Handshake = toWire(&pool.handshake)
 	res.Latency = toWire(&pool.lat)
 	res.Frames = pool.frames.Load()

@@ -382,9 +382,17 @@ func (r *receiver) readSlow(grace time.Duration) {
 	}
 }
 
-// snapshot collects the run's accounting over stable receivers.
-func (p *recvPool) snapshot(publishers int) (perPub []uint64, dups, reorder uint64, stable int) {
-	perPub = make([]uint64, publishers)
+// pubCounts is one publisher's messages as all stable receivers saw them.
+type pubCounts struct {
+	Unique  uint64 `json:"unique"`
+	Dups    uint64 `json:"dups"`
+	Reorder uint64 `json:"reorder"`
+}
+
+// snapshot collects the run's accounting over stable receivers, per
+// publisher.
+func (p *recvPool) snapshot(publishers int) (perPub []pubCounts, stable int) {
+	perPub = make([]pubCounts, publishers)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, r := range p.recvs {
@@ -395,14 +403,14 @@ func (p *recvPool) snapshot(publishers int) (perPub []uint64, dups, reorder uint
 		r.tmu.Lock()
 		for i, t := range r.tracks {
 			if i < publishers {
-				perPub[i] += t.unique
+				perPub[i].Unique += t.unique
+				perPub[i].Dups += t.dups
+				perPub[i].Reorder += t.reorder
 			}
-			dups += t.dups
-			reorder += t.reorder
 		}
 		r.tmu.Unlock()
 	}
-	return perPub, dups, reorder, stable
+	return perPub, stable
 }
 
 func (p *recvPool) close() {

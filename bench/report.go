@@ -40,6 +40,12 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(tw, "lost\t%d (%.4f %%)\n", f.Lost, 100*f.LossRatio)
 		fmt.Fprintf(tw, "duplicates\t%d\n", f.Duplicates)
 		fmt.Fprintf(tw, "reordered\t%d\n", f.Reordered)
+		if len(f.PerPublisher) > 1 && len(f.PerPublisher) <= 16 {
+			for _, p := range f.PerPublisher {
+				fmt.Fprintf(tw, "  publisher %d\t%d sent, %d of %d received, %d lost, %d duplicates, %d reordered\n",
+					p.Publisher, p.Sent, p.Received, p.Expected, p.Lost, p.Duplicates, p.Reordered)
+			}
+		}
 		l := f.Latency
 		fmt.Fprintf(tw, "delivery latency\tp50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
 		if f.Foreign > 0 {

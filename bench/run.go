@@ -27,6 +27,20 @@ type FanoutStats struct {
 	PerSecond      float64 `json:"deliveries_per_second"`
 	WindowTimeouts uint64  `json:"window_timeouts,omitempty"`
 	Latency        Summary `json:"latency"`
+	// PerPublisher splits the counts by publisher: each publisher's own
+	// loss, duplicates and reordering, over all counted receivers.
+	PerPublisher []PublisherStats `json:"per_publisher"`
+}
+
+// PublisherStats is one publisher's messages as the receivers saw them.
+type PublisherStats struct {
+	Publisher  int    `json:"publisher"`
+	Sent       uint64 `json:"sent"`
+	Expected   uint64 `json:"expected"`
+	Received   uint64 `json:"received"`
+	Lost       uint64 `json:"lost"`
+	Duplicates uint64 `json:"duplicates"`
+	Reordered  uint64 `json:"reordered"`
 }
 
 // SlowStats is the slow scenario's view of the receivers that stopped.
@@ -386,7 +400,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 
 	// Merge.
 	var lat Histogram
-	perPub := make([]uint64, cfg.Publishers)
+	perPub := make([]pubCounts, cfg.Publishers)
 	fs := &FanoutStats{Publishers: cfg.Publishers}
 	slow := &SlowStats{Closes: map[string]int64{}}
 	churn := &ChurnStats{}
@@ -395,11 +409,11 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 		hs.Merge(r.Handshake.hist())
 		lat.Merge(r.Latency.hist())
 		for i, u := range r.PerPub {
-			perPub[i] += u
+			perPub[i].Unique += u.Unique
+			perPub[i].Dups += u.Dups
+			perPub[i].Reorder += u.Reorder
 		}
 		fs.Receivers += r.Stable
-		fs.Duplicates += r.Dups
-		fs.Reordered += r.Reorder
 		fs.Foreign += r.Foreign
 		for k, v := range r.Closes {
 			res.Closes[k] += v
@@ -416,9 +430,18 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	res.Histogram = lat.Buckets()
 	if cfg.Scenario != ScenarioConnect {
 		for i, p := range pubs {
-			fs.Sent += p.sent.Load()
+			ps := PublisherStats{Publisher: i, Sent: p.sent.Load(), Received: perPub[i].Unique,
+				Duplicates: perPub[i].Dups, Reordered: perPub[i].Reorder}
+			ps.Expected = ps.Sent * uint64(fs.Receivers)
+			if ps.Expected > ps.Received {
+				ps.Lost = ps.Expected - ps.Received
+			}
+			fs.PerPublisher = append(fs.PerPublisher, ps)
+			fs.Sent += ps.Sent
+			fs.Received += ps.Received
+			fs.Duplicates += ps.Duplicates
+			fs.Reordered += ps.Reordered
 			fs.WindowTimeouts += p.timeouts.Load()
-			fs.Received += perPub[i]
 		}
 		fs.Expected = fs.Sent * uint64(fs.Receivers)
 		if fs.Expected > fs.Received {
