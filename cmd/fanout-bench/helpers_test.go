@@ -1,0 +1,27 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+
+	"github.com/fanout/fanout/bench/baseline"
+)
+
+func startBaseline(t *testing.T) string {
+	t.Helper()
+	hub := baseline.New(baseline.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: baseline.Handler(hub, "/ws")}
+	go srv.Serve(ln)
+	t.Cleanup(func() { hub.Close(); srv.Close() })
+	return "ws://" + ln.Addr().String() + "/ws"
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
