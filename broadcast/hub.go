@@ -188,7 +188,7 @@ func (s *shard) run() {
 
 		if d := s.srv.cfg.FlushDelay; d > 0 && s.hub.pending(s) {
 			// Batching window: let more messages pile up for one writev.
-			// The inbox is applied again after it.
+			// Connections that register meanwhile join at the next wake.
 			select {
 			case <-time.After(d):
 			case <-s.stop:
