@@ -72,6 +72,10 @@ type Config struct {
 	IdleTimeout time.Duration
 	// HandshakeTimeout bounds the HTTP upgrade. Zero means 5s.
 	HandshakeTimeout time.Duration
+	// MaxHandshakes caps upgrades in progress (each holds a goroutine and
+	// a read buffer until it finishes or times out); a connection accepted
+	// beyond it is closed at once, unread, and counted. Zero means 4096.
+	MaxHandshakes int
 	// CloseTimeout is how long a closing connection may take to accept
 	// its close frame before the socket is closed anyway. Zero means 5s.
 	CloseTimeout time.Duration
@@ -134,6 +138,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 5 * time.Second
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 4096
 	}
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = 5 * time.Second

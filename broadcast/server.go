@@ -153,7 +153,15 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("broadcast: accept: %w", err)
 		}
 		delay = 0
-		s.handshaking.Add(1)
+		if s.handshaking.Add(1) > int64(s.cfg.MaxHandshakes) {
+			// A flood of clients that connect and say nothing: shed them
+			// here, before they cost a goroutine each.
+			s.handshaking.Add(-1)
+			s.rejected[RejectBusy].Add(1)
+			s.logAccept.warn(s.log, "too many handshakes in progress; closing new connection", "limit", s.cfg.MaxHandshakes)
+			_ = nc.Close()
+			continue
+		}
 		s.hsWG.Add(1)
 		go s.handshake(nc)
 	}
@@ -173,10 +181,11 @@ const (
 	RejectOrigin                         // 403: Origin not allowed
 	RejectUnauthorized                   // 401: missing or bad token
 	RejectPerIP                          // 429: MaxConnsPerIP reached
+	RejectBusy                           // closed unread: MaxHandshakes in progress
 	numRejects
 )
 
-var rejectNames = [numRejects]string{"bad_request", "not_found", "version", "full", "shutdown", "timeout", "io", "origin", "unauthorized", "per_ip"}
+var rejectNames = [numRejects]string{"bad_request", "not_found", "version", "full", "shutdown", "timeout", "io", "origin", "unauthorized", "per_ip", "handshakes_full"}
 
 func (k RejectKind) String() string {
 	if k < numRejects {

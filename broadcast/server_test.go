@@ -517,3 +517,32 @@ func TestPublishRefusals(t *testing.T) {
 		t.Error("Publish of a ping succeeded")
 	}
 }
+
+// With MaxHandshakes in progress, the next connection is closed unread
+// and counted; once the slot frees up, upgrades work again.
+func TestMaxHandshakes(t *testing.T) {
+	s := startServer(t, broadcast.Config{MaxHandshakes: 1, HandshakeTimeout: 300 * time.Millisecond})
+	mute, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	waitFor(t, "handshake in progress", func() bool { return s.Stats().Handshaking == 1 })
+	shed, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shed.Close()
+	_ = shed.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := shed.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("connection over the limit: read %d, %v; want it closed", n, err)
+	}
+	waitFor(t, "shed counted", func() bool { return s.Stats().Rejects(broadcast.RejectBusy) == 1 })
+	waitFor(t, "the mute handshake timed out", func() bool { return s.Stats().Handshaking == 0 })
+	g := dialGorilla(t, s.url)
+	s.waitConns(t, 1)
+	if _, err := s.Publish(ws.OpText, []byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	expectMessage(t, g, gorilla.TextMessage, []byte("back"))
+}

@@ -102,6 +102,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (*opti
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 75*time.Second, "close a client silent (no data, no pong) for this `duration`; negative disables")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", 5*time.Second, "deadline for the HTTP upgrade (`duration`)")
 	fs.DurationVar(&c.CloseTimeout, "close-timeout", 5*time.Second, "how long a closing client gets to take its close frame (`duration`)")
+	fs.IntVar(&c.MaxHandshakes, "max-handshakes", 4096, "upgrades in progress at once (`n`); connections beyond are closed unread")
 	fs.IntVar(&c.MaxConns, "max-conns", 0, "maximum concurrent connections (`n`); more get 503; 0 means no limit")
 	fs.DurationVar(&c.FlushDelay, "flush-delay", 0, "batching window (`duration`): wait this long after a message so the next ones share its writev; trades latency for throughput; 0 writes at once")
 	fs.IntVar(&c.Backlog, "backlog", 4096, "published messages that may wait for the slowest shard (`n`); more are refused")
@@ -188,6 +189,7 @@ func parseFlags(args []string, env func(string) string, stderr io.Writer) (*opti
 		{"max-message", c.MaxMessage, 1},
 		{"max-conns", c.MaxConns, 0},
 		{"backlog", c.Backlog, 1},
+		{"max-handshakes", c.MaxHandshakes, 1},
 		{"read-buffer", c.ReadBufferSize, 64},
 	} {
 		if v.val < v.min {
