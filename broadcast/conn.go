@@ -231,13 +231,21 @@ func (c *conn) addOutLocked(n int) {
 	c.srv.queued.Add(int64(n))
 }
 
-// sendControlLocked sends a control frame (ping, pong) after what is queued.
-// Control frames are small and never count against QueueBytes.
+// sendControlLocked sends a control frame (ping, pong) after what is
+// queued. It counts against QueueBytes like any frame: a client that sends
+// pings and never reads the pongs is a slow consumer too (otherwise a ping
+// flood would grow its queue without bound). Whatever SlowPolicy says, a
+// control frame is not dropped: the connection is closed.
 func (c *conn) sendControlLocked(f []byte) {
 	if c.getState() != stateOpen {
 		return
 	}
 	if c.outBytes > 0 {
+		if c.outBytes+len(f) > c.srv.cfg.QueueBytes {
+			c.srv.logSlow.warn(c.srv.log, "slow consumer: closing (control frames)", "conn", c.id, "remote", c.remote(), "queued_bytes", c.outBytes)
+			c.closeLocked(ws.StatusPolicyViolation, "slow consumer", ReasonSlowConsumer, false)
+			return
+		}
 		c.outq = append(c.outq, f)
 		c.addOutLocked(len(f))
 		return

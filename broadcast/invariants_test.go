@@ -347,3 +347,33 @@ func TestFlushDelayCoalesces(t *testing.T) {
 		t.Fatalf("%d writes for %d messages: not coalesced", w, n)
 	}
 }
+
+// A client that floods pings and never reads the pongs is closed as a
+// slow consumer instead of growing its queue without bound.
+func TestPingFloodIsBounded(t *testing.T) {
+	s := startServer(t, broadcast.Config{QueueBytes: 4096, CloseTimeout: 200 * time.Millisecond})
+	healthy := dialGorilla(t, s.url)
+	flood := dialRaw(t, s.addr)
+	s.waitConns(t, 2)
+	ping := masked(0x89, bytes.Repeat([]byte("p"), 125))
+	burst := bytes.Repeat(ping, 1000)
+	done := make(chan struct{})
+	go func() { // the server may stop reading us at any point: write until it does
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			_ = flood.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := flood.Write(burst); err != nil {
+				return
+			}
+		}
+	}()
+	waitFor(t, "ping flooder closed as slow consumer", func() bool {
+		return s.Stats().Closed(broadcast.ReasonSlowConsumer) == 1
+	})
+	flood.Close()
+	<-done
+	if _, err := s.Publish(ws.OpText, []byte("still fine")); err != nil {
+		t.Fatal(err)
+	}
+	expectMessage(t, healthy, gorilla.TextMessage, []byte("still fine"))
+}
