@@ -46,6 +46,7 @@ func toWire(h *Histogram) wireHist {
 func (w wireHist) hist() *Histogram { return HistogramFrom(w.Buckets, w.Max, w.Sum) }
 
 type procTick struct {
+	Sec     int      `json:"sec"` // whole seconds since this proc got "start"
 	Alive   int64    `json:"alive"`
 	Frames  uint64   `json:"frames"` // cumulative
 	Unique  uint64   `json:"unique"` // cumulative
@@ -155,6 +156,7 @@ wait:
 		}
 	}
 	pool.counting.Store(true)
+	startedAt := time.Now()
 	// The parent publishes only once every proc is counting: a message
 	// that reached a proc still waiting for "start" would show as lost.
 	out(procMsg{Event: "started"})
@@ -171,7 +173,8 @@ wait:
 	ticker := time.NewTicker(tickEvery)
 	defer ticker.Stop()
 	tick := func() {
-		t := procTick{Alive: pool.alive.Load(), Frames: pool.frames.Load(), Unique: pool.unique.Load(), Errors: pool.errs.Load()}
+		t := procTick{Sec: int(time.Since(startedAt) / time.Second), Alive: pool.alive.Load(),
+			Frames: pool.frames.Load(), Unique: pool.unique.Load(), Errors: pool.errs.Load()}
 		t.Latency = toWire(&pool.tick)
 		pool.tick.Reset()
 		out(procMsg{Event: "tick", Tick: &t})

@@ -319,6 +319,29 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 		}
 		return sent * stableTotal
 	}
+	// The series is built from the procs' own clocks (each tick says
+	// which second of the run it belongs to), so a parent that is slow to
+	// read its children's ticks on a saturated machine still files every
+	// delivery under the second it happened. The progress line is live.
+	type secAgg struct {
+		frames uint64
+		hist   Histogram
+		alive  map[int]int64
+		errs   uint64
+	}
+	agg := map[int]*secAgg{}
+	addTick := func(proc int, t *procTick) {
+		a := agg[t.Sec]
+		if a == nil {
+			a = &secAgg{alive: map[int]int64{}}
+			agg[t.Sec] = a
+		}
+		a.frames += t.Frames - state[proc].last.Frames
+		a.hist.Merge(t.Latency.hist())
+		a.alive[proc] = t.Alive
+		a.errs = max(a.errs, t.Errors)
+	}
+	var rss = map[int]int64{}
 	flushSecond := func(sec int) {
 		alive, frames, _, errs := totals()
 		pt := Point{Second: sec, Conns: alive, Deliveries: float64(frames - secFrames), Errors: errs}
@@ -331,9 +354,8 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 		if watchServer {
 			s := sample(alive)
 			res.Server.Samples = append(res.Server.Samples, s)
-			pt.ServerRSS = s.RSS
+			rss[sec] = s.RSS
 		}
-		res.Series = append(res.Series, pt)
 		progress(pt, phase)
 	}
 	ticker := time.NewTicker(tickEvery)
@@ -343,6 +365,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 		case m := <-events:
 			switch m.Event {
 			case "tick":
+				addTick(m.proc, m.Tick)
 				state[m.proc].last = *m.Tick
 				secHist.Merge(m.Tick.Latency.hist())
 			case "result":
@@ -396,6 +419,17 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	flushSecond(curSecond)
 	for _, p := range pubs {
 		p.close()
+	}
+	for sec, a := range agg {
+		pt := Point{Second: sec, Deliveries: float64(a.frames), Errors: a.errs, ServerRSS: rss[sec]}
+		for _, v := range a.alive {
+			pt.Conns += v
+		}
+		if a.hist.Count() > 0 {
+			pt.P50 = float64(a.hist.Quantile(0.5)) / 1e6
+			pt.P99 = float64(a.hist.Quantile(0.99)) / 1e6
+		}
+		res.Series = append(res.Series, pt)
 	}
 
 	// Merge.
@@ -492,5 +526,10 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 		sv.Baseline = &ok
 	}
 	sort.Slice(res.Series, func(i, j int) bool { return res.Series[i].Second < res.Series[j].Second })
+	for i := 1; i < len(res.Series); i++ { // a second the parent did not sample keeps the last RSS
+		if res.Series[i].ServerRSS == 0 {
+			res.Series[i].ServerRSS = res.Series[i-1].ServerRSS
+		}
+	}
 	return res, nil
 }
