@@ -273,7 +273,14 @@ func Compare(w io.Writer, labels []string, rs []*Result) {
 	}
 	rows := []row{
 		{"connections", func(r *Result) (float64, bool) { return float64(r.Connect.Connected), true }, ""},
-		{"server RSS per connection", srv(func(s *ServerCost) float64 { return s.BytesPerConn }), "B"},
+		{"server RSS per connection", func(r *Result) (float64, bool) {
+			// Only a connect run starts from a fresh server; later runs
+			// reuse memory the earlier one left, and the figure would lie.
+			if r.Server == nil || r.Config.Scenario != ScenarioConnect {
+				return 0, false
+			}
+			return r.Server.BytesPerConn, true
+		}, "B"},
 		{"server fds per connection", srv(func(s *ServerCost) float64 { return s.FDsPerConn }), ""},
 		{"server goroutines (connected)", srv(func(s *ServerCost) float64 { return float64(s.Connected.Goroutines) }), ""},
 		{"server threads (connected)", srv(func(s *ServerCost) float64 { return float64(s.Connected.Threads) }), ""},
