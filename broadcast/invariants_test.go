@@ -102,7 +102,10 @@ func TestIdleConnectionsCostNoGoroutineAndOneFD(t *testing.T) {
 	const n = 2000
 	s := startServer(t, broadcast.Config{})
 	// Let the server's own goroutines (pool, shards, pollers) start.
-	dialGorilla(t, s.url).Close()
+	warm := dialGorilla(t, s.url)
+	s.waitConns(t, 1)
+	warm.Close()
+	waitFor(t, "the warm-up client's close counted", func() bool { return s.Stats().Closed(broadcast.ReasonClientGone) == 1 })
 	s.waitConns(t, 0)
 	runtime.GC()
 	baseG, baseFD := runtime.NumGoroutine(), countFDs(t)

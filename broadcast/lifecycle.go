@@ -183,8 +183,10 @@ func (s *Server) doShutdown(ctx context.Context) error {
 
 // connClosed accounts for a torn-down connection.
 func (s *Server) connClosed(c *conn, reason CloseReason, err error) {
-	s.conns.Add(-1)
+	// Count the reason before the connection stops counting as open:
+	// whoever waits for the open count to drop (Shutdown) sees it.
 	s.closes[reason].Add(1)
+	s.conns.Add(-1)
 	if err != nil && reason != ReasonClientGone {
 		s.log.Debug("connection closed", "conn", c.id, "reason", reason.String(), "err", err)
 	}
