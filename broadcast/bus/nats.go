@@ -14,8 +14,10 @@
 //     re-subscribe first, it publishes again whatever was not echoed, and
 //     what was echoed within ResendWindow before the bus went away (the
 //     server may have died half-way through handing it out);
-//   - receivers drop (origin, seq) they have already delivered, and count
-//     gaps (an origin's messages that never came).
+//   - receivers deliver each origin's messages once and in order: they drop
+//     (origin, seq) already delivered, hold a message that arrives after a
+//     gap until the resend fills it (HoldTimeout at most), and count and
+//     log the gaps that never fill.
 //
 // What does not fit in BufferBytes is refused, counted and logged, never
 // silently lost.
@@ -53,8 +55,14 @@ type Config struct {
 	// the disconnect are sent again too. Zero means 2s.
 	ResendWindow time.Duration
 	// ReconnectWait is the first delay between reconnect attempts; it
-	// doubles per failed attempt up to 32× (with jitter). Zero means 250ms.
+	// doubles per failed attempt up to ResumeDelay/2 (with jitter), so all
+	// nodes are back within the resume delay. Zero means 250ms.
 	ReconnectWait time.Duration
+	// HoldTimeout is how long a message that arrives after a gap waits for
+	// the missing ones (a node resends after a reconnect, possibly after
+	// newer messages got through) before the gap is given up, counted and
+	// logged. Zero means 2×ResumeDelay.
+	HoldTimeout time.Duration
 	// Name identifies this node to the NATS server. Optional.
 	Name string
 	// Logger; nil means slog.Default().
@@ -97,8 +105,11 @@ type NATS struct {
 	resuming  bool      // guarded by mu: republishing after a reconnect
 	closed    bool      // guarded by mu
 
-	// Receive side: only the subscription goroutine touches lastSeen.
-	lastSeen map[uint64]uint64
+	// Receive side: per origin, what was delivered and what waits for a
+	// gap before it to fill (resent messages can arrive after newer ones).
+	rmu     sync.Mutex
+	origins map[uint64]*originState // guarded by rmu
+	stop    chan struct{}
 
 	connected    atomic.Bool
 	published    atomic.Uint64
@@ -134,18 +145,23 @@ func Connect(cfg Config, deliver Deliver) (*NATS, error) {
 	if cfg.ReconnectWait <= 0 {
 		cfg.ReconnectWait = 250 * time.Millisecond
 	}
+	if cfg.HoldTimeout <= 0 {
+		cfg.HoldTimeout = 2 * cfg.ResumeDelay
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	b := &NATS{cfg: cfg, log: cfg.Logger, deliver: deliver, origin: rand.Uint64(), lastSeen: make(map[uint64]uint64)}
+	b := newNATS(cfg, deliver)
 	nc, err := nats.Connect(cfg.URL,
 		nats.Name(cfg.Name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
-		// Exponential backoff with jitter, from ReconnectWait up to 32× it,
-		// so a fleet of nodes does not hammer a NATS server coming back.
+		// Exponential backoff with jitter, from ReconnectWait up to half
+		// the ResumeDelay: nodes must not hammer a NATS server coming back,
+		// but every node must be back (and subscribed) before any of them
+		// sends what it held over the outage.
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			d := cfg.ReconnectWait << min(attempts, 5)
+			d := min(cfg.ReconnectWait<<min(attempts, 16), max(cfg.ResumeDelay/2, cfg.ReconnectWait))
 			return d/2 + rand.N(d/2+1)
 		}),
 		// No client-side reconnect buffer: unconfirmed messages are ours
@@ -169,6 +185,7 @@ func Connect(cfg Config, deliver Deliver) (*NATS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bus: %w", err)
 	}
+	go b.expireHolds()
 	b.mu.Lock()
 	b.nc = nc // the handlers above use their own argument until now
 	b.mu.Unlock()
@@ -272,6 +289,19 @@ func (b *NATS) Publish(op ws.OpCode, payload []byte) error {
 	return nil
 }
 
+func newNATS(cfg Config, deliver Deliver) *NATS {
+	return &NATS{cfg: cfg, log: cfg.Logger, deliver: deliver, origin: rand.Uint64(),
+		origins: make(map[uint64]*originState), stop: make(chan struct{})}
+}
+
+// originState is one publishing node's stream as this node receives it.
+type originState struct {
+	last      uint64            // highest seq delivered, in order
+	held      map[uint64][]byte // arrived after a gap: seq -> opcode + payload
+	heldBytes int
+	since     time.Time // when the current gap was first seen
+}
+
 // receive runs on the subscription's goroutine, in bus order.
 func (b *NATS) receive(m *nats.Msg) {
 	d := m.Data
@@ -279,22 +309,103 @@ func (b *NATS) receive(m *nats.Msg) {
 		b.log.Warn("bus: malformed message", "bytes", len(d))
 		return
 	}
-	origin, seq, op := binary.BigEndian.Uint64(d), binary.BigEndian.Uint64(d[8:]), ws.OpCode(d[16])
+	origin, seq := binary.BigEndian.Uint64(d), binary.BigEndian.Uint64(d[8:])
 	if origin == b.origin {
 		b.confirm(seq)
 	}
-	last := b.lastSeen[origin]
-	switch {
-	case seq <= last:
-		b.duplicates.Add(1)
-		return
-	case last > 0 && seq > last+1:
-		b.gaps.Add(seq - last - 1)
-		b.log.Warn("bus: messages from a node never arrived", "origin", origin, "missing", seq-last-1)
+	b.rmu.Lock()
+	defer b.rmu.Unlock()
+	o := b.origins[origin]
+	if o == nil {
+		// A node heard of for the first time: its stream starts here.
+		o = &originState{last: seq - 1}
+		b.origins[origin] = o
 	}
-	b.lastSeen[origin] = seq
+	switch {
+	case seq <= o.last:
+		b.duplicates.Add(1)
+	case seq == o.last+1:
+		b.deliverLocked(o, seq, d[16:])
+		b.drainLocked(o)
+	default:
+		// A gap: hold this one, in order, until the missing ones come
+		// (a resend after a reconnect) or HoldTimeout gives up on them.
+		if o.held == nil {
+			o.held = make(map[uint64][]byte)
+		}
+		if _, ok := o.held[seq]; ok {
+			b.duplicates.Add(1)
+			return
+		}
+		if len(o.held) == 0 {
+			o.since = time.Now()
+		}
+		o.held[seq] = append([]byte(nil), d[16:]...)
+		o.heldBytes += len(d) - 16
+		if o.heldBytes > b.cfg.BufferBytes {
+			b.giveUpLocked(origin, o)
+		}
+	}
+}
+
+func (b *NATS) deliverLocked(o *originState, seq uint64, opAndPayload []byte) {
+	o.last = seq
 	b.received.Add(1)
-	b.deliver(op, d[headerSize:])
+	b.deliver(ws.OpCode(opAndPayload[0]), opAndPayload[1:])
+}
+
+// drainLocked delivers held messages that are next in line.
+func (b *NATS) drainLocked(o *originState) {
+	for {
+		p, ok := o.held[o.last+1]
+		if !ok {
+			break
+		}
+		delete(o.held, o.last+1)
+		o.heldBytes -= len(p)
+		b.deliverLocked(o, o.last+1, p)
+	}
+	if len(o.held) > 0 {
+		o.since = time.Now() // a newer gap is waiting now
+	}
+}
+
+// giveUpLocked skips the missing messages before what is held: they are
+// counted as gaps and logged, and what was held goes out in order.
+func (b *NATS) giveUpLocked(origin uint64, o *originState) {
+	for len(o.held) > 0 {
+		next := uint64(0)
+		for seq := range o.held {
+			if next == 0 || seq < next {
+				next = seq
+			}
+		}
+		missing := next - o.last - 1
+		b.gaps.Add(missing)
+		b.log.Warn("bus: messages from a node never arrived", "origin", origin, "missing", missing)
+		o.last = next - 1
+		b.drainLocked(o)
+	}
+}
+
+// expireHolds gives up on gaps older than HoldTimeout.
+func (b *NATS) expireHolds() {
+	t := time.NewTicker(max(b.cfg.HoldTimeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		b.rmu.Lock()
+		for origin, o := range b.origins {
+			if len(o.held) > 0 && time.Since(o.since) > b.cfg.HoldTimeout {
+				b.giveUpLocked(origin, o)
+			}
+		}
+		b.rmu.Unlock()
+	}
 }
 
 // confirm records that own messages up to seq came back from the bus.
@@ -360,6 +471,7 @@ func (b *NATS) Close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
+	close(b.stop)
 	if b.nc.IsConnected() {
 		_ = b.nc.Flush()
 	}
