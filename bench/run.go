@@ -210,7 +210,12 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	if len(pubs) > 0 && readersTotal > 0 {
 		warm := make([]int64, n)
 		deadline := time.After(10 * time.Second)
-		tick := time.NewTicker(20 * time.Millisecond)
+		// The gap between warm-ups doubles (20 ms, 40 ms, ... 1 s): with
+		// many receivers one warm-up takes seconds to reach them all, and a
+		// fixed pace would queue a flood of them ahead of the measurement.
+		gap := 20 * time.Millisecond
+		next := time.NewTimer(0)
+		defer next.Stop()
 		payload := make([]byte, cfg.Size)
 	warmup:
 		for seq := uint64(0); ; {
@@ -229,7 +234,9 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 				case "error":
 					return nil, fmt.Errorf("bench: proc %d: %s", m.proc, m.Error)
 				}
-			case <-tick.C:
+			case <-next.C:
+				next.Reset(gap)
+				gap = min(2*gap, time.Second)
 				putPayload(payload, warmPub, seq, time.Now().UnixNano())
 				seq++
 				res.WarmupSent++
@@ -243,7 +250,6 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 				return nil, ctx.Err()
 			}
 		}
-		tick.Stop()
 	}
 	if watchServer {
 		res.Server.PublishStart = sample(int64(res.Connect.Connected))
