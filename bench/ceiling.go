@@ -13,6 +13,7 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
+	wsframe "github.com/fanout/fanout/broadcast/frame"
 	"github.com/fanout/fanout/netpoll"
 )
 
@@ -78,7 +79,7 @@ func Ceiling(ctx context.Context, cfg CeilingConfig) (*CeilingResult, error) {
 			return nil, err
 		}
 		conns = append(conns, c, s)
-		fd, err := rawFD(c)
+		_, fd, err := rawFD(c)
 		if err != nil {
 			return nil, err
 		}
@@ -96,20 +97,13 @@ func Ceiling(ctx context.Context, cfg CeilingConfig) (*CeilingResult, error) {
 		if err := w.Start(); err != nil {
 			return nil, err
 		}
-		sfd, err := rawFD(s)
+		_, sfd, err := rawFD(s)
 		if err != nil {
 			return nil, err
 		}
 		senders = append(senders, sfd)
 	}
-	frame := make([]byte, 0, cfg.Size+4)
-	frame = append(frame, 0x80|byte(ws.OpBinary))
-	if cfg.Size <= 125 {
-		frame = append(frame, byte(cfg.Size))
-	} else {
-		frame = append(frame, 126, byte(cfg.Size>>8), byte(cfg.Size))
-	}
-	frame = append(frame, make([]byte, cfg.Size)...)
+	frame := wsframe.Compile(ws.OpBinary, make([]byte, cfg.Size)) // the encoder fanout itself uses
 
 	res := &CeilingResult{Env: ReadEnv(), Conns: cfg.Conns, FrameBytes: len(frame)}
 	for _, k := range []int{1, 4} {
@@ -177,18 +171,19 @@ func threadCPU() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
-func rawFD(c net.Conn) (int, error) {
+// rawFD returns a connection's RawConn and its descriptor (not a dup).
+func rawFD(c net.Conn) (syscall.RawConn, int, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return 0, fmt.Errorf("bench: %T has no fd", c)
+		return nil, 0, fmt.Errorf("bench: %T has no fd", c)
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	fd := -1
 	err = rc.Control(func(f uintptr) { fd = int(f) })
-	return fd, err
+	return rc, fd, err
 }
 
 // WriteText prints the ceiling.

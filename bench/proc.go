@@ -199,14 +199,7 @@ loop:
 
 	res := procResult{Connect: cs, Churn: churn}
 	// Slow receivers read at last: how did the server treat them?
-	pool.mu.Lock()
-	var slow []*receiver
-	for _, r := range pool.recvs {
-		if r.slow {
-			slow = append(slow, r)
-		}
-	}
-	pool.mu.Unlock()
+	slow := pool.filter(func(r *receiver) bool { return r.slow })
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 256)
 	for _, r := range slow {
@@ -244,14 +237,7 @@ loop:
 // churn replaces churn receivers, one at a time, at rate per second.
 func (p *recvPool) churn(ctx context.Context, rate float64) ChurnStats {
 	var st ChurnStats
-	p.mu.Lock()
-	var pool []*receiver
-	for _, r := range p.recvs {
-		if r.churn {
-			pool = append(pool, r)
-		}
-	}
-	p.mu.Unlock()
+	pool := p.filter(func(r *receiver) bool { return r.churn })
 	if len(pool) == 0 {
 		return st
 	}

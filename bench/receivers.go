@@ -181,16 +181,8 @@ func (p *recvPool) open(ctx context.Context, r *receiver) error {
 }
 
 func (r *receiver) start(extra []byte) error {
-	sc, ok := r.nc.(syscall.Conn)
-	if !ok {
-		return errors.New("bench: connection without a raw fd")
-	}
-	rc, err := sc.SyscallConn()
+	rc, fd, err := rawFD(r.nc)
 	if err != nil {
-		return err
-	}
-	var fd int
-	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
 		return err
 	}
 	r.rc = rc
@@ -380,6 +372,19 @@ func (r *receiver) readSlow(grace time.Duration) {
 			return
 		}
 	}
+}
+
+// filter returns the receivers for which keep is true.
+func (p *recvPool) filter(keep func(*receiver) bool) []*receiver {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*receiver
+	for _, r := range p.recvs {
+		if keep(r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // pubCounts is one publisher's messages as all stable receivers saw them.

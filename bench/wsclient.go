@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+
+	wsframe "github.com/fanout/fanout/broadcast/frame"
 )
 
 // maxServerFrame bounds a frame the bench accepts from a server.
@@ -82,16 +84,8 @@ func parseServerFrames(b []byte, s frameSink) (used int, stop bool, err error) {
 // clientFrame builds a masked client frame.
 func clientFrame(op ws.OpCode, payload []byte) []byte {
 	n := len(payload)
-	out := make([]byte, 0, 14+n)
-	out = append(out, 0x80|byte(op))
-	switch {
-	case n <= 125:
-		out = append(out, 0x80|byte(n))
-	case n <= 0xffff:
-		out = binary.BigEndian.AppendUint16(append(out, 0x80|126), uint16(n))
-	default:
-		out = binary.BigEndian.AppendUint64(append(out, 0x80|127), uint64(n))
-	}
+	out := wsframe.AppendHeader(make([]byte, 0, 14+n), op, n)
+	out[1] |= 0x80 // masked: the mask key follows the length
 	var mask [4]byte
 	binary.LittleEndian.PutUint32(mask[:], rand.Uint32())
 	out = append(out, mask[:]...)
