@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -104,6 +105,7 @@ func TestRunAndSIGTERM(t *testing.T) {
 	}
 
 	a, b := dial(t, wsURL), dial(t, wsURL)
+	waitConnections(t, admin, 2)
 	if err := a.WriteMessage(websocket.TextMessage, []byte("hi all")); err != nil {
 		t.Fatal(err)
 	}
@@ -211,6 +213,27 @@ func startFanout(t *testing.T, env []string, args ...string) (cmd *exec.Cmd, wsU
 	}
 }
 
+// waitConnections polls /metrics until the server has n connections in
+// its table: a client sees its 101 a moment before the server adds it, and
+// a message published in between is not for it.
+func waitConnections(t *testing.T, admin string, n int) {
+	t.Helper()
+	want := fmt.Sprintf("fanout_connections %d\n", n)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if resp, err := http.Get("http://" + admin + "/metrics"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), want) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server never had %d connections", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func dial(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
 	c, _, err := websocket.DefaultDialer.Dial(url, nil)
@@ -246,8 +269,10 @@ func TestTierOverNATS(t *testing.T) {
 	defer ns.Shutdown()
 	url := ns.ClientURL()
 	_, ws1, admin1 := startFanout(t, nil, "-nats", url)
-	_, ws2, _ := startFanout(t, nil, "-nats", url)
+	_, ws2, admin2 := startFanout(t, nil, "-nats", url)
 	a, b := dial(t, ws1), dial(t, ws2)
+	waitConnections(t, admin1, 1)
+	waitConnections(t, admin2, 1)
 	waitReady := func(want int) {
 		for deadline := time.Now().Add(10 * time.Second); ; {
 			resp, err := http.Get("http://" + admin1 + "/readyz")
