@@ -125,7 +125,7 @@ func (s *Server) PublishHandler(keys []string) http.Handler {
 		}
 		n, err := s.Publish(op, body)
 		switch {
-		case errors.Is(err, ErrBacklog), errors.Is(err, ErrServerClosed), errors.Is(err, errBus):
+		case errors.Is(err, ErrBacklog), errors.Is(err, ErrServerClosed), errors.Is(err, ErrBus):
 			w.Header().Set("Retry-After", "1")
 			publishError(w, http.StatusServiceUnavailable, err.Error())
 			return

@@ -117,6 +117,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultConfig returns the Config a zero value stands for, every default
+// filled in: the one source of defaults for flags and documentation.
+func DefaultConfig() Config { return Config{}.withDefaults() }
+
 func (c Config) withDefaults() Config {
 	if c.Path == "" {
 		c.Path = "/ws"

@@ -36,8 +36,8 @@ type Bus interface {
 	Publish(op ws.OpCode, payload []byte) error
 }
 
-// errBus wraps a bus's refusal (its buffer is full, it is closed).
-var errBus = errors.New("broadcast: bus refused the message")
+// ErrBus wraps a bus's refusal (its buffer is full, it is closed).
+var ErrBus = errors.New("broadcast: bus refused the message")
 
 // SetBus joins the server to a bus. Call it before Serve.
 func (s *Server) SetBus(b Bus) { s.bus = b }
@@ -62,7 +62,7 @@ func (s *Server) publish(op ws.OpCode, payload []byte) (int, error) {
 	}
 	if err := s.bus.Publish(op, payload); err != nil {
 		s.refused.Add(1)
-		return 0, fmt.Errorf("%w: %w", errBus, err)
+		return 0, fmt.Errorf("%w: %w", ErrBus, err)
 	}
 	return s.Conns(), nil
 }
