@@ -1,0 +1,235 @@
+package api_test
+
+import (
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/api"
+)
+
+// fakeBus is a bus whose connection the test turns on and off.
+type fakeBus struct{ up atomic.Bool }
+
+func (b *fakeBus) Connected() bool { return b.up.Load() }
+
+func (b *fakeBus) Collector() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fanout_bus_connected", Help: "test bus"}, func() float64 {
+		if b.up.Load() {
+			return 1
+		}
+		return 0
+	})
+}
+
+func TestNewNeedsServer(t *testing.T) {
+	if _, err := api.New(api.Config{}); err == nil {
+		t.Fatal("New without a Server: no error")
+	}
+}
+
+// /readyz goes starting → ready → (bus away and back) → draining, and
+// draining is final; /healthz answers 200 throughout.
+func TestHealthAndReadiness(t *testing.T) {
+	s := startServer(t, broadcast.Config{})
+	bus := &fakeBus{}
+	bus.up.Store(true)
+	a, admin := startAdmin(t, api.Config{Server: s, Bus: bus})
+	expect := func(step string, wantCode int, wantBody string) {
+		t.Helper()
+		if code, body := get(t, admin+"/readyz"); code != wantCode || body != wantBody {
+			t.Errorf("%s: /readyz %d %q, want %d %q", step, code, body, wantCode, wantBody)
+		}
+		if code, body := get(t, admin+"/healthz"); code != http.StatusOK || body != "ok\n" {
+			t.Errorf("%s: /healthz %d %q, want 200 \"ok\\n\"", step, code, body)
+		}
+	}
+	expect("before SetReady", http.StatusServiceUnavailable, "starting\n")
+	a.SetReady()
+	expect("ready", http.StatusOK, "ready\n")
+	bus.up.Store(false)
+	expect("bus away", http.StatusServiceUnavailable, "bus disconnected\n")
+	bus.up.Store(true)
+	expect("bus back", http.StatusOK, "ready\n")
+	a.SetDraining()
+	expect("draining", http.StatusServiceUnavailable, "draining\n")
+	a.SetReady()
+	expect("ready after draining", http.StatusServiceUnavailable, "draining\n")
+
+	// Standalone: no bus, nothing to be disconnected from.
+	alone, url := startAdmin(t, api.Config{Server: s})
+	alone.SetReady()
+	if code, body := get(t, url+"/readyz"); code != http.StatusOK || body != "ready\n" {
+		t.Errorf("standalone: /readyz %d %q", code, body)
+	}
+}
+
+// family is one metric family as scraped: its type (GAUGE, COUNTER,
+// HISTOGRAM…), help text and samples.
+type family struct {
+	typ, help string
+	samples   []sample
+}
+
+type sample struct {
+	labels map[string]string
+	value  float64 // gauges and counters
+}
+
+// scrape parses /metrics in the text exposition format.
+func scrape(t *testing.T, admin string) map[string]family {
+	t.Helper()
+	code, body := get(t, admin+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	out := make(map[string]family, len(mfs))
+	for name, mf := range mfs {
+		f := family{typ: mf.GetType().String(), help: mf.GetHelp()}
+		for _, m := range mf.GetMetric() {
+			s := sample{labels: map[string]string{}, value: m.GetGauge().GetValue() + m.GetCounter().GetValue()}
+			for _, l := range m.GetLabel() {
+				s.labels[l.GetName()] = l.GetValue()
+			}
+			f.samples = append(f.samples, s)
+		}
+		out[name] = f
+	}
+	return out
+}
+
+func TestMetrics(t *testing.T) {
+	s := startServer(t, broadcast.Config{})
+	bus := &fakeBus{}
+	_, admin := startAdmin(t, api.Config{Server: s, Bus: bus})
+	dialGorilla(t, s.url)
+	dialGorilla(t, s.url)
+	s.waitConns(t, 2)
+	if _, err := s.Publish(ws.OpText, []byte("counted")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "2 deliveries", func() bool { return s.Stats().Deliveries == 2 })
+
+	mf := scrape(t, admin)
+	for name, typ := range map[string]string{
+		"fanout_connections":                "GAUGE",
+		"fanout_handshakes_in_progress":     "GAUGE",
+		"fanout_upgrades_total":             "COUNTER",
+		"fanout_upgrade_rejections_total":   "COUNTER",
+		"fanout_closes_total":               "COUNTER",
+		"fanout_messages_in_total":          "COUNTER",
+		"fanout_broadcasts_total":           "COUNTER",
+		"fanout_publish_refused_total":      "COUNTER",
+		"fanout_deliveries_total":           "COUNTER",
+		"fanout_dropped_total":              "COUNTER",
+		"fanout_slow_consumer_closes_total": "COUNTER",
+		"fanout_bytes_out_total":            "COUNTER",
+		"fanout_socket_writes_total":        "COUNTER",
+		"fanout_queued_bytes":               "GAUGE",
+		"fanout_queue_bytes":                "HISTOGRAM",
+		"fanout_fanout_duration_seconds":    "HISTOGRAM",
+		"fanout_workers_running":            "GAUGE",
+		"fanout_workers":                    "GAUGE",
+		"fanout_workers_waiting_tasks":      "GAUGE",
+		"fanout_workers_overloads_total":    "COUNTER",
+		"fanout_bus_connected":              "GAUGE", // the bus's collector
+		"go_goroutines":                     "GAUGE",
+		"process_open_fds":                  "GAUGE",
+	} {
+		f, ok := mf[name]
+		switch {
+		case !ok:
+			t.Errorf("/metrics lacks %s", name)
+		case f.typ != typ:
+			t.Errorf("%s is a %s, want %s", name, f.typ, typ)
+		case f.help == "":
+			t.Errorf("%s has no help text", name)
+		}
+	}
+
+	value := func(name string) float64 {
+		t.Helper()
+		f := mf[name]
+		if len(f.samples) != 1 {
+			t.Fatalf("%s: %v, want one sample", name, f)
+		}
+		return f.samples[0].value
+	}
+	for name, want := range map[string]float64{
+		"fanout_connections":      2,
+		"fanout_upgrades_total":   2,
+		"fanout_broadcasts_total": 1,
+		"fanout_deliveries_total": 2,
+		"fanout_bus_connected":    0,
+	} {
+		if got := value(name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+
+	// One series per reason, labelled by the reason's name.
+	labels := func(name string) map[string]bool {
+		out := map[string]bool{}
+		for _, s := range mf[name].samples {
+			out[s.labels["reason"]] = true
+		}
+		return out
+	}
+	closes, rejects := labels("fanout_closes_total"), labels("fanout_upgrade_rejections_total")
+	for _, r := range broadcast.Reasons() {
+		if !closes[r.String()] {
+			t.Errorf("fanout_closes_total has no reason=%q", r)
+		}
+	}
+	for _, k := range broadcast.RejectKinds() {
+		if !rejects[k.String()] {
+			t.Errorf("fanout_upgrade_rejections_total has no reason=%q", k)
+		}
+	}
+	if len(closes) != len(broadcast.Reasons()) || len(rejects) != len(broadcast.RejectKinds()) {
+		t.Errorf("reasons: %d closes, %d rejects; want %d and %d", len(closes), len(rejects), len(broadcast.Reasons()), len(broadcast.RejectKinds()))
+	}
+}
+
+// Standalone, /metrics has no bus metrics (and two Admins in one process
+// each have their own registry).
+func TestMetricsWithoutBus(t *testing.T) {
+	s := startServer(t, broadcast.Config{})
+	_, one := startAdmin(t, api.Config{Server: s})
+	_, two := startAdmin(t, api.Config{Server: s})
+	for _, admin := range []string{one, two} {
+		mf := scrape(t, admin)
+		if _, ok := mf["fanout_connections"]; !ok {
+			t.Errorf("%s: no fanout_connections", admin)
+		}
+		if _, ok := mf["fanout_bus_connected"]; ok {
+			t.Errorf("%s: bus metrics without a bus", admin)
+		}
+	}
+}
+
+func TestPprofRoutes(t *testing.T) {
+	s := startServer(t, broadcast.Config{})
+	_, on := startAdmin(t, api.Config{Server: s, Pprof: true})
+	_, off := startAdmin(t, api.Config{Server: s})
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol"} {
+		if code, _ := get(t, on+path); code != http.StatusOK {
+			t.Errorf("Pprof: %s %d, want 200", path, code)
+		}
+		if code, _ := get(t, off+path); code != http.StatusNotFound {
+			t.Errorf("no Pprof: %s %d, want 404", path, code)
+		}
+	}
+}

@@ -1,0 +1,16 @@
+// Package api is fanout's admin HTTP: publish, health, readiness, metrics.
+//
+// It serves a broadcast server's operators and backends, never its
+// WebSocket clients, and knows the server only through the small
+// interfaces it needs (Publisher, Server, Bus), so it can be tested
+// against fakes as well as a real *broadcast.Server.
+//
+//	GET  /healthz        200 "ok" while the process runs
+//	GET  /readyz         200 "ready"; 503 "starting", "draining" or "bus disconnected"
+//	GET  /metrics        Prometheus: the server's Stats (fanout_*), the bus's, Go and process
+//	POST /publish        a backend's message to every client (see PublishHandler)
+//	     /debug/pprof/   only with Config.Pprof
+//
+// New wires them into one handler; PublishHandler and NewCollector are
+// the two pieces on their own, for a caller with its own mux or registry.
+package api

@@ -1,0 +1,77 @@
+package api
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fanout/fanout/broadcast"
+)
+
+// NewCollector exports a server's Stats as Prometheus metrics (namespace
+// fanout), reading stats once per scrape: pass (*broadcast.Server).Stats.
+// Register it next to the Go and process collectors (New does).
+func NewCollector(stats func() broadcast.Stats) prometheus.Collector {
+	return &collector{stats: stats}
+}
+
+type collector struct{ stats func() broadcast.Stats }
+
+var (
+	descConns        = prometheus.NewDesc("fanout_connections", "Open WebSocket connections.", nil, nil)
+	descHandshaking  = prometheus.NewDesc("fanout_handshakes_in_progress", "HTTP upgrades in progress.", nil, nil)
+	descUpgrades     = prometheus.NewDesc("fanout_upgrades_total", "Upgrades completed.", nil, nil)
+	descRejects      = prometheus.NewDesc("fanout_upgrade_rejections_total", "Upgrades refused, by reason.", []string{"reason"}, nil)
+	descCloses       = prometheus.NewDesc("fanout_closes_total", "Connections ended, by reason.", []string{"reason"}, nil)
+	descMessagesIn   = prometheus.NewDesc("fanout_messages_in_total", "Complete data messages read from clients.", nil, nil)
+	descBroadcasts   = prometheus.NewDesc("fanout_broadcasts_total", "Messages accepted for broadcast (clients and publish API).", nil, nil)
+	descRefused      = prometheus.NewDesc("fanout_publish_refused_total", "Publishes refused (backlog full, shutting down).", nil, nil)
+	descDeliveries   = prometheus.NewDesc("fanout_deliveries_total", "Frames handed to connections (written or queued).", nil, nil)
+	descDropped      = prometheus.NewDesc("fanout_dropped_total", "Frames dropped for slow consumers under the drop policy.", nil, nil)
+	descSlowCloses   = prometheus.NewDesc("fanout_slow_consumer_closes_total", "Connections closed for a full outbound queue.", nil, nil)
+	descBytesOut     = prometheus.NewDesc("fanout_bytes_out_total", "Bytes written to client sockets.", nil, nil)
+	descWrites       = prometheus.NewDesc("fanout_socket_writes_total", "Socket writes; deliveries per write is the coalescing ratio.", nil, nil)
+	descQueued       = prometheus.NewDesc("fanout_queued_bytes", "Bytes waiting in outbound queues now.", nil, nil)
+	descQueueHist    = prometheus.NewDesc("fanout_queue_bytes", "Per-connection outbound queue sizes, sampled each sweep for connections with a queue.", nil, nil)
+	descFanoutHist   = prometheus.NewDesc("fanout_fanout_duration_seconds", "Time a shard takes to write one batch of messages to all its connections.", nil, nil)
+	descPoolRunning  = prometheus.NewDesc("fanout_workers_running", "Read/write workers running a task.", nil, nil)
+	descPoolCap      = prometheus.NewDesc("fanout_workers", "Worker pool size.", nil, nil)
+	descPoolWaiting  = prometheus.NewDesc("fanout_workers_waiting_tasks", "Tasks queued because every worker was busy.", nil, nil)
+	descPoolOverload = prometheus.NewDesc("fanout_workers_overloads_total", "Times every worker was busy when an event arrived.", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(descConns, float64(st.Conns))
+	gauge(descHandshaking, float64(st.Handshaking))
+	counter(descUpgrades, st.Accepted)
+	for _, k := range broadcast.RejectKinds() {
+		counter(descRejects, st.Rejects(k), k.String())
+	}
+	for _, r := range broadcast.Reasons() {
+		counter(descCloses, st.Closed(r), r.String())
+	}
+	counter(descMessagesIn, st.MessagesIn)
+	counter(descBroadcasts, st.Published)
+	counter(descRefused, st.Refused)
+	counter(descDeliveries, st.Deliveries)
+	counter(descDropped, st.Dropped)
+	counter(descSlowCloses, st.Closed(broadcast.ReasonSlowConsumer))
+	counter(descBytesOut, st.BytesOut)
+	counter(descWrites, st.Writes)
+	gauge(descQueued, float64(st.QueuedBytes))
+	ch <- prometheus.MustNewConstHistogram(descQueueHist, st.QueueSizes.Count, st.QueueSizes.Sum, st.QueueSizes.Buckets)
+	ch <- prometheus.MustNewConstHistogram(descFanoutHist, st.FanoutDuration.Count, st.FanoutDuration.Sum, st.FanoutDuration.Buckets)
+	gauge(descPoolRunning, float64(st.Poller.Running))
+	gauge(descPoolCap, float64(st.Poller.Workers))
+	gauge(descPoolWaiting, float64(st.Poller.Backlog))
+	counter(descPoolOverload, st.Poller.Overloads)
+}
