@@ -1,44 +1,15 @@
 package broadcast
 
 import (
-	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/fanout/fanout/broadcast/admit"
 	"github.com/fanout/fanout/broadcast/frame"
+	"github.com/fanout/fanout/broadcast/hub"
+	"github.com/fanout/fanout/broadcast/outbound"
+	"github.com/fanout/fanout/broadcast/wsconn"
 )
-
-// SlowPolicy says what happens to a connection whose outbound queue would
-// grow past Config.QueueBytes.
-type SlowPolicy uint8
-
-const (
-	// SlowClose closes the connection with 1008 "slow consumer" (the
-	// default). What it already has queued is dropped; the close frame
-	// follows the frame being written, if any.
-	SlowClose SlowPolicy = iota
-	// SlowDrop keeps the connection and drops the new frames that do not
-	// fit; the client misses those messages. Counted in Stats.Dropped.
-	SlowDrop
-)
-
-func (p SlowPolicy) String() string {
-	if p == SlowDrop {
-		return "drop"
-	}
-	return "close"
-}
-
-// ParseSlowPolicy parses "close" or "drop".
-func ParseSlowPolicy(s string) (SlowPolicy, error) {
-	switch s {
-	case "close":
-		return SlowClose, nil
-	case "drop":
-		return SlowDrop, nil
-	}
-	return 0, fmt.Errorf("broadcast: slow policy %q: want close or drop", s)
-}
 
 // Config configures a Server. The zero value works: each field says what
 // zero means.
@@ -174,4 +145,26 @@ func (c Config) sweepEvery() time.Duration {
 		}
 	}
 	return max(d, 5*time.Millisecond)
+}
+
+// The parts' configurations, from a Config with its defaults filled in.
+
+func (c Config) admitConfig() admit.Config {
+	return admit.Config{MaxConns: c.MaxConns, MaxConnsPerIP: c.MaxConnsPerIP, MaxHandshakes: c.MaxHandshakes,
+		Origins: c.Origins, Authenticate: c.Authenticate}
+}
+
+func (c Config) outboundConfig() outbound.Config {
+	return outbound.Config{QueueBytes: c.QueueBytes, SlowPolicy: c.SlowPolicy, CloseTimeout: c.CloseTimeout,
+		ReadBufferSize: c.ReadBufferSize, Logger: c.Logger}
+}
+
+func (c Config) hubConfig() hub.Config {
+	return hub.Config{Shards: c.Shards, Backlog: c.Backlog, FlushDelay: c.FlushDelay,
+		SweepEvery: c.sweepEvery(), PingInterval: c.PingInterval}
+}
+
+func (c Config) wsConfig() wsconn.Config {
+	return wsconn.Config{MaxMessage: c.MaxMessage, ReceiveOnly: c.ReceiveOnly, IdleTimeout: c.IdleTimeout,
+		ClientRate: c.ClientRate, ClientBurst: c.ClientBurst, Logger: c.Logger}
 }

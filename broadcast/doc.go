@@ -1,13 +1,34 @@
-// Package broadcast is fanout's hub: it upgrades connections, reads their
-// frames on the netpoll worker pool, and fans every published message out
-// to every connection through a sharded connection table.
+// Package broadcast is one fanout node: it accepts and upgrades WebSocket
+// clients and publishes every message to every connected client. It wires
+// the parts below it, each a package with one idea:
 //
-// # Data flow
+//	admit     before the upgrade: handshake slots, Origin, token, connection limits
+//	wsconn    the WebSocket codec: reads and parses client frames, pings, closes
+//	outbound  a connection's socket: fd, bounded queue, writev, EPOLLOUT, one close path
+//	hub       the ring of messages and the shards that write them to subscribers
+//	frame     RFC 6455 bytes
+//	netpoll   (top level) one-shot epoll registrations and the worker pool
 //
-//	accept ─► handshake goroutine (deadline) ─► register: id, shard, epoll watch
-//	epoll ─► worker: non-blocking read ─► frame.Parser ─► hub.publish
-//	hub.publish: encode once ─► ring ─► wake every shard
-//	shard goroutine: for each connection: writev(frames) ─► short write? queue + EPOLLOUT
+// # Publishing: one path, named once
+//
+// A message (hub.Message: channel, seq, opcode, payload and its encodings)
+// takes one path, whoever publishes it:
+//
+//	accept   a client's complete data message (wsconn → Server, via
+//	         wsconn.Node.Accept) or a backend's Publish (which validates size
+//	         and UTF-8 first);
+//	route    to the bus when the node is in a tier (every node, this one
+//	         included, gets it back through Deliver), else straight on;
+//	fan out  encode once (hub.NewMessage) and broadcast it: the hub gives it
+//	         the next seq in its ring;
+//	deliver  each shard takes a batch from the ring and hands the same bytes
+//	         to each of its connections (hub.Subscriber.Deliver): written now,
+//	         or queued behind what waits.
+//
+// A broadcast is a message accepted into the ring (Stats.Published); a
+// delivery is one message handed to one connection (Stats.Deliveries). A
+// reservation (admit.Ticket) is what an upgrade holds from admission until
+// its connection is torn down.
 //
 // # Invariants
 //
@@ -15,23 +36,24 @@
 //     connection owns no goroutine, no read buffer and no write buffer.
 //   - One file descriptor per connection; the fd leaves epoll before it is
 //     closed.
-//   - A broadcast allocates once (the encoded frame), whatever the number of
-//     recipients.
+//   - A broadcast allocates once (the encoded message), whatever the number
+//     of recipients (wsconn's TestBroadcastAllocatesOnce).
 //   - No worker and no shard ever waits on one peer's socket: every read
 //     and write is non-blocking; a full socket leaves bytes queued (bounded
 //     by Config.QueueBytes) and arms EPOLLOUT.
-//   - Every connection ends through conn.teardown, exactly once, counted by
-//     CloseReason.
+//   - Every connection ends through outbound.Conn.TeardownLocked, exactly
+//     once, counted by CloseReason, and gives its admission back then.
 //
 // # Lock order
 //
-// Take locks only in this order; never call out of the package with one held.
+// Take locks only in this order; never call out of the package with one
+// held, except down this list.
 //
-//	conn.mu  ─►  netpoll.Watch.mu  ─►  shard.mu  ─►  hub.mu
+//	outbound.Conn.mu  ─►  netpoll.Watch.mu  ─►  hub.Shard.mu  ─►  hub.Hub.mu
+//	admit.Controller.ipMu and Server.mu are never held with any other.
 //
-// conn.mu guards a connection's outbound queue and close state; shard.mu
-// guards only the shard's inbox of additions and removals (the connection
-// table itself belongs to the shard goroutine and has no lock); hub.mu
-// guards the message ring. Server.mu guards listeners and is never held
-// with any other.
+// Conn.mu guards a connection's outbound queue and close state; Shard.mu
+// guards only the shard's inbox of additions and removals (the table itself
+// belongs to the shard goroutine and has no lock); Hub.mu guards the ring.
+// Server.mu guards the listeners; ipMu the per-address counts.
 package broadcast

@@ -1,72 +1,50 @@
 package broadcast
 
-import "github.com/gobwas/ws"
+import (
+	"github.com/fanout/fanout/broadcast/admit"
+	"github.com/fanout/fanout/broadcast/outbound"
+)
 
 // CloseReason says why a connection ended. Every connection ends with
 // exactly one, and the server counts them (Stats.Closes).
-type CloseReason uint8
+type CloseReason = outbound.CloseReason
 
-// Close reasons.
+// Close reasons (see package outbound).
 const (
-	ReasonNone          CloseReason = iota
-	ReasonClientClose               // the client sent a close frame
-	ReasonClientGone                // EOF or reset without a close frame
-	ReasonProtocolError             // malformed frame: closed with 1002
-	ReasonInvalidData               // invalid UTF-8: closed with 1007
-	ReasonTooBig                    // message over MaxMessage: closed with 1009
-	ReasonPolicy                    // data from a receive-only client: closed with 1008
-	ReasonSlowConsumer              // outbound queue over QueueBytes: closed with 1008
-	ReasonIdleTimeout               // nothing read for IdleTimeout: closed with 1001
-	ReasonShutdown                  // server shutting down: closed with 1001
-	ReasonReadError                 // read failed (not EOF)
-	ReasonWriteError                // write failed
-	ReasonRateLimit                 // over the client message rate: closed with 1008
-	numReasons
+	ReasonNone          = outbound.ReasonNone
+	ReasonClientClose   = outbound.ReasonClientClose
+	ReasonClientGone    = outbound.ReasonClientGone
+	ReasonProtocolError = outbound.ReasonProtocolError
+	ReasonInvalidData   = outbound.ReasonInvalidData
+	ReasonTooBig        = outbound.ReasonTooBig
+	ReasonPolicy        = outbound.ReasonPolicy
+	ReasonSlowConsumer  = outbound.ReasonSlowConsumer
+	ReasonIdleTimeout   = outbound.ReasonIdleTimeout
+	ReasonShutdown      = outbound.ReasonShutdown
+	ReasonReadError     = outbound.ReasonReadError
+	ReasonWriteError    = outbound.ReasonWriteError
+	ReasonRateLimit     = outbound.ReasonRateLimit
+	numReasons          = outbound.NumReasons
 )
 
-var reasonNames = [numReasons]string{
-	ReasonNone:          "none",
-	ReasonClientClose:   "client_close",
-	ReasonClientGone:    "client_gone",
-	ReasonProtocolError: "protocol_error",
-	ReasonInvalidData:   "invalid_data",
-	ReasonTooBig:        "too_big",
-	ReasonPolicy:        "policy",
-	ReasonSlowConsumer:  "slow_consumer",
-	ReasonIdleTimeout:   "idle_timeout",
-	ReasonShutdown:      "shutdown",
-	ReasonReadError:     "read_error",
-	ReasonWriteError:    "write_error",
-	ReasonRateLimit:     "rate_limit",
-}
-
-func (r CloseReason) String() string {
-	if r < numReasons {
-		return reasonNames[r]
-	}
-	return "unknown"
-}
-
 // Reasons lists every close reason, for exporters.
-func Reasons() []CloseReason {
-	out := make([]CloseReason, 0, numReasons-1)
-	for r := ReasonNone + 1; r < numReasons; r++ {
-		out = append(out, r)
-	}
-	return out
-}
+func Reasons() []CloseReason { return outbound.Reasons() }
 
-// reasonFor maps a close code the server sends to the reason it counts.
-func reasonFor(code ws.StatusCode) CloseReason {
-	switch code {
-	case ws.StatusProtocolError:
-		return ReasonProtocolError
-	case ws.StatusInvalidFramePayloadData:
-		return ReasonInvalidData
-	case ws.StatusMessageTooBig:
-		return ReasonTooBig
-	case ws.StatusPolicyViolation:
-		return ReasonPolicy
-	}
-	return ReasonProtocolError
+// SlowPolicy says what happens to a connection whose outbound queue would
+// grow past Config.QueueBytes.
+type SlowPolicy = outbound.SlowPolicy
+
+// Slow policies (see package outbound).
+const (
+	SlowClose = outbound.SlowClose // close with 1008 "slow consumer" (the default)
+	SlowDrop  = outbound.SlowDrop  // drop the frames that do not fit; counted
+)
+
+// ParseSlowPolicy parses "close" or "drop".
+func ParseSlowPolicy(s string) (SlowPolicy, error) { return outbound.ParseSlowPolicy(s) }
+
+// JWTAuthenticator returns a Config.Authenticate for HS256 JSON Web
+// Tokens signed with secret (see admit.JWTAuthenticator).
+func JWTAuthenticator(secret []byte) func(token string) error {
+	return admit.JWTAuthenticator(secret)
 }

@@ -1,24 +1,26 @@
-package broadcast
+package hub
 
 import (
 	"sort"
 	"sync/atomic"
 )
 
-// bucketHist is a fixed-bucket histogram with atomic counters, cheap
-// enough for the fan-out path; Stats exports it in Prometheus form.
-type bucketHist struct {
+// Hist is a fixed-bucket histogram with atomic counters, cheap enough for
+// the fan-out path; exporters read it through Snapshot.
+type Hist struct {
 	bounds []float64 // upper bounds, ascending
 	counts []atomic.Uint64
 	sum    atomic.Uint64 // in the unit of bounds × 1e9 (integer math)
 	n      atomic.Uint64
 }
 
-func newBucketHist(bounds ...float64) *bucketHist {
-	return &bucketHist{bounds: bounds, counts: make([]atomic.Uint64, len(bounds))}
+// NewHist returns a histogram with the given ascending upper bounds.
+func NewHist(bounds ...float64) *Hist {
+	return &Hist{bounds: bounds, counts: make([]atomic.Uint64, len(bounds))}
 }
 
-func (h *bucketHist) observe(v float64) {
+// Observe records one value.
+func (h *Hist) Observe(v float64) {
 	i := sort.SearchFloat64s(h.bounds, v)
 	if i < len(h.counts) {
 		h.counts[i].Add(1)
@@ -34,7 +36,8 @@ type HistSnapshot struct {
 	Buckets map[float64]uint64
 }
 
-func (h *bucketHist) snapshot(into *HistSnapshot) {
+// Snapshot adds h's counts into into, so shards can be summed.
+func (h *Hist) Snapshot(into *HistSnapshot) {
 	if into.Buckets == nil {
 		into.Buckets = make(map[float64]uint64, len(h.bounds))
 	}

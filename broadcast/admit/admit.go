@@ -1,0 +1,164 @@
+// Package admit decides, before a connection is upgraded, whether it may
+// be: handshake slots at accept, then Origin, token, per-address and
+// server-wide connection limits once the request is read. What it grants
+// is a Ticket, held for the connection's life and given back exactly once
+// through Release, whatever way the connection ends.
+//
+// It knows nothing of WebSocket framing or of the hub; the upgrade asks
+// it, and maps its refusals to HTTP answers.
+package admit
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// Config configures a Controller. The zero value admits everyone.
+type Config struct {
+	// MaxConns caps admitted connections. Zero means no cap.
+	MaxConns int
+	// MaxConnsPerIP caps admitted connections from one client address.
+	// Zero means no cap.
+	MaxConnsPerIP int
+	// MaxHandshakes caps upgrades in progress. Zero means 4096.
+	MaxHandshakes int
+	// Origins is the Origin allow-list: full origins
+	// ("https://app.example.com"), hosts ("app.example.com"), subdomain
+	// wildcards ("*.example.com") or "*". A request without Origin (not a
+	// browser) is always allowed. Empty means same-host Origins only.
+	Origins []string
+	// Authenticate, if set, checks each request's token; an error refuses
+	// it with ErrUnauthorized. See JWTAuthenticator.
+	Authenticate func(token string) error
+}
+
+// Refusals, returned by Admit; the caller answers each with its own status.
+var (
+	ErrOrigin       = errors.New("admit: origin not allowed")
+	ErrUnauthorized = errors.New("admit: missing or invalid token")
+	ErrPerIP        = errors.New("admit: too many connections from this address")
+	ErrFull         = errors.New("admit: connection limit reached")
+)
+
+// Request is what admission looks at, gathered from the upgrade request.
+type Request struct {
+	Origin string     // the Origin header; "" for none
+	Host   string     // the Host header
+	Token  string     // the token query parameter or bearer token; "" for none
+	IP     netip.Addr // the client's address
+}
+
+// Ticket is an admitted connection's hold on the limits. The zero Ticket
+// holds nothing.
+type Ticket struct {
+	ip   netip.Addr // counted in perIP; zero without MaxConnsPerIP
+	held bool
+}
+
+// Controller is a server's admission. Create one with New.
+type Controller struct {
+	cfg Config
+
+	handshaking atomic.Int64 // upgrades in progress
+	admitted    atomic.Int64 // tickets not yet released
+
+	ipMu  sync.Mutex
+	perIP map[netip.Addr]int // guarded by ipMu; only with MaxConnsPerIP
+}
+
+// New returns a Controller for cfg.
+func New(cfg Config) *Controller {
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = 4096
+	}
+	return &Controller{cfg: cfg}
+}
+
+// Authenticates reports whether requests need a token.
+func (a *Controller) Authenticates() bool { return a.cfg.Authenticate != nil }
+
+// StartHandshake takes a handshake slot for a connection just accepted;
+// false when MaxHandshakes are in progress. A true must be matched by
+// EndHandshake.
+func (a *Controller) StartHandshake() bool {
+	if a.handshaking.Add(1) > int64(a.cfg.MaxHandshakes) {
+		a.handshaking.Add(-1)
+		return false
+	}
+	return true
+}
+
+// EndHandshake gives the slot back.
+func (a *Controller) EndHandshake() { a.handshaking.Add(-1) }
+
+// Handshaking is the number of upgrades in progress.
+func (a *Controller) Handshaking() int64 { return a.handshaking.Load() }
+
+// Admitted is the number of tickets held: open connections plus upgrades
+// admitted and not yet registered.
+func (a *Controller) Admitted() int64 { return a.admitted.Load() }
+
+// Admit checks r against Origin, token and limits, in that order, and on
+// success returns the Ticket the connection holds from now on. authErr is
+// the authenticator's own error, for logs, when the refusal is
+// ErrUnauthorized.
+func (a *Controller) Admit(r Request) (t Ticket, authErr, refusal error) {
+	if !originAllowed(a.cfg.Origins, r.Origin, r.Host) {
+		return Ticket{}, nil, ErrOrigin
+	}
+	if a.cfg.Authenticate != nil {
+		if err := a.cfg.Authenticate(r.Token); err != nil {
+			return Ticket{}, err, ErrUnauthorized
+		}
+	}
+	if a.cfg.MaxConnsPerIP > 0 {
+		if !a.reserveIP(r.IP) {
+			return Ticket{}, nil, ErrPerIP
+		}
+		t.ip = r.IP
+	}
+	t.held = true
+	if n := a.admitted.Add(1); a.cfg.MaxConns > 0 && n > int64(a.cfg.MaxConns) {
+		a.Release(t)
+		return Ticket{}, nil, ErrFull
+	}
+	return t, nil, nil
+}
+
+// Release gives back what t holds. Each admitted Ticket is released
+// exactly once; releasing the zero Ticket does nothing.
+func (a *Controller) Release(t Ticket) {
+	if !t.held {
+		return
+	}
+	a.admitted.Add(-1)
+	if a.cfg.MaxConnsPerIP > 0 {
+		a.releaseIP(t.ip)
+	}
+}
+
+// reserveIP counts one more connection from ip, if MaxConnsPerIP allows.
+func (a *Controller) reserveIP(ip netip.Addr) bool {
+	a.ipMu.Lock()
+	defer a.ipMu.Unlock()
+	if a.perIP[ip] >= a.cfg.MaxConnsPerIP {
+		return false
+	}
+	if a.perIP == nil {
+		a.perIP = make(map[netip.Addr]int)
+	}
+	a.perIP[ip]++
+	return true
+}
+
+func (a *Controller) releaseIP(ip netip.Addr) {
+	a.ipMu.Lock()
+	defer a.ipMu.Unlock()
+	if a.perIP[ip] <= 1 {
+		delete(a.perIP, ip)
+		return
+	}
+	a.perIP[ip]--
+}

@@ -1,0 +1,257 @@
+package hub
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Errors returned by Broadcast.
+var (
+	// ErrBacklog: Config.Backlog messages already wait for the slowest
+	// shard; the hub is not keeping up with the publish rate.
+	ErrBacklog = errors.New("hub: backlog full")
+	// ErrClosed: Drain was called; the hub takes no more messages.
+	ErrClosed = errors.New("hub: closed")
+)
+
+// Config configures a Hub. The zero value works: each field says what
+// zero means.
+type Config struct {
+	// Shards is the number of subscriber table shards, each with one
+	// goroutine. Zero means 16.
+	Shards int
+	// Backlog is how many messages may wait for the slowest shard; a
+	// Broadcast beyond it fails with ErrBacklog. Zero means 4096.
+	Backlog int
+	// FlushDelay is a batching window: a shard woken by a message waits
+	// this long before it writes, so that messages published meanwhile go
+	// out together. Zero writes at once.
+	FlushDelay time.Duration
+	// SweepEvery is how often every subscriber is swept (Subscriber.Sweep).
+	// Zero means 1s.
+	SweepEvery time.Duration
+	// PingInterval is how often a sweep asks subscribers to ping. Zero or
+	// negative: never.
+	PingInterval time.Duration
+}
+
+// maxBatch bounds how many messages a shard takes from the ring at once;
+// for each subscriber they go out together (one writev).
+const maxBatch = 64
+
+// Hub orders broadcast messages in a ring that every shard reads at its
+// own pace. Create one with New; several may run in one process.
+type Hub struct {
+	cfg Config
+
+	mu     sync.Mutex
+	ring   []Message // guarded by mu: slot seq%len(ring)
+	head   uint64    // guarded by mu: sequence number of the next message
+	closed bool      // guarded by mu: no more broadcasts
+
+	shards    []*Shard
+	shardWG   sync.WaitGroup
+	stopSweep chan struct{}
+	sweepDone chan struct{}
+	stopped   atomic.Bool
+}
+
+// New starts a hub's shards and its sweep ticker.
+func New(cfg Config) *Hub {
+	if cfg.Shards <= 0 {
+		cfg.Shards = 16
+	}
+	if cfg.Backlog <= 0 {
+		cfg.Backlog = 4096
+	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = time.Second
+	}
+	h := &Hub{
+		cfg:       cfg,
+		ring:      make([]Message, cfg.Backlog),
+		shards:    make([]*Shard, cfg.Shards),
+		stopSweep: make(chan struct{}),
+		sweepDone: make(chan struct{}),
+	}
+	for i := range h.shards {
+		h.shards[i] = newShard(h)
+	}
+	for _, s := range h.shards {
+		h.shardWG.Add(1)
+		go func() {
+			defer h.shardWG.Done()
+			s.run()
+		}()
+	}
+	go h.sweeps()
+	return h
+}
+
+// Broadcast appends m to the ring, gives it the next sequence number and
+// wakes every shard. It never blocks.
+func (h *Hub) Broadcast(m Message) (seq uint64, err error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return 0, ErrClosed
+	}
+	if h.head-h.minCursorLocked() >= uint64(len(h.ring)) {
+		h.mu.Unlock()
+		return 0, ErrBacklog
+	}
+	seq = h.head
+	m.Seq = seq
+	h.ring[seq%uint64(len(h.ring))] = m
+	h.head++
+	h.mu.Unlock()
+	for _, s := range h.shards {
+		s.notify()
+	}
+	return seq, nil
+}
+
+// minCursorLocked is the oldest sequence some shard has not taken yet.
+// h.mu must be held.
+func (h *Hub) minCursorLocked() uint64 {
+	m := h.head
+	for _, s := range h.shards {
+		m = min(m, s.cursor.Load())
+	}
+	return m
+}
+
+// take copies the next messages for s into s.batch and advances its cursor.
+func (h *Hub) take(s *Shard) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cur := s.cursor.Load()
+	n := min(h.head-cur, maxBatch)
+	s.batch = s.batch[:0]
+	for i := uint64(0); i < n; i++ {
+		s.batch = append(s.batch, h.ring[(cur+i)%uint64(len(h.ring))])
+	}
+	before := h.minCursorLocked()
+	s.cursor.Store(cur + n)
+	// Slots every shard has taken are dropped now, so the ring does not
+	// keep up to Backlog messages alive after they went out.
+	for q, after := before, h.minCursorLocked(); q < after; q++ {
+		h.ring[q%uint64(len(h.ring))] = Message{}
+	}
+	return int(n)
+}
+
+// pending reports whether s has messages to take.
+func (h *Hub) pending(s *Shard) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.head > s.cursor.Load()
+}
+
+// Add puts sub in the shard that id picks. Its first delivery is the
+// first message its shard takes after the addition.
+func (h *Hub) Add(sub Subscriber, id uint64) {
+	s := h.shards[id%uint64(len(h.shards))]
+	sub.HubSlot().shard = s
+	s.add(sub)
+}
+
+// Remove takes sub out of its shard; removing twice is harmless.
+func (h *Hub) Remove(sub Subscriber) {
+	if s := sub.HubSlot().shard; s != nil {
+		s.remove(sub)
+	}
+}
+
+// Len returns the number of subscribers in the hub's tables.
+func (h *Hub) Len() int {
+	n := 0
+	for _, s := range h.shards {
+		n += int(s.count.Load())
+	}
+	return n
+}
+
+// sweeps asks every shard to sweep its subscribers, and to have them ping
+// when a ping is due.
+func (h *Hub) sweeps() {
+	defer close(h.sweepDone)
+	t := time.NewTicker(h.cfg.SweepEvery)
+	defer t.Stop()
+	lastPing := time.Now()
+	for {
+		select {
+		case <-h.stopSweep:
+			return
+		case now := <-t.C:
+			ping := h.cfg.PingInterval > 0 && now.Sub(lastPing) >= h.cfg.PingInterval
+			if ping {
+				lastPing = now
+			}
+			for _, s := range h.shards {
+				if ping {
+					s.pingDue.Store(true)
+				}
+				s.sweepDue.Store(true)
+				s.notify()
+			}
+		}
+	}
+}
+
+// Drain refuses further broadcasts; every shard delivers what it has not
+// taken yet, then asks each of its subscribers to leave (Subscriber.Drain).
+func (h *Hub) Drain() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	for _, s := range h.shards {
+		s.draining.Store(true)
+		s.notify()
+	}
+}
+
+// Force ends every subscriber at once (Subscriber.Kill), now and as they
+// are added: the drain ran out of time.
+func (h *Hub) Force() {
+	for _, s := range h.shards {
+		s.forcing.Store(true)
+		s.notify()
+	}
+}
+
+// Stop ends the sweeps and the shard goroutines and waits for them. Call
+// it once, after Drain, when the subscribers are gone.
+func (h *Hub) Stop() {
+	if !h.stopped.CompareAndSwap(false, true) {
+		return
+	}
+	close(h.stopSweep)
+	<-h.sweepDone
+	for _, s := range h.shards {
+		close(s.stop)
+	}
+	h.shardWG.Wait()
+}
+
+// Stats are the hub's counters, summed over its shards.
+type Stats struct {
+	Deliveries     uint64       // messages handed to subscribers (written or queued)
+	Dropped        uint64       // messages subscribers dropped (slow, drop policy)
+	FanoutDuration HistSnapshot // seconds per shard batch
+	QueueSizes     HistSnapshot // bytes queued per backlogged subscriber, sampled each sweep
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() Stats {
+	var st Stats
+	for _, s := range h.shards {
+		st.Deliveries += s.deliveries.Load()
+		st.Dropped += s.dropped.Load()
+		s.fanoutHist.Snapshot(&st.FanoutDuration)
+		s.queueHist.Snapshot(&st.QueueSizes)
+	}
+	return st
+}

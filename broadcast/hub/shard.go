@@ -1,0 +1,240 @@
+package hub
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Subscriber is what a shard holds: one connection, whatever protocol it
+// speaks. Its methods are called by the shard's goroutine only, and take
+// the subscriber's own lock; none may block on the peer.
+type Subscriber interface {
+	// HubSlot is where the hub keeps the subscriber (embed a Slot).
+	HubSlot() *Slot
+	// Encoding is the encoding the subscriber writes.
+	Encoding() Encoding
+	// Deliver hands frames (total size bytes), in order, to the
+	// subscriber: written now, or queued behind what waits. It returns
+	// how many it took and how many it dropped (slow, under a drop
+	// policy); a subscriber that is closing takes none.
+	Deliver(frames [][]byte, size int, iov *[]unix.Iovec) (delivered, dropped int)
+	// Sweep runs every Config.SweepEvery with the time now (unix ns):
+	// timeouts, and a ping when ping is set. It returns the bytes the
+	// subscriber has queued.
+	Sweep(now int64, ping bool) (queued int)
+	// Drain asks the subscriber to leave: the hub is shutting down and
+	// everything broadcast before has been delivered.
+	Drain()
+	// Kill ends the subscriber at once.
+	Kill()
+}
+
+// Slot is the hub's bookkeeping inside a subscriber: which shard, and
+// where in its table. Embed it; the zero value is "in no hub".
+type Slot struct {
+	shard *Shard
+	idx   int // owned by the shard goroutine
+}
+
+// HubSlot implements Subscriber.
+func (s *Slot) HubSlot() *Slot { return s }
+
+// Shard owns a slice of the subscriber table. Its goroutine is the only
+// one that touches subs; additions and removals reach it through an inbox.
+type Shard struct {
+	hub  *Hub
+	wake chan struct{} // capacity 1: "something to do"
+	stop chan struct{}
+
+	cursor atomic.Uint64 // next sequence number to take from the ring
+	count  atomic.Int64  // len(subs), for readers outside the goroutine
+
+	sweepDue atomic.Bool
+	pingDue  atomic.Bool
+	draining atomic.Bool // Drain: deliver what was taken, then Subscriber.Drain
+	forcing  atomic.Bool // Force: Subscriber.Kill
+
+	mu      sync.Mutex
+	adds    []Subscriber // guarded by mu
+	removes []Subscriber // guarded by mu
+
+	// Owned by the shard goroutine.
+	subs    []Subscriber
+	batch   []Message
+	scratch Scratch
+	drained bool
+
+	deliveries atomic.Uint64
+	dropped    atomic.Uint64
+	fanoutHist *Hist // seconds per batch
+	queueHist  *Hist // queued bytes per backlogged subscriber, per sweep
+}
+
+func newShard(h *Hub) *Shard {
+	return &Shard{
+		hub:        h,
+		wake:       make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		fanoutHist: NewHist(fanoutBounds...),
+		queueHist:  NewHist(queueBounds...),
+	}
+}
+
+func (s *Shard) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Shard) add(sub Subscriber) {
+	s.mu.Lock()
+	s.adds = append(s.adds, sub)
+	s.mu.Unlock()
+	s.notify()
+}
+
+func (s *Shard) remove(sub Subscriber) {
+	s.mu.Lock()
+	s.removes = append(s.removes, sub)
+	s.mu.Unlock()
+	s.notify()
+}
+
+// run is the shard's goroutine: on every wake it applies its inbox, takes
+// and delivers what the ring has for it, sweeps when due and carries out
+// a drain or a force.
+func (s *Shard) run() {
+	var adds, removes []Subscriber
+	for {
+		select {
+		case <-s.wake:
+		case <-s.stop:
+			return
+		}
+		adds, removes = s.applyInbox(adds, removes)
+		if d := s.hub.cfg.FlushDelay; d > 0 && s.hub.pending(s) {
+			// Batching window: let more messages pile up for one writev.
+			// Subscribers added meanwhile join at the next wake.
+			select {
+			case <-time.After(d):
+			case <-s.stop:
+				return
+			}
+		}
+		for s.hub.take(s) > 0 {
+			s.fanOut()
+		}
+		if s.sweepDue.Swap(false) {
+			s.sweep(time.Now().UnixNano(), s.pingDue.Swap(false))
+		}
+		s.shutdownStep()
+	}
+}
+
+// applyInbox moves the inbox into the table. Additions first: a subscriber
+// torn down right after it was added has both in the same inbox. The
+// slices come back emptied for the next round.
+func (s *Shard) applyInbox(adds, removes []Subscriber) ([]Subscriber, []Subscriber) {
+	s.mu.Lock()
+	adds, s.adds = s.adds, adds[:0]
+	removes, s.removes = s.removes, removes[:0]
+	s.mu.Unlock()
+	for _, sub := range adds {
+		sub.HubSlot().idx = len(s.subs)
+		s.subs = append(s.subs, sub)
+	}
+	for _, sub := range removes {
+		s.unlink(sub)
+	}
+	clear(adds)
+	clear(removes)
+	s.count.Store(int64(len(s.subs)))
+	return adds, removes
+}
+
+func (s *Shard) unlink(sub Subscriber) {
+	slot := sub.HubSlot()
+	i := slot.idx
+	if i < 0 || i >= len(s.subs) || s.subs[i] != sub {
+		return // already gone
+	}
+	last := len(s.subs) - 1
+	s.subs[i] = s.subs[last]
+	s.subs[i].HubSlot().idx = i
+	s.subs[last] = nil
+	s.subs = s.subs[:last]
+	slot.idx = -1
+}
+
+// fanOut delivers the batch just taken to every subscriber of the shard.
+func (s *Shard) fanOut() {
+	start := time.Now()
+	delivered, dropped := FanOut(s.subs, s.batch, &s.scratch)
+	clear(s.batch)
+	s.deliveries.Add(delivered)
+	s.dropped.Add(dropped)
+	s.fanoutHist.Observe(time.Since(start).Seconds())
+}
+
+// Scratch is the reusable memory of FanOut: the batch's frames per
+// encoding and the iovecs of one writev.
+type Scratch struct {
+	frames [numEncodings][][]byte
+	sizes  [numEncodings]int
+	iov    []unix.Iovec
+}
+
+// FanOut writes batch, in order, to every subscriber: the list of frames
+// is built once per encoding and the same bytes go to each of them. It
+// allocates nothing once sc has grown to the batch size. It is the
+// shard's fan-out step, exported for benchmarks and tests.
+func FanOut(subs []Subscriber, batch []Message, sc *Scratch) (delivered, dropped uint64) {
+	for e := range sc.frames {
+		sc.frames[e], sc.sizes[e] = sc.frames[e][:0], 0
+		for i := range batch {
+			if b := batch[i].enc[e]; b != nil {
+				sc.frames[e] = append(sc.frames[e], b)
+				sc.sizes[e] += len(b)
+			}
+		}
+	}
+	for _, sub := range subs {
+		e := sub.Encoding()
+		d, x := sub.Deliver(sc.frames[e], sc.sizes[e], &sc.iov)
+		delivered += uint64(d)
+		dropped += uint64(x)
+	}
+	for e := range sc.frames {
+		clear(sc.frames[e]) // the ring let go of these messages: so do we
+	}
+	return delivered, dropped
+}
+
+// sweep runs every subscriber's timers and samples its queue.
+func (s *Shard) sweep(now int64, ping bool) {
+	for _, sub := range s.subs {
+		if q := sub.Sweep(now, ping); q > 0 {
+			s.queueHist.Observe(float64(q))
+		}
+	}
+}
+
+// shutdownStep carries out a Force, or a Drain once: by then the hub
+// refuses broadcasts and this shard has delivered everything it took.
+func (s *Shard) shutdownStep() {
+	switch {
+	case s.forcing.Load():
+		for _, sub := range s.subs {
+			sub.Kill()
+		}
+	case s.draining.Load() && !s.drained:
+		s.drained = true
+		for _, sub := range s.subs {
+			sub.Drain()
+		}
+	}
+}

@@ -1,0 +1,34 @@
+// Package lograte keeps a burst of bad clients from flooding the log.
+package lograte
+
+import (
+	"log/slog"
+	"sync/atomic"
+
+	"golang.org/x/time/rate"
+)
+
+// Limiter lets a few lines a second through; the rest are counted and the
+// count goes out with the next line that does. Every event is still counted
+// by whoever owns it: a suppressed line loses only its text.
+type Limiter struct {
+	lim        *rate.Limiter
+	suppressed atomic.Uint64
+}
+
+// New returns a Limiter of perSecond lines with bursts of burst.
+func New(perSecond float64, burst int) *Limiter {
+	return &Limiter{lim: rate.NewLimiter(rate.Limit(perSecond), burst)}
+}
+
+// Warn logs msg at warning level unless over the rate.
+func (l *Limiter) Warn(log *slog.Logger, msg string, args ...any) {
+	if !l.lim.Allow() {
+		l.suppressed.Add(1)
+		return
+	}
+	if n := l.suppressed.Swap(0); n > 0 {
+		args = append(args, "suppressed_since_last", n)
+	}
+	log.Warn(msg, args...)
+}

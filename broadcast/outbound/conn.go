@@ -1,0 +1,187 @@
+// Package outbound is a connection's socket after the upgrade, whatever
+// protocol it speaks: a bare file descriptor with a reference count, a
+// bounded queue of shared frames written with writev, EPOLLOUT when the
+// socket is full, and one close path. A protocol codec (package wsconn for
+// WebSocket) embeds Conn and adds reading and its own frames.
+//
+// # fd safety
+//
+// fd numbers are reused as soon as they are closed, so no syscall may run
+// on fd after close(2). Writes and the close both happen with the Conn's
+// lock held; the read worker, which runs without it, holds a reference
+// (AcquireFD) for the duration of its reads, and a close that finds one
+// held leaves the close(2) to the reader's ReleaseFD. The fd leaves epoll
+// before it is closed.
+package outbound
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fanout/fanout/netpoll"
+)
+
+// State is where a connection is in its life.
+type State uint32
+
+const (
+	StateOpen    State = iota
+	StateClosing       // goodbye queued; waiting for it to drain and for the peer
+	StateDead          // torn down: out of epoll, socket closed
+)
+
+// maxIov bounds the iovecs of one writev (the kernel's IOV_MAX is 1024).
+const maxIov = 1024
+
+// Owner is the codec around a Conn.
+type Owner interface {
+	// Goodbye returns the bytes that end the connection when the core
+	// itself ends it for reason (ReasonSlowConsumer); nil sends nothing.
+	Goodbye(reason CloseReason) []byte
+	// TornDown runs once per connection, with its lock held, after the fd
+	// left epoll and was closed (or handed to the reader to close).
+	TornDown(reason CloseReason, err error)
+}
+
+// Conn is the outbound core of one connection. It owns its socket as a
+// bare file descriptor: after the upgrade the socket leaves Go's net
+// package (whose netFD, addresses and runtime poll descriptor cost about
+// 600 bytes a connection), and fd is all that is kept. Reads and writes
+// are plain non-blocking syscalls. Embed it and call Init.
+type Conn struct {
+	env   *Env
+	owner Owner
+	id    uint64
+	fd    int
+	fdref atomic.Int32 // readers holding fd, plus fdClosed once close was asked
+	watch *netpoll.Watch
+	state atomic.Uint32 // State; written with mu held, read anywhere
+
+	mu           sync.Mutex
+	reason       CloseReason // guarded by mu: why it is closing
+	outq         [][]byte    // guarded by mu: frames not fully written; nil when empty
+	outOff       int         // guarded by mu: bytes of outq[0] already written
+	outBytes     int         // guarded by mu: bytes in outq not yet written
+	writeArmed   bool        // guarded by mu: waiting for EPOLLOUT
+	closeAtFlush bool        // guarded by mu: closing: close the socket once the queue drains
+	lingerUntil  int64       // guarded by mu: closing: unix ns after which the socket is closed anyway
+	dropLogged   bool        // guarded by mu: this drop episode has been logged
+}
+
+// Init sets up the core for fd, before anything else can reach it.
+func (c *Conn) Init(env *Env, owner Owner, id uint64, fd int) {
+	c.env, c.owner, c.id, c.fd = env, owner, id, fd
+}
+
+// Watch registers the fd with p (not armed yet: Start the result).
+// onRead runs on the pool after each read event; write readiness is the
+// core's own.
+func (c *Conn) Watch(p *netpoll.Poller, onRead func(netpoll.Event)) *netpoll.Watch {
+	c.watch = p.Watch(c.fd, onRead, c.onWrite)
+	return c.watch
+}
+
+// ID is the connection's number, unique in its server.
+func (c *Conn) ID() uint64 { return c.id }
+
+// FD is the socket; only while a reference is held (AcquireFD) or with
+// the lock held and the connection not dead.
+func (c *Conn) FD() int { return c.fd }
+
+// Env is what the connection shares with the others of its server.
+func (c *Conn) Env() *Env { return c.env }
+
+// State returns the connection's state; any goroutine may ask.
+func (c *Conn) State() State { return State(c.state.Load()) }
+
+// Lock and Unlock guard the outbound queue and the close state.
+func (c *Conn) Lock()   { c.mu.Lock() }
+func (c *Conn) Unlock() { c.mu.Unlock() }
+
+// ReasonLocked is why the connection is closing or closed. c.mu must be held.
+func (c *Conn) ReasonLocked() CloseReason { return c.reason }
+
+// QueuedLocked is the bytes waiting for the socket. c.mu must be held.
+func (c *Conn) QueuedLocked() int { return c.outBytes }
+
+// LingerOverLocked reports whether a closing connection's peer had its
+// CloseTimeout to take the goodbye. c.mu must be held.
+func (c *Conn) LingerOverLocked(now int64) bool {
+	return c.State() == StateClosing && now > c.lingerUntil
+}
+
+const fdClosed = 1 << 30
+
+// AcquireFD takes a reader's reference on fd; false once it is closing.
+func (c *Conn) AcquireFD() bool {
+	for {
+		r := c.fdref.Load()
+		if r&fdClosed != 0 {
+			return false
+		}
+		if c.fdref.CompareAndSwap(r, r+1) {
+			return true
+		}
+	}
+}
+
+// ReleaseFD drops the reader's reference, closing fd if a close came in
+// meanwhile.
+func (c *Conn) ReleaseFD() {
+	if c.fdref.Add(-1) == fdClosed {
+		_ = unix.Close(c.fd)
+	}
+}
+
+// closeFDLocked closes fd now, or as soon as the reader releases it.
+// c.mu must be held (so no write is in flight).
+func (c *Conn) closeFDLocked() {
+	for {
+		r := c.fdref.Load()
+		if r&fdClosed != 0 {
+			return
+		}
+		if c.fdref.CompareAndSwap(r, r|fdClosed) {
+			if r == 0 {
+				_ = unix.Close(c.fd)
+			}
+			return
+		}
+	}
+}
+
+// ResumeRead re-arms the read registration after a read event.
+func (c *Conn) ResumeRead() error { return c.watch.ResumeRead() }
+
+// Remote is the peer's address, for logs; c.mu must be held (fd open).
+func (c *Conn) Remote() string {
+	if c.State() == StateDead {
+		return ""
+	}
+	sa, err := unix.Getpeername(c.fd)
+	if err != nil {
+		return ""
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
+	}
+	return ""
+}
+
+// IsGone reports whether a read or write error means the peer went away.
+func IsGone(err error) bool {
+	return errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ETIMEDOUT)
+}
+
+// closeLingerFromNow is when a connection starting to close now gives up.
+func (c *Conn) closeLingerFromNow() int64 {
+	return time.Now().Add(c.env.cfg.CloseTimeout).UnixNano()
+}

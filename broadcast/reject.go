@@ -1,0 +1,80 @@
+package broadcast
+
+import (
+	"net/http"
+
+	"github.com/gobwas/ws"
+
+	"github.com/fanout/fanout/broadcast/admit"
+)
+
+// RejectKind says why an upgrade was refused; counted in Stats.Rejected.
+type RejectKind uint8
+
+// Reject kinds.
+const (
+	RejectBadRequest   RejectKind = iota // 400: not a valid upgrade request
+	RejectNotFound                       // 404: wrong path
+	RejectVersion                        // 426: unsupported Sec-WebSocket-Version
+	RejectFull                           // 503: MaxConns reached
+	RejectShutdown                       // 503: shutting down
+	RejectTimeout                        // handshake not done within HandshakeTimeout
+	RejectIO                             // the client hung up or the socket failed
+	RejectOrigin                         // 403: Origin not allowed
+	RejectUnauthorized                   // 401: missing or bad token
+	RejectPerIP                          // 429: MaxConnsPerIP reached
+	RejectBusy                           // closed unread: MaxHandshakes in progress
+	numRejects
+)
+
+var rejectNames = [numRejects]string{
+	RejectBadRequest:   "bad_request",
+	RejectNotFound:     "not_found",
+	RejectVersion:      "version",
+	RejectFull:         "full",
+	RejectShutdown:     "shutdown",
+	RejectTimeout:      "timeout",
+	RejectIO:           "io",
+	RejectOrigin:       "origin",
+	RejectUnauthorized: "unauthorized",
+	RejectPerIP:        "per_ip",
+	RejectBusy:         "handshakes_full",
+}
+
+func (k RejectKind) String() string {
+	if k < numRejects {
+		return rejectNames[k]
+	}
+	return "unknown"
+}
+
+// RejectKinds lists every reject kind, for exporters.
+func RejectKinds() []RejectKind {
+	out := make([]RejectKind, numRejects)
+	for i := range out {
+		out[i] = RejectKind(i)
+	}
+	return out
+}
+
+// rejections are the HTTP answers of the refusals the server makes itself.
+var rejections = map[RejectKind]error{
+	RejectNotFound:     rejection(http.StatusNotFound, "no such path"),
+	RejectFull:         rejection(http.StatusServiceUnavailable, "connection limit reached"),
+	RejectShutdown:     rejection(http.StatusServiceUnavailable, "server shutting down"),
+	RejectOrigin:       rejection(http.StatusForbidden, "origin not allowed"),
+	RejectUnauthorized: rejection(http.StatusUnauthorized, "missing or invalid token"),
+	RejectPerIP:        rejection(http.StatusTooManyRequests, "too many connections from this address"),
+}
+
+// admitRefusals names the reject kind of each admission refusal.
+var admitRefusals = map[error]RejectKind{
+	admit.ErrOrigin:       RejectOrigin,
+	admit.ErrUnauthorized: RejectUnauthorized,
+	admit.ErrPerIP:        RejectPerIP,
+	admit.ErrFull:         RejectFull,
+}
+
+func rejection(status int, reason string) error {
+	return ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason))
+}

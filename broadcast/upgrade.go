@@ -1,0 +1,245 @@
+package broadcast
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/fanout/fanout/broadcast/admit"
+	"github.com/fanout/fanout/broadcast/wsconn"
+)
+
+// maxHandshakeBytes bounds the HTTP upgrade request a client may send;
+// beyond it the handshake fails with 431 (headers are a few hundred bytes).
+const maxHandshakeBytes = 16 << 10
+
+var (
+	errHandshakeTooBig = errors.New("broadcast: handshake request too large")
+	errRegister        = errors.New("broadcast: register")
+)
+
+// handshake runs the HTTP upgrade on its own short-lived goroutine, under
+// a deadline, so a stalled client holds nothing but this goroutine. Its
+// phases: upgrade (admission included), detach the socket from the net
+// package, attach it to the hub as a connection.
+func (s *Server) handshake(nc net.Conn) {
+	defer s.hsWG.Done()
+	defer s.admit.EndHandshake()
+	u := upgrade{srv: s}
+	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
+		u.req.IP = ap.Addr().Unmap()
+	}
+	fd, err := u.run(nc)
+	if err != nil {
+		// The one release of a ticket that never became a connection;
+		// from attach on, the connection's teardown releases it.
+		s.admit.Release(u.ticket)
+		s.refuse(nc, &u, err)
+		return
+	}
+	s.attach(fd, u.ticket)
+}
+
+// upgrade is one handshake in progress: what the upgrader's callbacks
+// gathered, and the admission it got.
+type upgrade struct {
+	srv        *Server
+	sawRequest bool          // the request line parsed
+	req        admit.Request // for admission
+	ticket     admit.Ticket  // granted in onBeforeUpgrade
+	refusal    RejectKind    // set with refused, when the server itself said no
+	refused    bool
+}
+
+// run upgrades nc under the handshake deadline and detaches its fd.
+func (u *upgrade) run(nc net.Conn) (fd int, err error) {
+	_ = nc.SetDeadline(time.Now().Add(u.srv.cfg.HandshakeTimeout))
+	up := ws.Upgrader{
+		OnRequest:       u.onRequest,
+		OnHost:          u.onHost,
+		OnHeader:        u.onHeader,
+		OnBeforeUpgrade: u.onBeforeUpgrade,
+	}
+	if _, err := up.Upgrade(&limitedConn{Conn: nc, left: maxHandshakeBytes}); err != nil {
+		return -1, err
+	}
+	if err := nc.SetDeadline(time.Time{}); err != nil {
+		return -1, fmt.Errorf("%w: %w", errRegister, err)
+	}
+	return detach(nc)
+}
+
+func (u *upgrade) refuse(kind RejectKind) error {
+	u.refused, u.refusal = true, kind
+	return rejections[kind]
+}
+
+func (u *upgrade) onRequest(uri []byte) error {
+	u.sawRequest = true
+	path, query, _ := bytes.Cut(uri, []byte{'?'})
+	switch {
+	case string(path) != u.srv.cfg.Path:
+		return u.refuse(RejectNotFound)
+	case u.srv.closing.Load():
+		return u.refuse(RejectShutdown)
+	}
+	if u.srv.admit.Authenticates() && len(query) > 0 {
+		if q, err := url.ParseQuery(string(query)); err == nil {
+			u.req.Token = q.Get("token")
+		}
+	}
+	return nil
+}
+
+func (u *upgrade) onHost(h []byte) error {
+	u.req.Host = string(h)
+	return nil
+}
+
+func (u *upgrade) onHeader(key, value []byte) error {
+	switch {
+	case bytes.EqualFold(key, []byte("Origin")):
+		u.req.Origin = string(value)
+	case bytes.EqualFold(key, []byte("Authorization")) && u.srv.admit.Authenticates() && u.req.Token == "":
+		u.req.Token = admit.Bearer(string(value))
+	}
+	return nil
+}
+
+// onBeforeUpgrade is admission: the request is read, the 101 not sent.
+func (u *upgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
+	t, authErr, refusal := u.srv.admit.Admit(u.req)
+	if refusal != nil {
+		if authErr != nil {
+			u.srv.logRefused.Warn(u.srv.log, "upgrade: unauthorized", "remote", u.req.IP.String(), "err", authErr)
+		}
+		return nil, u.refuse(admitRefusals[refusal])
+	}
+	u.ticket = t
+	return nil, nil
+}
+
+// refuse answers and counts a handshake that did not become a connection.
+func (s *Server) refuse(nc net.Conn, u *upgrade, err error) {
+	kind := u.classify(err)
+	switch {
+	case errors.Is(err, errHandshakeTooBig):
+		rejectUnread(nc, "431 Request Header Fields Too Large")
+	case errors.Is(err, ws.ErrMalformedRequest) && !u.sawRequest:
+		// gobwas answers nothing to an unparsable request line.
+		rejectUnread(nc, "400 Bad Request")
+	case errors.Is(err, errRegister):
+		s.log.Error("register", "err", err)
+	}
+	s.rejected[kind].Add(1)
+	_ = nc.Close()
+}
+
+// classify names the reject kind of a failed handshake.
+func (u *upgrade) classify(err error) RejectKind {
+	var rej *ws.ConnectionRejectedError
+	var ne net.Error
+	switch {
+	case u.refused:
+		return u.refusal
+	case errors.Is(err, errRegister):
+		return RejectIO
+	case errors.Is(err, errHandshakeTooBig):
+		return RejectBadRequest
+	case errors.As(err, &rej):
+		if rej.StatusCode() == http.StatusUpgradeRequired {
+			return RejectVersion
+		}
+		return RejectBadRequest
+	case errors.As(err, &ne) && ne.Timeout():
+		return RejectTimeout
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return RejectBadRequest // incomplete, or over maxHandshakeBytes
+	}
+	return RejectIO
+}
+
+// limitedConn is what the upgrader reads from: the socket, but no more
+// than maxHandshakeBytes of it.
+type limitedConn struct {
+	net.Conn
+	left int
+}
+
+func (l *limitedConn) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, errHandshakeTooBig
+	}
+	n, err := l.Conn.Read(p[:min(len(p), l.left)])
+	l.left -= n
+	return n, err
+}
+
+// rejectUnread answers a request the upgrader did not finish reading. The
+// client may still be sending: half-close and drain a little (under the
+// handshake deadline) so the answer is not lost to a TCP reset.
+func rejectUnread(nc net.Conn, status string) {
+	_, _ = io.WriteString(nc, "HTTP/1.1 "+status+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	_, _ = io.CopyN(io.Discard, nc, 4*maxHandshakeBytes)
+}
+
+// detach takes an upgraded socket out of the net package: a duplicate of
+// its fd (close on exec, still non-blocking: that is a property of the
+// socket) is all the connection keeps, and nc is closed, so it is one fd
+// per connection again. Not conn.File(): that would also switch the
+// socket to blocking mode.
+func detach(nc net.Conn) (int, error) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("%w: connection %T has no raw fd", errRegister, nc)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("%w: %w", errRegister, err)
+	}
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(f uintptr) {
+		// A raw syscall: fcntl never blocks, and telling the scheduler
+		// about it costs an OS thread in a connect storm.
+		r, _, e := unix.RawSyscall(unix.SYS_FCNTL, f, unix.F_DUPFD_CLOEXEC, 0)
+		if e != 0 {
+			dupErr = e
+			return
+		}
+		fd = int(r)
+	}); err != nil || dupErr != nil {
+		return -1, fmt.Errorf("%w: %w", errRegister, errors.Join(err, dupErr))
+	}
+	_ = nc.Close()
+	return fd, nil
+}
+
+// attach makes a detached socket a connection: an id, a place in the hub,
+// a one-shot epoll watch on its fd. From here on no goroutine belongs to
+// it while it is idle, and its teardown releases t.
+func (s *Server) attach(fd int, t admit.Ticket) {
+	c := wsconn.New(s.ws, s.nextID.Add(1), fd)
+	c.Ticket = t
+	s.accepted.Add(1)
+	if err := c.Start(); err != nil {
+		return // torn down and counted
+	}
+	if s.closing.Load() {
+		// Upgraded just as shutdown began: say goodbye properly.
+		c.Drain()
+	}
+}

@@ -1,0 +1,204 @@
+// Package wsconn is the WebSocket codec over the outbound core: an
+// upgraded client's frames read and parsed on the netpoll pool, pings and
+// pongs, the closing handshake, and its place in the hub as a subscriber
+// that receives every message as a WebSocket frame.
+//
+// A Conn is an outbound.Conn (the socket, the queue, the close path) plus
+// what WebSocket adds. An idle Conn owns no buffer and no goroutine.
+//
+// The read side (parser, rbuf) is touched only by the worker that holds
+// the connection's read event; the one-shot epoll registration guarantees
+// there is at most one. Everything about writing and closing is guarded by
+// the core's lock.
+package wsconn
+
+import (
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
+
+	"github.com/fanout/fanout/broadcast/admit"
+	"github.com/fanout/fanout/broadcast/frame"
+	"github.com/fanout/fanout/broadcast/hub"
+	"github.com/fanout/fanout/broadcast/internal/lograte"
+	"github.com/fanout/fanout/broadcast/outbound"
+	"github.com/fanout/fanout/netpoll"
+)
+
+// Config is what WebSocket connections of one server share. The zero value
+// works: each field says what zero means.
+type Config struct {
+	// MaxMessage is the largest message a client may send, in bytes, all
+	// fragments together; larger closes with 1009. Zero means
+	// frame.DefaultMaxMessage.
+	MaxMessage int
+	// ReceiveOnly closes (1008) a client that sends a data frame. Zero
+	// (false): clients may publish.
+	ReceiveOnly bool
+	// IdleTimeout closes (1001) a client from which nothing was read for
+	// that long; pongs count. Zero or negative: never.
+	IdleTimeout time.Duration
+	// ClientRate limits each client's messages per second, with bursts
+	// of ClientBurst; over it closes with 1008. Zero: no limit.
+	ClientRate float64
+	// ClientBurst is the token bucket size for ClientRate. Zero means
+	// max(1, ClientRate).
+	ClientBurst int
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Node is what a connection needs of its server.
+type Node interface {
+	// Accept takes a complete message a client sent, for publishing. An
+	// error is logged; the client stays.
+	Accept(op ws.OpCode, payload []byte) error
+	// Closed accounts for a connection that ended: once each, with the
+	// connection's lock held.
+	Closed(c *Conn, reason outbound.CloseReason, err error)
+}
+
+// Env is the state WebSocket connections of one server share.
+type Env struct {
+	cfg    Config
+	log    *slog.Logger
+	out    *outbound.Env
+	hub    *hub.Hub
+	poller *netpoll.Poller
+	node   Node
+
+	logProto, logRefused *lograte.Limiter
+	messagesIn           atomic.Uint64
+}
+
+// NewEnv returns the shared state of connections that write through out,
+// subscribe to h, are read on p's pool and belong to node.
+func NewEnv(cfg Config, out *outbound.Env, h *hub.Hub, p *netpoll.Poller, node Node) *Env {
+	if cfg.MaxMessage <= 0 {
+		cfg.MaxMessage = frame.DefaultMaxMessage
+	}
+	if cfg.ClientRate > 0 && cfg.ClientBurst <= 0 {
+		cfg.ClientBurst = max(1, int(cfg.ClientRate))
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Env{
+		cfg: cfg, log: cfg.Logger, out: out, hub: h, poller: p, node: node,
+		logProto:   lograte.New(5, 10),
+		logRefused: lograte.New(5, 10),
+	}
+}
+
+// MessagesIn is the count of complete data messages read from clients.
+func (e *Env) MessagesIn() uint64 { return e.messagesIn.Load() }
+
+// Conn is one upgraded WebSocket client.
+type Conn struct {
+	outbound.Conn
+	hub.Slot
+	env *Env
+
+	parser   frame.Parser
+	rbuf     []byte        // unparsed tail; nil unless a frame is incomplete
+	lastRead atomic.Int64  // unix nanoseconds of the last bytes read
+	limiter  *rate.Limiter // ClientRate; nil without one
+
+	// Ticket is the admission the connection holds; its Node releases it
+	// when the connection ends.
+	Ticket admit.Ticket
+}
+
+// New makes the upgraded socket fd connection id. Nothing reaches it
+// until Start.
+func New(env *Env, id uint64, fd int) *Conn {
+	c := &Conn{env: env}
+	c.Init(env.out, c, id, fd)
+	c.parser.MaxMessage = env.cfg.MaxMessage
+	if env.cfg.ClientRate > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(env.cfg.ClientRate), env.cfg.ClientBurst)
+	}
+	c.lastRead.Store(time.Now().UnixNano())
+	return c
+}
+
+// Start puts the connection in the hub and arms its read watch: from now
+// on it receives every message broadcast and its frames are read. On
+// failure the connection is torn down (and counted) and the error returned.
+func (c *Conn) Start() error {
+	w := c.Watch(c.env.poller, c.onRead)
+	c.env.hub.Add(c, c.ID())
+	c.Lock()
+	defer c.Unlock()
+	if err := w.Start(); err != nil {
+		c.env.log.Error("register: epoll", "conn", c.ID(), "err", err)
+		c.TeardownLocked(outbound.ReasonReadError, err)
+		return err
+	}
+	return nil
+}
+
+// Encoding implements hub.Subscriber: a plain WebSocket frame.
+func (c *Conn) Encoding() hub.Encoding { return hub.EncodingFrame }
+
+// Deliver implements hub.Subscriber.
+func (c *Conn) Deliver(frames [][]byte, size int, iov *[]unix.Iovec) (delivered, dropped int) {
+	c.Lock()
+	if c.State() == outbound.StateOpen {
+		dropped = c.SendLocked(frames, size, iov)
+		delivered = len(frames) - dropped
+	}
+	c.Unlock()
+	return delivered, dropped
+}
+
+// Sweep implements hub.Subscriber: the idle timeout, pings, and giving up
+// on a closing client that never took its close frame.
+func (c *Conn) Sweep(now int64, ping bool) (queued int) {
+	c.Lock()
+	defer c.Unlock()
+	queued = c.QueuedLocked()
+	switch c.State() {
+	case outbound.StateOpen:
+		if idle := int64(c.env.cfg.IdleTimeout); idle > 0 && now-c.lastRead.Load() > idle {
+			c.CloseLocked(goodbyeIdle, outbound.ReasonIdleTimeout, false)
+			return queued
+		}
+		if ping {
+			c.SendControlLocked(ws.CompiledPing)
+		}
+	case outbound.StateClosing:
+		if c.LingerOverLocked(now) {
+			c.TeardownLocked(c.ReasonLocked(), nil)
+		}
+	}
+	return queued
+}
+
+// Drain implements hub.Subscriber: 1001 after everything queued.
+func (c *Conn) Drain() {
+	c.Lock()
+	c.CloseLocked(goodbyeShutdown, outbound.ReasonShutdown, false)
+	c.Unlock()
+}
+
+// Kill implements hub.Subscriber.
+func (c *Conn) Kill() { c.Teardown(outbound.ReasonShutdown, nil) }
+
+// Goodbye implements outbound.Owner.
+func (c *Conn) Goodbye(reason outbound.CloseReason) []byte {
+	if reason == outbound.ReasonSlowConsumer {
+		return goodbyeSlow
+	}
+	return nil
+}
+
+// TornDown implements outbound.Owner.
+func (c *Conn) TornDown(reason outbound.CloseReason, err error) {
+	c.env.hub.Remove(c)
+	c.env.node.Closed(c, reason, err)
+}
