@@ -110,6 +110,34 @@ func scrape(t *testing.T, admin string) map[string]family {
 	return out
 }
 
+// families are the metric families /metrics must have, by type: the
+// server's (NewCollector), the bus's, Go's and the process's.
+var families = map[string]string{
+	"fanout_connections":                "GAUGE",
+	"fanout_handshakes_in_progress":     "GAUGE",
+	"fanout_upgrades_total":             "COUNTER",
+	"fanout_upgrade_rejections_total":   "COUNTER",
+	"fanout_closes_total":               "COUNTER",
+	"fanout_messages_in_total":          "COUNTER",
+	"fanout_broadcasts_total":           "COUNTER",
+	"fanout_publish_refused_total":      "COUNTER",
+	"fanout_deliveries_total":           "COUNTER",
+	"fanout_dropped_total":              "COUNTER",
+	"fanout_slow_consumer_closes_total": "COUNTER",
+	"fanout_bytes_out_total":            "COUNTER",
+	"fanout_socket_writes_total":        "COUNTER",
+	"fanout_queued_bytes":               "GAUGE",
+	"fanout_queue_bytes":                "HISTOGRAM",
+	"fanout_fanout_duration_seconds":    "HISTOGRAM",
+	"fanout_workers_running":            "GAUGE",
+	"fanout_workers":                    "GAUGE",
+	"fanout_workers_waiting_tasks":      "GAUGE",
+	"fanout_workers_overloads_total":    "COUNTER",
+	"fanout_bus_connected":              "GAUGE", // the bus's collector
+	"go_goroutines":                     "GAUGE",
+	"process_open_fds":                  "GAUGE",
+}
+
 func TestMetrics(t *testing.T) {
 	s := startServer(t, broadcast.Config{})
 	bus := &fakeBus{}
@@ -123,31 +151,7 @@ func TestMetrics(t *testing.T) {
 	waitFor(t, "2 deliveries", func() bool { return s.Stats().Deliveries == 2 })
 
 	mf := scrape(t, admin)
-	for name, typ := range map[string]string{
-		"fanout_connections":                "GAUGE",
-		"fanout_handshakes_in_progress":     "GAUGE",
-		"fanout_upgrades_total":             "COUNTER",
-		"fanout_upgrade_rejections_total":   "COUNTER",
-		"fanout_closes_total":               "COUNTER",
-		"fanout_messages_in_total":          "COUNTER",
-		"fanout_broadcasts_total":           "COUNTER",
-		"fanout_publish_refused_total":      "COUNTER",
-		"fanout_deliveries_total":           "COUNTER",
-		"fanout_dropped_total":              "COUNTER",
-		"fanout_slow_consumer_closes_total": "COUNTER",
-		"fanout_bytes_out_total":            "COUNTER",
-		"fanout_socket_writes_total":        "COUNTER",
-		"fanout_queued_bytes":               "GAUGE",
-		"fanout_queue_bytes":                "HISTOGRAM",
-		"fanout_fanout_duration_seconds":    "HISTOGRAM",
-		"fanout_workers_running":            "GAUGE",
-		"fanout_workers":                    "GAUGE",
-		"fanout_workers_waiting_tasks":      "GAUGE",
-		"fanout_workers_overloads_total":    "COUNTER",
-		"fanout_bus_connected":              "GAUGE", // the bus's collector
-		"go_goroutines":                     "GAUGE",
-		"process_open_fds":                  "GAUGE",
-	} {
+	for name, typ := range families {
 		f, ok := mf[name]
 		switch {
 		case !ok:
@@ -158,15 +162,6 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s has no help text", name)
 		}
 	}
-
-	value := func(name string) float64 {
-		t.Helper()
-		f := mf[name]
-		if len(f.samples) != 1 {
-			t.Fatalf("%s: %v, want one sample", name, f)
-		}
-		return f.samples[0].value
-	}
 	for name, want := range map[string]float64{
 		"fanout_connections":      2,
 		"fanout_upgrades_total":   2,
@@ -174,12 +169,18 @@ func TestMetrics(t *testing.T) {
 		"fanout_deliveries_total": 2,
 		"fanout_bus_connected":    0,
 	} {
-		if got := value(name); got != want {
-			t.Errorf("%s = %v, want %v", name, got, want)
+		if f := mf[name]; len(f.samples) != 1 || f.samples[0].value != want {
+			t.Errorf("%s: %v, want one sample of %v", name, f.samples, want)
 		}
 	}
+}
 
-	// One series per reason, labelled by the reason's name.
+// Closes and refused upgrades have one series per reason, labelled by
+// the reason's name.
+func TestMetricsReasons(t *testing.T) {
+	s := startServer(t, broadcast.Config{})
+	_, admin := startAdmin(t, api.Config{Server: s})
+	mf := scrape(t, admin)
 	labels := func(name string) map[string]bool {
 		out := map[string]bool{}
 		for _, s := range mf[name].samples {
