@@ -1,0 +1,260 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/fanout/fanout/broadcast"
+)
+
+// options is the command line, environment and secret files turned into
+// what run needs: parseFlags fills it in phases (defaults, defineFlags,
+// applyEnv, readSecrets, validate, configure).
+type options struct {
+	addr, adminAddr string
+	shutdownTimeout time.Duration
+	logLevel        string
+	logFormat       string
+	level           slog.Level // logLevel, parsed by validate
+	pprof           bool
+	publishKeys     []string
+	authSecret      string
+	nats            string
+	natsSubject     string
+	natsBuffer      int
+	natsResume      time.Duration
+	clientPublish   bool
+	slowPolicy      string
+	cfg             broadcast.Config
+
+	// As given, before readSecrets and configure split and read them.
+	origins, keys, keysFile, secretFile string
+}
+
+// defaults returns the options before any flag: the server's from
+// broadcast.DefaultConfig, so that -help, the README and the server's
+// own zero values cannot drift apart, and the command's own.
+func defaults() *options {
+	cfg := broadcast.DefaultConfig()
+	return &options{
+		addr:            "127.0.0.1:8080",
+		adminAddr:       "127.0.0.1:8081",
+		shutdownTimeout: 10 * time.Second,
+		logLevel:        "info",
+		logFormat:       "text",
+		// The bus package has no DefaultConfig yet: these restate the
+		// defaults bus.Config documents for its zero values.
+		natsSubject:   "fanout.broadcast",
+		natsBuffer:    8 << 20,
+		natsResume:    time.Second,
+		clientPublish: !cfg.ReceiveOnly,
+		slowPolicy:    cfg.SlowPolicy.String(),
+		cfg:           cfg,
+	}
+}
+
+// parseFlags reads args, then the environment for flags args did not
+// set, then the files flags name, and checks the result.
+func parseFlags(args []string, env func(string) string, stderr io.Writer) (*options, error) {
+	o := defaults()
+	fs := defineFlags(o, stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := applyEnv(fs, env); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := readSecrets(o); err != nil {
+		return nil, err
+	}
+	if err := validate(o); err != nil {
+		return nil, err
+	}
+	configure(o)
+	return o, nil
+}
+
+// defineFlags declares every flag on a new set, each defaulting to the
+// value o already holds (see defaults) and writing into o.
+func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("fanout", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fanout [flags]\n\nA WebSocket broadcast server: every message reaches every client.\n"+
+			"Every flag may also be set as FANOUT_<FLAG> in the environment (FANOUT_MAX_CONNS=1000);\n"+
+			"the command line wins.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	c := &o.cfg
+	fs.StringVar(&o.addr, "addr", o.addr, "WebSocket listen `address` (host:port; port 0 picks one and logs it)")
+	fs.StringVar(&o.adminAddr, "admin-addr", o.adminAddr, "admin HTTP listen `address` (/healthz, /readyz, /metrics); empty disables it")
+	fs.StringVar(&c.Path, "path", c.Path, "URL `path` that upgrades to WebSocket; others get 404")
+	fs.BoolVar(&o.clientPublish, "client-publish", o.clientPublish, "clients may publish; false makes them receive-only (their data frames close with 1008)")
+	fs.IntVar(&c.Workers, "workers", c.Workers, "read worker pool size (`n`); 0 means max(8, 4×GOMAXPROCS)")
+	fs.IntVar(&c.Shards, "shards", c.Shards, "connection table shards (`n`), each with one writer goroutine")
+	fs.IntVar(&c.QueueBytes, "queue-bytes", c.QueueBytes, "per-connection outbound queue limit in `bytes`")
+	fs.StringVar(&o.slowPolicy, "slow-policy", o.slowPolicy, "`policy` when a queue is full: close (1008 \"slow consumer\") or drop (drop newest frames for that client)")
+	fs.IntVar(&c.MaxMessage, "max-message", c.MaxMessage, "largest client message in `bytes` (all fragments); larger closes with 1009")
+	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "server ping `interval`; negative disables pings")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "close a client silent (no data, no pong) for this `duration`; negative disables")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "deadline for the HTTP upgrade (`duration`)")
+	fs.DurationVar(&c.CloseTimeout, "close-timeout", c.CloseTimeout, "how long a closing client gets to take its close frame (`duration`)")
+	fs.IntVar(&c.MaxHandshakes, "max-handshakes", c.MaxHandshakes, "upgrades in progress at once (`n`); connections beyond are closed unread")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "maximum concurrent connections (`n`); more get 503; 0 means no limit")
+	fs.DurationVar(&c.FlushDelay, "flush-delay", c.FlushDelay, "batching window (`duration`): wait this long after a message so the next ones share its writev; trades latency for throughput; 0 writes at once")
+	fs.IntVar(&c.Backlog, "backlog", c.Backlog, "published messages that may wait for the slowest shard (`n`); more are refused")
+	fs.IntVar(&c.ReadBufferSize, "read-buffer", c.ReadBufferSize, "initial read buffer per busy connection in `bytes` (idle ones hold none)")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", o.shutdownTimeout, "on SIGTERM/SIGINT, how long to wait for clients to close (`duration`)")
+	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log `level`: debug, info, warn, error")
+	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log `format`: text or json")
+	fs.BoolVar(&o.pprof, "pprof", o.pprof, "serve /debug/pprof/ on the admin listener")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "maximum concurrent connections from one client address (`n`); more get 429; 0 means no limit")
+	fs.Float64Var(&c.ClientRate, "client-rate", c.ClientRate, "`rate` in messages per second a client may send (token bucket); over it closes with 1008; 0 means no limit")
+	fs.IntVar(&c.ClientBurst, "client-burst", c.ClientBurst, "burst size (`messages`) for -client-rate; 0 means max(1, rate)")
+	fs.StringVar(&o.nats, "nats", o.nats, "join a fan-out tier over NATS at this `URL` (nats://host:4222, comma-separated for a cluster); empty runs standalone")
+	fs.StringVar(&o.natsSubject, "nats-subject", o.natsSubject, "NATS `subject` the tier's messages travel on")
+	fs.IntVar(&o.natsBuffer, "nats-buffer", o.natsBuffer, "`bytes` of published messages kept for resending over a bus outage; beyond, publishes are refused")
+	fs.DurationVar(&o.natsResume, "nats-resume-delay", o.natsResume, "after a bus reconnect, hold publishes this `duration` so every node is subscribed again")
+	fs.StringVar(&o.origins, "origins", o.origins, "allowed `origins`, comma-separated: https://app.example.com, app.example.com, *.example.com or *; empty allows requests without Origin and same-host Origins only")
+	fs.StringVar(&o.keys, "publish-keys", o.keys, "comma-separated bearer `keys` for POST /publish (prefer FANOUT_PUBLISH_KEYS or -publish-keys-file: flags show in ps); none disables /publish")
+	fs.StringVar(&o.keysFile, "publish-keys-file", o.keysFile, "`file` with one publish key per line")
+	fs.StringVar(&o.authSecret, "auth-secret", o.authSecret, "HS256 `secret`: clients must present a valid JWT (token query parameter or Authorization: Bearer); empty disables client auth")
+	fs.StringVar(&o.secretFile, "auth-secret-file", o.secretFile, "`file` holding the -auth-secret")
+	return fs
+}
+
+// applyEnv gives every flag not set on the command line the value of
+// FANOUT_<FLAG> (upper case, dashes as underscores), if that is set.
+func applyEnv(fs *flag.FlagSet, env func(string) string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		name := envName(f.Name)
+		if v := env(name); v != "" {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, e)
+			}
+		}
+	})
+	return err
+}
+
+func envName(flagName string) string {
+	return "FANOUT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// readSecrets gathers the publish keys (-publish-keys, then the lines of
+// -publish-keys-file that are not blank or # comments) and reads
+// -auth-secret-file, which wins over -auth-secret.
+func readSecrets(o *options) error {
+	for _, k := range strings.Split(o.keys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			o.publishKeys = append(o.publishKeys, k)
+		}
+	}
+	if o.keysFile != "" {
+		b, err := os.ReadFile(o.keysFile)
+		if err != nil {
+			return fmt.Errorf("-publish-keys-file: %w", err)
+		}
+		for _, k := range strings.Split(string(b), "\n") {
+			if k = strings.TrimSpace(k); k != "" && !strings.HasPrefix(k, "#") {
+				o.publishKeys = append(o.publishKeys, k)
+			}
+		}
+	}
+	if o.secretFile != "" {
+		b, err := os.ReadFile(o.secretFile)
+		if err != nil {
+			return fmt.Errorf("-auth-secret-file: %w", err)
+		}
+		o.authSecret = strings.TrimSpace(string(b))
+	}
+	return nil
+}
+
+// validate refuses values out of range and parses the ones given as
+// names (-slow-policy, -log-level).
+func validate(o *options) error {
+	c := &o.cfg
+	if o.natsBuffer <= 0 || o.natsResume <= 0 {
+		return errors.New("-nats-buffer and -nats-resume-delay must be positive")
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return fmt.Errorf("-log-format: %q: want text or json", o.logFormat)
+	}
+	if err := o.level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %v", err)
+	}
+	if c.ClientRate < 0 || c.ClientBurst < 0 || c.MaxConnsPerIP < 0 {
+		return errors.New("-client-rate, -client-burst and -max-conns-per-ip must not be negative")
+	}
+	var err error
+	if c.SlowPolicy, err = broadcast.ParseSlowPolicy(o.slowPolicy); err != nil {
+		return fmt.Errorf("-slow-policy: %w", err)
+	}
+	for _, v := range []struct {
+		name     string
+		val, min int
+	}{
+		{"workers", c.Workers, 0},
+		{"shards", c.Shards, 1},
+		{"queue-bytes", c.QueueBytes, 1},
+		{"max-message", c.MaxMessage, 1},
+		{"max-conns", c.MaxConns, 0},
+		{"backlog", c.Backlog, 1},
+		{"max-handshakes", c.MaxHandshakes, 1},
+		{"read-buffer", c.ReadBufferSize, 64},
+	} {
+		if v.val < v.min {
+			return fmt.Errorf("-%s: %d is below the minimum %d", v.name, v.val, v.min)
+		}
+	}
+	for _, v := range []struct {
+		name string
+		val  time.Duration
+	}{
+		{"handshake-timeout", c.HandshakeTimeout},
+		{"close-timeout", c.CloseTimeout},
+		{"shutdown-timeout", o.shutdownTimeout},
+	} {
+		if v.val <= 0 {
+			return fmt.Errorf("-%s: must be positive, got %s", v.name, v.val)
+		}
+	}
+	if c.FlushDelay < 0 || c.FlushDelay > time.Second {
+		return fmt.Errorf("-flush-delay: %s: want 0 to 1s", c.FlushDelay)
+	}
+	if c.PingInterval == 0 || c.IdleTimeout == 0 {
+		return errors.New("-ping-interval and -idle-timeout must be positive, or negative to disable")
+	}
+	return nil
+}
+
+// configure finishes o.cfg with what the flags give in another form:
+// the Origin list, the JWT check for -auth-secret, -client-publish.
+func configure(o *options) {
+	c := &o.cfg
+	for _, og := range strings.Split(o.origins, ",") {
+		if og = strings.TrimSpace(og); og != "" {
+			c.Origins = append(c.Origins, og)
+		}
+	}
+	if o.authSecret != "" {
+		c.Authenticate = broadcast.JWTAuthenticator([]byte(o.authSecret))
+	}
+	c.ReceiveOnly = !o.clientPublish
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/fanout/fanout/broadcast"
+)
+
+// With no flag and no environment, the server's Config is
+// broadcast.DefaultConfig: the flags add no defaults of their own.
+func TestFlagDefaultsAreDefaultConfig(t *testing.T) {
+	o, err := parseFlags(nil, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := o.cfg, broadcast.DefaultConfig()
+	got.Logger, want.Logger = nil, nil // run sets its own
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("flags give\n%+v\nDefaultConfig is\n%+v", got, want)
+	}
+}
+
+// readmeFlags returns the rows of README.md's "## Flags" table: flag name
+// (without the dash) → the default cell as written.
+func readmeFlags(t *testing.T) map[string]string {
+	t.Helper()
+	f, err := os.Open("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows := map[string]string{}
+	in := false
+	row := regexp.MustCompile("^\\| `-([a-z0-9-]+)` \\| ([^|]+) \\|")
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		line := sc.Text()
+		if strings.HasPrefix(line, "## ") {
+			in = line == "## Flags"
+			continue
+		}
+		if m := row.FindStringSubmatch(line); in && m != nil {
+			if _, dup := rows[m[1]]; dup {
+				t.Errorf("README lists -%s twice", m[1])
+			}
+			rows[m[1]] = strings.TrimSpace(m[2])
+		}
+	}
+	if len(rows) == 0 {
+		t.Fatal(`README.md has no "## Flags" table rows`)
+	}
+	return rows
+}
+
+// readmeDefault reads a default cell: "empty" is "", otherwise the
+// leading `literal` ("`0` = max(8, 4×GOMAXPROCS)", "`0` (none)").
+func readmeDefault(cell string) (string, bool) {
+	if cell == "empty" {
+		return "", true
+	}
+	m := regexp.MustCompile("^`([^`]*)`").FindStringSubmatch(cell)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
+}
+
+// The README's flag table and the flags agree: every flag -help lists
+// has a row, every row is a flag, and each row's default is the flag's.
+// A literal matches when it is the flag's DefValue as printed, or when
+// setting the flag to it gives that value (the README writes `0` for a
+// zero duration, which the flag prints as 0s).
+func TestREADMEFlagsTable(t *testing.T) {
+	rows := readmeFlags(t)
+	var help bytes.Buffer
+	if code := run([]string{"-help"}, noEnv, &help); code != 0 {
+		t.Fatalf("-help: exit %d", code)
+	}
+	listed := regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(help.String(), -1)
+	fs := defineFlags(defaults(), io.Discard)
+	if n := countFlags(fs); len(listed) != n {
+		t.Fatalf("-help lists %d flags, the set has %d", len(listed), n)
+	}
+	seen := map[string]bool{}
+	for _, m := range listed {
+		f := fs.Lookup(m[1])
+		seen[f.Name] = true
+		cell, ok := rows[f.Name]
+		if !ok {
+			t.Errorf("README's Flags table has no row for -%s (default %q)", f.Name, f.DefValue)
+			continue
+		}
+		lit, ok := readmeDefault(cell)
+		if !ok {
+			t.Errorf("README -%s: default %q is neither `literal` nor empty", f.Name, cell)
+			continue
+		}
+		if lit == f.DefValue {
+			continue
+		}
+		probe := defineFlags(defaults(), io.Discard)
+		if err := probe.Set(f.Name, lit); err != nil || probe.Lookup(f.Name).Value.String() != f.DefValue {
+			t.Errorf("README -%s: default %q, the flag's is %q", f.Name, lit, f.DefValue)
+		}
+	}
+	for name := range rows {
+		if !seen[name] {
+			t.Errorf("README's Flags table lists -%s, which -help does not", name)
+		}
+	}
+}
+
+func countFlags(fs *flag.FlagSet) int {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n
+}
