@@ -30,38 +30,74 @@ func FuzzParse(f *testing.F) {
 		f.Add(s, uint16(i*7))
 	}
 	f.Fuzz(func(t *testing.T, in []byte, split uint16) {
-		whole, wholeN, wholeErr := parseAll(in, len(in))
-		cut := 0
-		if len(in) > 0 {
-			cut = int(split) % (len(in) + 1)
-		}
-		parts, partsN, partsErr := parseAll(in, cut)
-		if wholeN > len(in) || partsN > len(in) {
-			t.Fatalf("consumed more than given: %d, %d of %d", wholeN, partsN, len(in))
-		}
-		if !slices.Equal(whole, parts) {
-			t.Fatalf("events differ when split at %d:\n%q\n%q", cut, whole, parts)
-		}
-		if wholeN != partsN || closeCode(wholeErr) != closeCode(partsErr) {
-			t.Fatalf("split at %d: consumed %d vs %d, close %d vs %d", cut, wholeN, partsN, closeCode(wholeErr), closeCode(partsErr))
-		}
-		if wholeErr != nil {
-			if _, ok := AsClose(wholeErr); !ok {
-				t.Fatalf("error is not a CloseError: %v", wholeErr)
-			}
-		}
+		checkSplit(t, in, split, (*Parser).Parse)
 	})
 }
 
+// FuzzParseServer is FuzzParse for ParseServer, a client's parser of
+// server frames: fanout-bench reads whatever its sockets have, too.
+func FuzzParseServer(f *testing.F) {
+	seeds := [][]byte{
+		server(true, ws.OpBinary, []byte("hello")),
+		server(true, ws.OpText, bytes.Repeat([]byte{'a'}, 300)),
+		cat(server(false, ws.OpText, []byte("he")), server(true, ws.OpPing, []byte("p")), server(true, ws.OpContinuation, []byte("llo"))),
+		cat(server(true, ws.OpBinary, []byte("a")), server(true, ws.OpPong, nil), server(true, ws.OpBinary, []byte("b"))),
+		Close(ws.StatusPolicyViolation, "slow consumer"),
+		server(true, ws.OpClose, []byte{1}),
+		server(true, ws.OpText, []byte{0xc3, 0x28}),
+		client(true, ws.OpBinary, []byte("masked")),
+		raw(0xc2, false, []byte("rsv")),
+		raw(0x89, false, bytes.Repeat([]byte("p"), 126)),
+		{0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 1},
+		{0x82, 0x7e, 0xff},
+	}
+	for i, s := range seeds {
+		f.Add(s, uint16(i*7))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, split uint16) {
+		checkSplit(t, in, split, (*Parser).ParseServer)
+	})
+}
+
+// checkSplit parses in whole and split at split (modulo its length) and
+// fails t unless both give the same events, bytes consumed and close code,
+// any error being a CloseError.
+func checkSplit(t *testing.T, in []byte, split uint16, parse parseFunc) {
+	t.Helper()
+	whole, wholeN, wholeErr := parseAll(in, len(in), parse)
+	cut := 0
+	if len(in) > 0 {
+		cut = int(split) % (len(in) + 1)
+	}
+	parts, partsN, partsErr := parseAll(in, cut, parse)
+	if wholeN > len(in) || partsN > len(in) {
+		t.Fatalf("consumed more than given: %d, %d of %d", wholeN, partsN, len(in))
+	}
+	if !slices.Equal(whole, parts) {
+		t.Fatalf("events differ when split at %d:\n%q\n%q", cut, whole, parts)
+	}
+	if wholeN != partsN || closeCode(wholeErr) != closeCode(partsErr) {
+		t.Fatalf("split at %d: consumed %d vs %d, close %d vs %d", cut, wholeN, partsN, closeCode(wholeErr), closeCode(partsErr))
+	}
+	if wholeErr != nil {
+		if _, ok := AsClose(wholeErr); !ok {
+			t.Fatalf("error is not a CloseError: %v", wholeErr)
+		}
+	}
+}
+
+// parseFunc is (*Parser).Parse or (*Parser).ParseServer.
+type parseFunc func(*Parser, []byte, Handler) (int, error)
+
 // parseAll feeds in[:cut] then the rest, as two reads would, keeping the
 // unconsumed tail between calls like the server does.
-func parseAll(in []byte, cut int) (events []string, consumed int, err error) {
+func parseAll(in []byte, cut int, parse parseFunc) (events []string, consumed int, err error) {
 	p := Parser{MaxMessage: 1 << 16}
 	var r rec
 	var buf []byte
 	for _, chunk := range [][]byte{in[:cut], in[cut:]} {
 		buf = append(buf, chunk...)
-		n, e := p.Parse(buf, &r)
+		n, e := parse(&p, buf, &r)
 		consumed += n
 		buf = buf[n:]
 		if e != nil {

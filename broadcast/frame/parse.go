@@ -1,7 +1,11 @@
-// Package frame parses client-to-server WebSocket frames (RFC 6455) out of
-// a byte buffer that fills up a little at a time.
+// Package frame is the repository's WebSocket frame codec (RFC 6455): it
+// encodes frames and parses them out of a byte buffer that fills up a
+// little at a time, for both sides of a connection. The server compiles
+// unmasked frames (Compile, Close) and parses masked ones (Parser.Parse);
+// a client, fanout-bench or a test, compiles masked frames (CompileMasked,
+// AppendMasked, CloseMasked) and parses unmasked ones (Parser.ParseServer).
 //
-// Parse never blocks and never reads: the caller appends whatever the
+// Parsing never blocks and never reads: the caller appends whatever the
 // socket had, calls Parse, and keeps the unconsumed tail for next time. A
 // peer that trickles half a frame costs its tail bytes and nothing else.
 // Nothing is allocated on a length the peer declares: a frame larger than
@@ -29,8 +33,8 @@ type Handler interface {
 	// Message is called with each complete, validated data message.
 	// A non-nil error stops Parse, which returns it as is.
 	Message(op ws.OpCode, payload []byte) error
-	// Ping is called for each ping; the server answers with a pong
-	// carrying the same payload.
+	// Ping is called for each ping; the receiving end answers with a
+	// pong carrying the same payload.
 	Ping(payload []byte)
 	// Pong is called for each (solicited or not) pong.
 	Pong(payload []byte)
@@ -96,11 +100,19 @@ func (p *Parser) limit() int {
 	return DefaultMaxMessage
 }
 
-// Parse consumes every complete frame at the start of b, unmasking payloads
-// in place, and returns how many bytes it consumed. It stops at the first
-// incomplete frame (err nil), after a close frame, or at the first error.
-// An error is a *CloseError, or whatever Handler.Message returned.
+// Parse consumes every complete (masked) client frame at the start of b,
+// unmasking payloads in place, and returns how many bytes it consumed. It
+// stops at the first incomplete frame (err nil), after a close frame, or at
+// the first error. An error is a *CloseError, or whatever Handler.Message
+// returned.
 func (p *Parser) Parse(b []byte, h Handler) (n int, err error) {
+	return p.parse(b, h, ws.StateServerSide)
+}
+
+// parse is Parse and ParseServer: side is the reading end, which decides
+// whether frames must be masked (ws.StateServerSide) or must not be
+// (ws.StateClientSide).
+func (p *Parser) parse(b []byte, h Handler, side ws.State) (n int, err error) {
 	for {
 		rest := b[n:]
 		if len(rest) < 2 {
@@ -140,7 +152,7 @@ func (p *Parser) Parse(b []byte, h Handler) (n int, err error) {
 			}
 			hdr.Length = int64(u)
 		}
-		state := ws.StateServerSide
+		state := side
 		if p.fragmented {
 			state |= ws.StateFragmented
 		}
@@ -158,40 +170,48 @@ func (p *Parser) Parse(b []byte, h Handler) (n int, err error) {
 			p.need = size
 			return n, nil
 		}
-		copy(hdr.Mask[:], rest[hl-4:hl])
 		payload := rest[hl:size]
-		ws.Cipher(payload, hdr.Mask, 0)
+		if hdr.Masked { // always on the server's side, never on a client's
+			copy(hdr.Mask[:], rest[hl-4:hl])
+			ws.Cipher(payload, hdr.Mask, 0)
+		}
 		n += size
 		p.need = 0
 
-		switch hdr.OpCode {
-		case ws.OpPing:
-			h.Ping(payload)
-		case ws.OpPong:
-			h.Pong(payload)
-		case ws.OpClose:
-			return n, closeFrame(payload)
-		case ws.OpText, ws.OpBinary:
-			if hdr.Fin {
-				if err := deliver(h, hdr.OpCode, payload); err != nil {
-					return n, err
-				}
-				continue
-			}
-			p.fragmented = true
-			p.op = hdr.OpCode
-			p.msg = append(p.msg[:0], payload...)
-		case ws.OpContinuation:
-			p.msg = append(p.msg, payload...)
-			if hdr.Fin {
-				op, msg := p.op, p.msg
-				p.fragmented, p.op, p.msg = false, 0, nil
-				if err := deliver(h, op, msg); err != nil {
-					return n, err
-				}
-			}
+		if err := p.frame(hdr.Fin, hdr.OpCode, payload, h); err != nil {
+			return n, err
 		}
 	}
+}
+
+// frame hands one complete, unmasked frame to h, or keeps it as a fragment
+// of the message in progress. A close frame always ends in an error. It
+// takes fin and op rather than the ws.Header: a header holds an array, so
+// it would be passed in memory, which costs a small frame about a fifth.
+func (p *Parser) frame(fin bool, op ws.OpCode, payload []byte, h Handler) error {
+	switch op {
+	case ws.OpPing:
+		h.Ping(payload)
+	case ws.OpPong:
+		h.Pong(payload)
+	case ws.OpClose:
+		return closeFrame(payload)
+	case ws.OpText, ws.OpBinary:
+		if fin {
+			return deliver(h, op, payload)
+		}
+		p.fragmented = true
+		p.op = op
+		p.msg = append(p.msg[:0], payload...)
+	case ws.OpContinuation:
+		p.msg = append(p.msg, payload...)
+		if fin {
+			op, msg := p.op, p.msg
+			p.fragmented, p.op, p.msg = false, 0, nil
+			return deliver(h, op, msg)
+		}
+	}
+	return nil
 }
 
 func deliver(h Handler, op ws.OpCode, payload []byte) error {

@@ -45,11 +45,17 @@ func Compile(op ws.OpCode, payload []byte) []byte {
 // means "no code": the frame has an empty payload. The reason is cut to
 // fit a control frame's 125 bytes.
 func Close(code ws.StatusCode, reason string) []byte {
+	return Compile(ws.OpClose, closePayload(code, reason))
+}
+
+// closePayload is a close frame's payload: none for ws.StatusNoStatusRcvd,
+// else the code and as much of the reason as fits, cut on a rune boundary.
+func closePayload(code ws.StatusCode, reason string) []byte {
 	if code == ws.StatusNoStatusRcvd {
-		return Compile(ws.OpClose, nil)
+		return nil
 	}
 	for len(reason) > ws.MaxControlFramePayloadSize-2 || !utf8.ValidString(reason) {
 		reason = reason[:min(len(reason)-1, ws.MaxControlFramePayloadSize-2)]
 	}
-	return Compile(ws.OpClose, ws.NewCloseFrameBody(code, reason))
+	return ws.NewCloseFrameBody(code, reason)
 }
