@@ -1,12 +1,8 @@
 package broadcast_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -16,77 +12,6 @@ import (
 
 	"github.com/fanout/fanout/broadcast"
 )
-
-func TestPublishAPI(t *testing.T) {
-	s := startServer(t, broadcast.Config{MaxMessage: 100})
-	api := httptest.NewServer(s.PublishHandler([]string{"k1", "k2"}))
-	defer api.Close()
-	a, b := dialGorilla(t, s.url), dialGorilla(t, s.url)
-	s.waitConns(t, 2)
-
-	post := func(auth, ctype string, body []byte) (int, map[string]any) {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, api.URL+"/publish", bytes.NewReader(body))
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		if ctype != "" {
-			req.Header.Set("Content-Type", ctype)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
-	}
-	for _, tc := range []struct {
-		name, auth, ctype string
-		body              []byte
-		status            int
-	}{
-		{"no key", "", "", []byte("x"), http.StatusUnauthorized},
-		{"not bearer", "Basic azE6", "", []byte("x"), http.StatusUnauthorized},
-		{"wrong key", "Bearer nope", "", []byte("x"), http.StatusForbidden},
-		{"too big", "Bearer k1", "", bytes.Repeat([]byte("x"), 101), http.StatusRequestEntityTooLarge},
-		{"invalid UTF-8 text", "Bearer k2", "text/plain", []byte{0xff}, http.StatusBadRequest},
-	} {
-		code, out := post(tc.auth, tc.ctype, tc.body)
-		if code != tc.status || out["error"] == "" {
-			t.Errorf("%s: %d %v, want %d with an error message", tc.name, code, out, tc.status)
-		}
-	}
-	if st := s.Stats(); st.Published != 0 {
-		t.Fatalf("refused publishes were published: %d", st.Published)
-	}
-
-	code, out := post("Bearer k2", "application/octet-stream", []byte{0xff, 0})
-	if code != http.StatusAccepted || out["recipients"] != float64(2) {
-		t.Fatalf("binary publish: %d %v", code, out)
-	}
-	code, _ = post("Bearer k1", "text/plain; charset=utf-8", []byte("héllo"))
-	if code != http.StatusAccepted {
-		t.Fatalf("text publish: %d", code)
-	}
-	for _, c := range []*gorilla.Conn{a, b} {
-		expectMessage(t, c, gorilla.BinaryMessage, []byte{0xff, 0})
-		expectMessage(t, c, gorilla.TextMessage, []byte("héllo"))
-	}
-
-	// No keys configured: the API is off.
-	off := httptest.NewServer(s.PublishHandler(nil))
-	defer off.Close()
-	resp, err := http.Post(off.URL+"/publish", "text/plain", strings.NewReader("x"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("publish without configured keys: %d", resp.StatusCode)
-	}
-}
 
 func token(t *testing.T, secret string, exp time.Time) string {
 	t.Helper()
