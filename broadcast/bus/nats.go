@@ -124,12 +124,11 @@ type NATS struct {
 	pendingBytes atomic.Int64
 }
 
-// Connect joins the bus. It returns at once even if NATS is not reachable
-// yet: the client keeps trying in the background (Connected says when).
-func Connect(cfg Config, deliver Deliver) (*NATS, error) {
-	if cfg.URL == "" {
-		return nil, errors.New("bus: no NATS URL")
-	}
+// DefaultConfig returns the Config a zero value stands for (URL aside),
+// every default filled in: the one source of defaults for flags.
+func DefaultConfig() Config { return Config{}.withDefaults() }
+
+func (cfg Config) withDefaults() Config {
 	if cfg.Subject == "" {
 		cfg.Subject = "fanout.broadcast"
 	}
@@ -151,6 +150,16 @@ func Connect(cfg Config, deliver Deliver) (*NATS, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	return cfg
+}
+
+// Connect joins the bus. It returns at once even if NATS is not reachable
+// yet: the client keeps trying in the background (Connected says when).
+func Connect(cfg Config, deliver Deliver) (*NATS, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("bus: no NATS URL")
+	}
+	cfg = cfg.withDefaults()
 	b := newNATS(cfg, deliver)
 	nc, err := nats.Connect(cfg.URL,
 		nats.Name(cfg.Name),

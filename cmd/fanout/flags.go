@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/bus"
 )
 
 // options is the command line, environment and secret files turned into
@@ -42,20 +43,19 @@ type options struct {
 // own zero values cannot drift apart, and the command's own.
 func defaults() *options {
 	cfg := broadcast.DefaultConfig()
+	bc := bus.DefaultConfig()
 	return &options{
 		addr:            "127.0.0.1:8080",
 		adminAddr:       "127.0.0.1:8081",
 		shutdownTimeout: 10 * time.Second,
 		logLevel:        "info",
 		logFormat:       "text",
-		// The bus package has no DefaultConfig yet: these restate the
-		// defaults bus.Config documents for its zero values.
-		natsSubject:   "fanout.broadcast",
-		natsBuffer:    8 << 20,
-		natsResume:    time.Second,
-		clientPublish: !cfg.ReceiveOnly,
-		slowPolicy:    cfg.SlowPolicy.String(),
-		cfg:           cfg,
+		natsSubject:     bc.Subject,
+		natsBuffer:      bc.BufferBytes,
+		natsResume:      bc.ResumeDelay,
+		clientPublish:   !cfg.ReceiveOnly,
+		slowPolicy:      cfg.SlowPolicy.String(),
+		cfg:             cfg,
 	}
 }
 
