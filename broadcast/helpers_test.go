@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/frame"
 )
 
 // testServer is a real server on a random loopback port.
@@ -154,23 +155,10 @@ func dialRaw(t testing.TB, addr string) *rawClient {
 	return rc
 }
 
-// masked builds a masked client frame by hand.
+// masked builds a masked client frame with first byte b0 (FIN, RSV and
+// opcode taken as they are), for what real clients refuse to send.
 func masked(b0 byte, payload []byte) []byte {
-	out := []byte{b0}
-	switch n := len(payload); {
-	case n <= 125:
-		out = append(out, 0x80|byte(n))
-	case n <= 0xffff:
-		out = binary.BigEndian.AppendUint16(append(out, 0x80|126), uint16(n))
-	default:
-		out = binary.BigEndian.AppendUint64(append(out, 0x80|127), uint64(n))
-	}
-	mask := [4]byte{1, 2, 3, 4}
-	out = append(out, mask[:]...)
-	for i, b := range payload {
-		out = append(out, b^mask[i%4])
-	}
-	return out
+	return frame.AppendMaskedRaw(nil, b0, payload, [4]byte{1, 2, 3, 4})
 }
 
 func closePayload(code uint16, reason string) []byte {
