@@ -13,7 +13,7 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
-	wsframe "github.com/fanout/fanout/broadcast/frame"
+	"github.com/fanout/fanout/broadcast/frame"
 	"github.com/fanout/fanout/netpoll"
 )
 
@@ -103,13 +103,13 @@ func Ceiling(ctx context.Context, cfg CeilingConfig) (*CeilingResult, error) {
 		}
 		senders = append(senders, sfd)
 	}
-	frame := wsframe.Compile(ws.OpBinary, make([]byte, cfg.Size)) // the encoder fanout itself uses
+	one := frame.Compile(ws.OpBinary, make([]byte, cfg.Size)) // the encoder fanout itself uses
 
-	res := &CeilingResult{Env: ReadEnv(), Conns: cfg.Conns, FrameBytes: len(frame)}
+	res := &CeilingResult{Env: ReadEnv(), Conns: cfg.Conns, FrameBytes: len(one)}
 	for _, k := range []int{1, 4} {
-		batch := make([]byte, 0, k*len(frame))
+		batch := make([]byte, 0, k*len(one))
 		for i := 0; i < k; i++ {
-			batch = append(batch, frame...)
+			batch = append(batch, one...)
 		}
 		cpu, again, err := sendAll(ctx, senders, batch, cfg.Rounds)
 		if err != nil {

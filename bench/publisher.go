@@ -1,16 +1,16 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/fanout/fanout/broadcast/frame"
 )
 
 // publisher is one publishing connection. It also reads: the server sends
@@ -20,7 +20,6 @@ type publisher struct {
 	id   uint16
 	cfg  Config
 	nc   net.Conn
-	br   *bufio.Reader
 	wmu  sync.Mutex
 	sent atomic.Uint64
 	// acks carries one token per own message seen back (Rate 0 only).
@@ -36,60 +35,39 @@ func connectPublisher(ctx context.Context, cfg Config, id int) (*publisher, erro
 		return nil, err
 	}
 	p := &publisher{id: uint16(id), cfg: cfg, nc: nc, acks: make(chan struct{}, cfg.Window+1), done: make(chan struct{})}
-	p.br = bufio.NewReaderSize(io.MultiReader(bytesReader(extra), nc), 64<<10)
-	go p.read()
+	go p.read(append(make([]byte, 0, 64<<10), extra...))
 	return p, nil
 }
 
-type byteSliceReader struct{ b []byte }
-
-func (r *byteSliceReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b)
-	r.b = r.b[n:]
-	return n, nil
-}
-
-func bytesReader(b []byte) io.Reader { return &byteSliceReader{b} }
-
-// read drains the publisher's own incoming stream.
-func (p *publisher) read() {
+// read drains the publisher's own incoming stream, from the bytes that
+// came with the handshake on.
+func (p *publisher) read(buf []byte) {
 	defer close(p.done)
-	buf := make([]byte, 0, 4096)
-	for {
-		h, err := ws.ReadHeader(p.br)
-		if err != nil {
-			p.err = err
-			return
-		}
-		if h.Length > maxServerFrame {
-			p.err = errors.New("bench: oversized frame")
-			return
-		}
-		buf = append(buf[:0], make([]byte, h.Length)...)
-		if _, err := io.ReadFull(p.br, buf); err != nil {
-			p.err = err
-			return
-		}
-		switch h.OpCode {
-		case ws.OpPing:
-			p.write(clientFrame(ws.OpPong, buf))
-		case ws.OpClose:
-			p.write(clientFrame(ws.OpClose, buf))
-			p.err = errors.New("bench: server closed a publisher")
-			return
-		case ws.OpBinary, ws.OpText:
-			if pub, _, _, err := parsePayload(buf); err == nil && pub == p.id && p.cfg.Rate == 0 {
-				select {
-				case p.acks <- struct{}{}:
-				default:
-				}
-			}
+	err := readFrames(p.nc, buf, p)
+	if ce, ok := frame.AsClose(err); ok && ce.Peer {
+		_ = p.write(frame.CloseMasked(ce.Code, ce.Reason))
+		err = errors.New("bench: server closed a publisher")
+	}
+	p.err = err
+}
+
+// Message takes one own message seen back as an ack (Rate 0 only); the
+// rest of the stream only needs draining (frame.Handler).
+func (p *publisher) Message(_ ws.OpCode, b []byte) error {
+	if pub, _, _, err := parsePayload(b); err == nil && pub == p.id && p.cfg.Rate == 0 {
+		select {
+		case p.acks <- struct{}{}:
+		default: // a full window has one token per slot already
 		}
 	}
+	return nil
 }
+
+// Ping answers the server's ping (frame.Handler).
+func (p *publisher) Ping(b []byte) { _ = p.write(frame.CompileMasked(ws.OpPong, b)) }
+
+// Pong ignores a pong: the bench sends no pings (frame.Handler).
+func (p *publisher) Pong([]byte) {}
 
 func (p *publisher) write(b []byte) error {
 	p.wmu.Lock()
@@ -112,6 +90,7 @@ func (p *publisher) run(ctx context.Context, t0 time.Time) error {
 	over := func(seq uint64) bool {
 		return ctx.Err() != nil || (limit > 0 && seq >= limit) || time.Since(t0) >= p.cfg.Duration
 	}
+	var out []byte // the frames of one write, masked into the same buffer each time
 	if p.cfg.Rate == 0 {
 		inflight := 0
 		for seq := uint64(0); !over(seq); seq++ {
@@ -127,7 +106,8 @@ func (p *publisher) run(ctx context.Context, t0 time.Time) error {
 				}
 			}
 			putPayload(payload, p.id, seq, time.Now().UnixNano())
-			if err := p.write(clientFrame(ws.OpBinary, payload)); err != nil {
+			out = frame.AppendMasked(out[:0], ws.OpBinary, payload, ws.NewMask())
+			if err := p.write(out); err != nil {
 				return err
 			}
 			p.sent.Add(1)
@@ -137,19 +117,18 @@ func (p *publisher) run(ctx context.Context, t0 time.Time) error {
 	}
 	perPub := p.cfg.Rate / float64(p.cfg.Publishers)
 	interval := time.Duration(float64(time.Second) / perPub)
-	var batch []byte
 	seq := uint64(0)
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for !over(seq) {
 		due := uint64(time.Since(t0)/interval) + 1
-		batch = batch[:0]
+		out = out[:0]
 		for ; seq < due && !(limit > 0 && seq >= limit); seq++ {
 			putPayload(payload, p.id, seq, t0.Add(time.Duration(seq)*interval).UnixNano())
-			batch = append(batch, clientFrame(ws.OpBinary, payload)...)
+			out = frame.AppendMasked(out, ws.OpBinary, payload, ws.NewMask())
 		}
-		if len(batch) > 0 {
-			if err := p.write(batch); err != nil {
+		if len(out) > 0 {
+			if err := p.write(out); err != nil {
 				return err
 			}
 			p.sent.Store(seq)
@@ -165,7 +144,7 @@ func (p *publisher) run(ctx context.Context, t0 time.Time) error {
 }
 
 func (p *publisher) close() {
-	_ = p.write(clientFrame(ws.OpClose, closeFrameBody(ws.StatusNormalClosure, "")))
+	_ = p.write(frame.CloseMasked(ws.StatusNormalClosure, ""))
 	_ = p.nc.Close()
 	<-p.done
 }

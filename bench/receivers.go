@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,8 +18,12 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
+	"github.com/fanout/fanout/broadcast/frame"
 	"github.com/fanout/fanout/netpoll"
 )
+
+// maxServerFrame bounds a message the bench accepts from a server.
+const maxServerFrame = 16 << 20
 
 // receiver is one client connection that only reads. While idle it owns no
 // goroutine and no buffer: netpoll tells a worker when it has bytes.
@@ -34,6 +38,7 @@ type receiver struct {
 	stable bool // connected at the start and counted for loss
 
 	// Read side: touched only by the worker holding the read event.
+	parser frame.Parser
 	buf    []byte
 	tracks []seqTrack
 	now    int64
@@ -168,34 +173,61 @@ func (p *recvPool) open(ctx context.Context, r *receiver) error {
 			continue
 		}
 		p.handshake.Record(time.Since(start))
-		if err = r.start(extra); err != nil {
+		var ended error
+		if ended, err = r.start(extra); err != nil {
 			r.nc.Close()
 			continue
 		}
 		p.connected.Add(1)
 		p.alive.Add(1)
+		if ended != nil {
+			r.stopped(ended) // in the bytes that came with the 101
+		}
 		return nil
 	}
 	p.failed.Add(1)
 	return err
 }
 
-func (r *receiver) start(extra []byte) error {
+// start prepares a connected r and starts watching it. Frames that came
+// with the handshake (extra) are parsed first: the socket will not report
+// them. If they end the stream, start returns why as ended, and r is not
+// watched.
+func (r *receiver) start(extra []byte) (ended, err error) {
 	rc, fd, err := rawFD(r.nc)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.rc = rc
 	r.readFn = r.rawRead
 	r.done, r.closeCode = false, 0
+	r.parser = frame.Parser{MaxMessage: maxServerFrame}
 	if len(extra) > 0 {
 		r.buf = append(r.buf[:0], extra...)
 	}
 	if r.slow {
-		return nil // a slow receiver never reads
+		return nil, nil // a slow receiver never reads; readSlow starts at r.buf
+	}
+	if len(r.buf) > 0 {
+		r.now = time.Now().UnixNano()
+		ended = r.parse()
+		r.flushFrames()
+		if ended != nil {
+			return ended, nil
+		}
 	}
 	r.watch = r.pool.poller.Watch(fd, r.onRead, func(netpoll.Event) {})
-	return r.watch.Start()
+	return nil, r.watch.Start()
+}
+
+// parse consumes the complete frames in r.buf, keeping the tail, and
+// returns the error that ended the stream, if one did.
+func (r *receiver) parse() error {
+	r.tmu.Lock()
+	used, err := r.parser.ParseServer(r.buf, r)
+	r.tmu.Unlock()
+	r.buf = r.buf[:copy(r.buf, r.buf[used:])]
+	return err
 }
 
 func (r *receiver) rawRead(fd uintptr) bool {
@@ -235,46 +267,37 @@ func (r *receiver) onRead(ev netpoll.Event) {
 		}
 		r.now = time.Now().UnixNano()
 		r.buf = r.buf[:len(r.buf)+r.rn]
-		r.tmu.Lock()
-		used, stop, perr := parseServerFrames(r.buf, r)
-		r.tmu.Unlock()
-		r.buf = r.buf[:copy(r.buf, r.buf[used:])]
-		if perr != nil {
-			r.pool.errs.Add(1)
-			r.finish(ws.StatusProtocolError)
-			return
-		}
-		if stop {
+		if err := r.parse(); err != nil {
+			r.stopped(err)
 			return
 		}
 	}
 	if len(r.buf) == 0 {
 		r.buf = nil // an idle receiver keeps no buffer
 	}
-	if r.frames > 0 {
-		r.pool.frames.Add(r.frames)
-		r.frames = 0
-	}
+	r.flushFrames()
 	if r.watch.ResumeRead() != nil {
 		r.finish(ws.StatusAbnormalClosure)
 	}
 }
 
-func (r *receiver) data(_ ws.OpCode, p []byte) {
+// Message accounts for one message from the server (frame.Handler, called
+// by ParseServer with r.tmu held). It never stops the parse.
+func (r *receiver) Message(_ ws.OpCode, p []byte) error {
 	pub, seq, sent, err := parsePayload(p)
 	if err != nil {
 		r.pool.foreign.Add(1)
-		return
+		return nil
 	}
 	if pub == warmPub {
 		if !r.warm {
 			r.warm = true
 			r.pool.warm.Add(1)
 		}
-		return
+		return nil
 	}
 	if !r.stable || !r.pool.counting.Load() {
-		return
+		return nil
 	}
 	for int(pub) >= len(r.tracks) {
 		r.tracks = append(r.tracks, seqTrack{})
@@ -284,25 +307,49 @@ func (r *receiver) data(_ ws.OpCode, p []byte) {
 	t.see(seq)
 	r.frames++
 	if t.unique == before {
-		return // a duplicate: its latency would count one delivery twice
+		return nil // a duplicate: its latency would count one delivery twice
 	}
 	r.pool.unique.Add(1)
 	d := time.Duration(r.now - sent)
 	r.pool.lat.Record(d)
 	r.pool.tick.Record(d)
+	return nil
 }
 
-func (r *receiver) ping(p []byte) {
+// Ping answers the server's ping (frame.Handler).
+func (r *receiver) Ping(p []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	_ = r.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = r.nc.Write(clientFrame(ws.OpPong, p))
+	_, _ = r.nc.Write(frame.CompileMasked(ws.OpPong, p))
+}
+
+// Pong ignores a pong: the bench sends no pings (frame.Handler).
+func (r *receiver) Pong([]byte) {}
+
+// flushFrames adds the messages counted since the last flush to the pool's.
+func (r *receiver) flushFrames() {
+	if r.frames > 0 {
+		r.pool.frames.Add(r.frames)
+		r.frames = 0
+	}
+}
+
+// stopped ends a receiver whose stream ParseServer stopped: the server
+// closed it (the close is echoed), or broke the protocol (counted).
+func (r *receiver) stopped(err error) {
+	if ce, ok := frame.AsClose(err); ok && ce.Peer {
+		r.closed(ce.Code)
+		return
+	}
+	r.pool.errs.Add(1)
+	r.finish(ws.StatusProtocolError)
 }
 
 func (r *receiver) closed(code ws.StatusCode) {
 	r.mu.Lock()
 	_ = r.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = r.nc.Write(clientFrame(ws.OpClose, closeFrameBody(code, "")))
+	_, _ = r.nc.Write(frame.CloseMasked(code, ""))
 	r.mu.Unlock()
 	r.finish(code)
 }
@@ -334,7 +381,7 @@ func (r *receiver) hangUp() {
 	}
 	r.done = true // ours: not counted as a server close
 	_ = r.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = r.nc.Write(clientFrame(ws.OpClose, closeFrameBody(ws.StatusNormalClosure, "")))
+	_, _ = r.nc.Write(frame.CloseMasked(ws.StatusNormalClosure, ""))
 	if r.watch != nil {
 		r.watch.Stop()
 	}
@@ -347,32 +394,53 @@ func (r *receiver) hangUp() {
 // connection is still open after the grace period.
 func (r *receiver) readSlow(grace time.Duration) {
 	_ = r.nc.SetReadDeadline(time.Now().Add(grace))
-	br := bufio.NewReader(r.nc)
-	for {
-		h, err := ws.ReadHeader(br)
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return // still open
-			}
-			r.finish(ws.StatusAbnormalClosure)
-			return
-		}
-		p := make([]byte, h.Length)
-		if _, err := io.ReadFull(br, p); err != nil {
-			r.finish(ws.StatusAbnormalClosure)
-			return
-		}
-		if h.OpCode == ws.OpClose {
-			code := ws.StatusNoStatusRcvd
-			if len(p) >= 2 {
-				code, _ = ws.ParseCloseFrameData(p)
-			}
-			r.finish(code)
-			return
-		}
+	buf := r.buf // what came with the handshake: the stream starts there
+	r.buf = nil
+	err := readFrames(r.nc, buf, ignoreFrames{})
+	var ne net.Error
+	switch ce, ok := frame.AsClose(err); {
+	case ok && ce.Peer:
+		r.finish(ce.Code)
+	case ok:
+		r.finish(ws.StatusProtocolError)
+	case errors.As(err, &ne) && ne.Timeout():
+		// still open
+	default:
+		r.finish(ws.StatusAbnormalClosure)
 	}
 }
+
+// readFrames reads nc, from the bytes already in buf on, until ParseServer
+// stops or a read fails, and returns why: a *frame.CloseError (the server
+// closed, or broke the protocol) or the read error. For the connections
+// that have a goroutine to block in read: publishers and, at the end,
+// slow receivers.
+func readFrames(nc net.Conn, buf []byte, h frame.Handler) error {
+	p := frame.Parser{MaxMessage: maxServerFrame}
+	var rerr error
+	for {
+		used, err := p.ParseServer(buf, h)
+		buf = buf[:copy(buf, buf[used:])]
+		if err != nil {
+			return err
+		}
+		if rerr != nil {
+			return rerr
+		}
+		// Room for the frame in progress, and for a read worth its syscall.
+		buf = slices.Grow(buf, max(p.Need()-len(buf), 4<<10))
+		var n int
+		n, rerr = nc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+	}
+}
+
+// ignoreFrames is a frame.Handler that ignores everything.
+type ignoreFrames struct{}
+
+func (ignoreFrames) Message(ws.OpCode, []byte) error { return nil }
+func (ignoreFrames) Ping([]byte)                     {}
+func (ignoreFrames) Pong([]byte)                     {}
 
 // filter returns the receivers for which keep is true.
 func (p *recvPool) filter(keep func(*receiver) bool) []*receiver {

@@ -3,11 +3,13 @@ package bench
 import (
 	"context"
 	"fmt"
-
-	"github.com/gobwas/ws"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/fanout/fanout/broadcast/frame"
 )
 
 // FanoutStats is what receivers saw of the published messages. Only the
@@ -240,7 +242,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 				putPayload(payload, warmPub, seq, time.Now().UnixNano())
 				seq++
 				res.WarmupSent++
-				if err := pubs[0].write(clientFrame(ws.OpBinary, payload)); err != nil {
+				if err := pubs[0].write(frame.CompileMasked(ws.OpBinary, payload)); err != nil {
 					return nil, fmt.Errorf("bench: warm-up: %w", err)
 				}
 			case <-deadline:
