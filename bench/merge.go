@@ -1,0 +1,111 @@
+package bench
+
+import "time"
+
+// merge adds the procs' results up into the run's result.
+func (r *run) merge() {
+	res, cfg := r.res, r.cfg
+	var hs, lat Histogram
+	perPub := make([]pubCounts, cfg.Publishers)
+	fs := &FanoutStats{Publishers: cfg.Publishers}
+	slow := &SlowStats{Closes: map[string]int64{}}
+	churn := &ChurnStats{}
+	for _, s := range r.states {
+		pr := s.results
+		hs.Merge(pr.Handshake.hist())
+		lat.Merge(pr.Latency.hist())
+		for i, u := range pr.PerPub {
+			perPub[i].Unique += u.Unique
+			perPub[i].Dups += u.Dups
+			perPub[i].Reorder += u.Reorder
+		}
+		fs.Receivers += pr.Stable
+		fs.Foreign += pr.Foreign
+		for k, v := range pr.Closes {
+			res.Closes[k] += v
+		}
+		slow.Receivers += pr.Slow
+		for k, v := range pr.SlowCloses {
+			slow.Closes[k] += v
+		}
+		churn.Closed += pr.Churn.Closed
+		churn.Reconnected += pr.Churn.Reconnected
+		churn.Failed += pr.Churn.Failed
+	}
+	res.Connect.Handshake = hs.Summary()
+	res.Histogram = lat.Buckets()
+	if cfg.Scenario != ScenarioConnect {
+		r.fanoutStats(fs, perPub, &lat)
+		res.Fanout = fs
+	}
+	if cfg.Scenario == ScenarioSlow {
+		res.Slow = slow
+	}
+	if cfg.Scenario == ScenarioChurn {
+		res.Churn = churn
+	}
+}
+
+// fanoutStats completes fs (its receivers counted) with what each
+// publisher sent and what the receivers saw of it.
+func (r *run) fanoutStats(fs *FanoutStats, perPub []pubCounts, lat *Histogram) {
+	for i, p := range r.pubs {
+		ps := PublisherStats{Publisher: i, Sent: p.sent.Load(), Received: perPub[i].Unique,
+			Duplicates: perPub[i].Dups, Reordered: perPub[i].Reorder}
+		ps.Expected = ps.Sent * uint64(fs.Receivers)
+		if ps.Expected > ps.Received {
+			ps.Lost = ps.Expected - ps.Received
+		}
+		fs.PerPublisher = append(fs.PerPublisher, ps)
+		fs.Sent += ps.Sent
+		fs.Received += ps.Received
+		fs.Duplicates += ps.Duplicates
+		fs.Reordered += ps.Reordered
+		fs.WindowTimeouts += p.timeouts.Load()
+	}
+	fs.Expected = fs.Sent * uint64(fs.Receivers)
+	if fs.Expected > fs.Received {
+		fs.Lost = fs.Expected - fs.Received
+	}
+	if fs.Expected > 0 {
+		fs.LossRatio = float64(fs.Lost) / float64(fs.Expected)
+	}
+	fs.Seconds = r.lastGrowth.Sub(r.start).Seconds()
+	fs.PerSecond = float64(fs.Received) / max(fs.Seconds, 1e-9)
+	fs.Latency = lat.Summary()
+}
+
+// serverCost completes the server's cost once every client left: the
+// last sample, the peaks and ratios, and whether its descriptors came
+// back to where they started.
+func (r *run) serverCost() {
+	res := r.res
+	sv := res.Server
+	sv.End = r.sample(0)
+	for _, x := range append(sv.Samples, sv.Connected, sv.End) {
+		sv.PeakRSS = max(sv.PeakRSS, x.RSS)
+	}
+	if res.Fanout != nil && res.Fanout.Received > 0 && sv.End.CPU > 0 {
+		sv.CPUPerDelivery = time.Duration((sv.End.CPU - sv.PublishStart.CPU) / float64(res.Fanout.Received) * 1e9)
+	}
+	if c := int64(res.Connect.Connected); c > 0 && sv.Connected.RSS > 0 {
+		sv.BytesPerConn = float64(sv.Connected.RSS-sv.Before.RSS) / float64(c)
+		sv.FDsPerConn = float64(sv.Connected.FDs-sv.Before.FDs) / float64(c)
+	}
+	// After every client left, does the server return to where it
+	// started? File descriptors must (give or take a few); RSS is
+	// reported beside it but not judged: the Go runtime gives freed
+	// memory back to the OS lazily, over minutes.
+	waitUntil := time.Now().Add(10 * time.Second)
+	var after ServerSample
+	for {
+		after = r.sample(0)
+		if after.FDs <= sv.Before.FDs+4 || time.Now().After(waitUntil) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	sv.AfterClose = &after
+	ok := after.FDs <= sv.Before.FDs+4
+	sv.Baseline = &ok
+}

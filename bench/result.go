@@ -1,0 +1,94 @@
+package bench
+
+import "time"
+
+// What a run measured, as Run returns it and WriteJSON stores it.
+
+// FanoutStats is what receivers saw of the published messages. Only the
+// stable receivers count (not slow ones, not churning ones).
+type FanoutStats struct {
+	Publishers     int     `json:"publishers"`
+	Sent           uint64  `json:"sent"`
+	Receivers      int     `json:"receivers"`
+	Expected       uint64  `json:"expected"`
+	Received       uint64  `json:"received"` // distinct (publisher, seq) per receiver
+	Lost           uint64  `json:"lost"`
+	LossRatio      float64 `json:"loss_ratio"`
+	Duplicates     uint64  `json:"duplicates"`
+	Reordered      uint64  `json:"reordered"`
+	Foreign        uint64  `json:"foreign"` // messages without the bench header
+	Seconds        float64 `json:"seconds"` // first send to last delivery
+	PerSecond      float64 `json:"deliveries_per_second"`
+	WindowTimeouts uint64  `json:"window_timeouts,omitempty"`
+	Latency        Summary `json:"latency"`
+	// PerPublisher splits the counts by publisher: each publisher's own
+	// loss, duplicates and reordering, over all counted receivers.
+	PerPublisher []PublisherStats `json:"per_publisher"`
+}
+
+// PublisherStats is one publisher's messages as the receivers saw them.
+type PublisherStats struct {
+	Publisher  int    `json:"publisher"`
+	Sent       uint64 `json:"sent"`
+	Expected   uint64 `json:"expected"`
+	Received   uint64 `json:"received"`
+	Lost       uint64 `json:"lost"`
+	Duplicates uint64 `json:"duplicates"`
+	Reordered  uint64 `json:"reordered"`
+}
+
+// SlowStats is the slow scenario's view of the receivers that stopped.
+type SlowStats struct {
+	Receivers int              `json:"receivers"`
+	Closes    map[string]int64 `json:"closes"` // close code (or "open", 1006 for no frame) -> count
+}
+
+// ServerCost is the server's resources as sampled from outside.
+type ServerCost struct {
+	Before       ServerSample   `json:"before"`
+	Connected    ServerSample   `json:"connected"`
+	PublishStart ServerSample   `json:"publish_start"`
+	End          ServerSample   `json:"end"`
+	AfterClose   *ServerSample  `json:"after_close,omitempty"`
+	Samples      []ServerSample `json:"samples"`
+	PeakRSS      int64          `json:"peak_rss_bytes"` // highest RSS sampled during the run
+	BytesPerConn float64        `json:"rss_bytes_per_conn"`
+	FDsPerConn   float64        `json:"fds_per_conn"`
+	Baseline     *bool          `json:"fds_returned_to_baseline,omitempty"`
+	// CPUPerDelivery is server CPU (user+system) from the first publish to
+	// the end of the drain, divided by the deliveries counted.
+	CPUPerDelivery time.Duration `json:"cpu_per_delivery_ns,omitempty"`
+}
+
+// Point is one second of the run.
+type Point struct {
+	Second     int     `json:"second"`
+	Conns      int64   `json:"conns"`
+	Deliveries float64 `json:"deliveries_per_second"`
+	P50        float64 `json:"p50_ms"`
+	P99        float64 `json:"p99_ms"`
+	Errors     uint64  `json:"errors"`
+	ServerRSS  int64   `json:"server_rss_bytes,omitempty"`
+}
+
+// Result is everything a run measured.
+type Result struct {
+	Env     Env              `json:"env"`
+	Config  Config           `json:"config"`
+	Procs   int              `json:"procs"`
+	Connect ConnectStats     `json:"connect"`
+	Fanout  *FanoutStats     `json:"fanout,omitempty"`
+	Slow    *SlowStats       `json:"slow,omitempty"`
+	Churn   *ChurnStats      `json:"churn,omitempty"`
+	Server  *ServerCost      `json:"server,omitempty"`
+	Closes  map[string]int64 `json:"closes"` // server close codes seen by receivers
+	Series  []Point          `json:"series"`
+	// WarmupIncomplete counts reading receivers that saw no warm-up
+	// message within 10 s (their first messages may show as lost).
+	WarmupIncomplete uint64 `json:"warmup_incomplete,omitempty"`
+	// WarmupSent is the number of (uncounted) warm-up messages published.
+	WarmupSent uint64 `json:"warmup_sent"`
+	// PublisherErrors lists publishers that stopped early, and why.
+	PublisherErrors []string   `json:"publisher_errors,omitempty"`
+	Histogram       [][2]int64 `json:"latency_histogram"`
+}
