@@ -98,25 +98,49 @@ type procSpec struct {
 	ChurnRate   float64 `json:"churn_rate"`
 }
 
-// serveProc runs one proc's receivers.
+// serveProc runs one proc's receivers: connect, report, wait for "start",
+// count until "stop", report the result.
 func serveProc(ctx context.Context, spec procSpec, cmds <-chan string, out func(procMsg)) {
-	cfg := spec.Config
-	pool, err := newRecvPool(cfg, spec.Offset)
+	pool, err := newRecvPool(spec.Config, spec.Offset)
 	if err != nil {
 		out(procMsg{Event: "error", Error: err.Error()})
 		return
 	}
-	slowEvery, churnEvery := 0, 0
+	pr := &procRun{spec: spec, pool: pool, out: out}
+	pr.connect(ctx)
+	if !pr.waitStart(ctx, cmds) {
+		pool.close()
+		return
+	}
+	pr.count(ctx, cmds)
+	pr.report()
+}
+
+// procRun is one serveProc in progress. Only its goroutine touches it.
+type procRun struct {
+	spec       procSpec
+	pool       *recvPool
+	out        func(procMsg)
+	churnEvery int          // every churnEvery-th receiver churns (0: none)
+	connected  ConnectStats // the connect phase, as reported
+	startedAt  time.Time    // "start": the ticks' seconds count from here
+	churn      ChurnStats
+}
+
+// connect opens the proc's share of receivers and reports "connected".
+func (pr *procRun) connect(ctx context.Context) {
+	cfg, pool := pr.spec.Config, pr.pool
+	slowEvery := 0
 	switch cfg.Scenario {
 	case ScenarioSlow:
 		slowEvery = int(math.Round(1 / cfg.SlowFraction))
 	case ScenarioChurn:
-		churnEvery = 10 // a tenth of the receivers come and go; the rest are counted
+		pr.churnEvery = 10 // a tenth of the receivers come and go; the rest are counted
 	}
 	start := time.Now()
-	pool.connectAll(ctx, spec.Conns, slowEvery, churnEvery, spec.ConnectRate)
+	pool.connectAll(ctx, pr.spec.Conns, slowEvery, pr.churnEvery, pr.spec.ConnectRate)
 	secs := time.Since(start).Seconds()
-	cs := ConnectStats{
+	pr.connected = ConnectStats{
 		Attempted: pool.attempted.Load(), Connected: pool.connected.Load(),
 		Failed: pool.failed.Load(), Retries: pool.retries.Load(),
 		Seconds: secs, PerSecond: float64(pool.connected.Load()) / max(secs, 1e-9),
@@ -133,57 +157,53 @@ func serveProc(ctx context.Context, spec procSpec, cmds <-chan string, out func(
 		}
 	}
 	pool.mu.Unlock()
-	out(procMsg{Event: "connected", Connected: &cs, Stable: stable, Readers: readers})
+	cs := pr.connected
+	pr.out(procMsg{Event: "connected", Connected: &cs, Stable: stable, Readers: readers})
+}
 
-	// Warm-up, then wait for "start".
+// waitStart reports the warm-up until "start" comes (or cmds closes); it
+// returns false if ctx ended first.
+func (pr *procRun) waitStart(ctx context.Context, cmds <-chan string) bool {
 	warmTick := time.NewTicker(tickEvery / 4)
 	defer warmTick.Stop()
-wait:
 	for {
 		select {
 		case <-warmTick.C:
-			out(procMsg{Event: "warm", Warm: pool.warm.Load()})
+			pr.out(procMsg{Event: "warm", Warm: pr.pool.warm.Load()})
 		case cmd, ok := <-cmds:
-			if !ok {
-				break wait
-			}
-			if cmd == "start" {
-				break wait
+			if !ok || cmd == "start" {
+				return true
 			}
 		case <-ctx.Done():
-			pool.close()
-			return
+			return false
 		}
 	}
-	pool.counting.Store(true)
-	startedAt := time.Now()
+}
+
+// count counts deliveries, ticking every tickEvery and churning
+// receivers if the scenario says so, until "stop" (or ctx ends).
+func (pr *procRun) count(ctx context.Context, cmds <-chan string) {
+	pr.pool.counting.Store(true)
+	pr.startedAt = time.Now()
 	// The parent publishes only once every proc is counting: a message
 	// that reached a proc still waiting for "start" would show as lost.
-	out(procMsg{Event: "started"})
-	var churn ChurnStats
+	pr.out(procMsg{Event: "started"})
 	churnCtx, stopChurn := context.WithCancel(ctx)
 	var churnWG sync.WaitGroup
-	if churnEvery > 0 && spec.ChurnRate > 0 {
+	if pr.churnEvery > 0 && pr.spec.ChurnRate > 0 {
 		churnWG.Add(1)
 		go func() {
 			defer churnWG.Done()
-			churn = pool.churn(churnCtx, spec.ChurnRate)
+			pr.churn = pr.pool.churn(churnCtx, pr.spec.ChurnRate)
 		}()
 	}
 	ticker := time.NewTicker(tickEvery)
 	defer ticker.Stop()
-	tick := func() {
-		t := procTick{Sec: int(time.Since(startedAt) / time.Second), Alive: pool.alive.Load(),
-			Frames: pool.frames.Load(), Unique: pool.unique.Load(), Errors: pool.errs.Load()}
-		t.Latency = toWire(&pool.tick)
-		pool.tick.Reset()
-		out(procMsg{Event: "tick", Tick: &t})
-	}
 loop:
 	for {
 		select {
 		case <-ticker.C:
-			tick()
+			pr.tick()
 		case cmd, ok := <-cmds:
 			if !ok || cmd == "stop" {
 				break loop
@@ -194,12 +214,41 @@ loop:
 	}
 	stopChurn()
 	churnWG.Wait()
-	pool.counting.Store(false)
-	tick()
+	pr.pool.counting.Store(false)
+	pr.tick()
+}
 
-	res := procResult{Connect: cs, Churn: churn}
-	// Slow receivers read at last: how did the server treat them?
-	slow := pool.filter(func(r *receiver) bool { return r.slow })
+// tick reports the counters and the latency since the last tick.
+func (pr *procRun) tick() {
+	pool := pr.pool
+	t := procTick{Sec: int(time.Since(pr.startedAt) / time.Second), Alive: pool.alive.Load(),
+		Frames: pool.frames.Load(), Unique: pool.unique.Load(), Errors: pool.errs.Load()}
+	t.Latency = toWire(&pool.tick)
+	pool.tick.Reset()
+	pr.out(procMsg{Event: "tick", Tick: &t})
+}
+
+// report lets the slow receivers read at last, to learn how the server
+// treated them, then sends the proc's result and closes its receivers.
+func (pr *procRun) report() {
+	pool := pr.pool
+	res := procResult{Connect: pr.connected, Churn: pr.churn}
+	res.Slow, res.SlowCloses = pr.readSlow()
+	res.PerPub, res.Stable = pool.snapshot(pr.spec.Config.Publishers)
+	res.Handshake = toWire(&pool.handshake)
+	res.Latency = toWire(&pool.lat)
+	res.Frames = pool.frames.Load()
+	res.Foreign = pool.foreign.Load()
+	res.Errors = pool.errs.Load()
+	res.Closes = pool.closeCodes()
+	pool.close()
+	pr.out(procMsg{Event: "result", Result: &res})
+}
+
+// readSlow reads every slow receiver for up to 3 s, 256 at a time, and
+// counts how each ended: its close code, 1006 for none, or "open".
+func (pr *procRun) readSlow() (n int, closes map[string]int64) {
+	slow := pr.pool.filter(func(r *receiver) bool { return r.slow })
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 256)
 	for _, r := range slow {
@@ -212,8 +261,7 @@ loop:
 		}()
 	}
 	wg.Wait()
-	res.Slow = len(slow)
-	res.SlowCloses = map[string]int64{}
+	closes = map[string]int64{}
 	for _, r := range slow {
 		r.mu.Lock()
 		code := fmt.Sprint(int(r.closeCode))
@@ -221,17 +269,9 @@ loop:
 			code = "open"
 		}
 		r.mu.Unlock()
-		res.SlowCloses[code]++
+		closes[code]++
 	}
-	res.PerPub, res.Stable = pool.snapshot(cfg.Publishers)
-	res.Handshake = toWire(&pool.handshake)
-	res.Latency = toWire(&pool.lat)
-	res.Frames = pool.frames.Load()
-	res.Foreign = pool.foreign.Load()
-	res.Errors = pool.errs.Load()
-	res.Closes = pool.closeCodes()
-	pool.close()
-	out(procMsg{Event: "result", Result: &res})
+	return len(slow), closes
 }
 
 // churn replaces churn receivers, one at a time, at rate per second.
