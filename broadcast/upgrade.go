@@ -39,15 +39,17 @@ func (s *Server) handshake(nc net.Conn) {
 	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
 		u.req.IP = ap.Addr().Unmap()
 	}
-	fd, err := u.run(nc)
+	hc := &handshakeConn{Conn: nc, left: maxHandshakeBytes}
+	fd, err := u.run(hc)
 	if err != nil {
 		// The one release of a ticket that never became a connection;
 		// from attach on, the connection's teardown releases it.
 		s.admit.Release(u.ticket)
+		_, _ = nc.Write(hc.resp) // the refusal gobwas wrote, if any
 		s.refuse(nc, &u, err)
 		return
 	}
-	s.attach(fd, u.ticket)
+	s.attach(fd, u.ticket, hc.resp)
 }
 
 // upgrade is one handshake in progress: what the upgrader's callbacks
@@ -61,8 +63,10 @@ type upgrade struct {
 	refused    bool
 }
 
-// run upgrades nc under the handshake deadline and detaches its fd.
-func (u *upgrade) run(nc net.Conn) (fd int, err error) {
+// run upgrades hc's connection under the handshake deadline and detaches
+// its fd. The response is left in hc.resp, not sent.
+func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
+	nc := hc.Conn
 	_ = nc.SetDeadline(time.Now().Add(u.srv.cfg.HandshakeTimeout))
 	up := ws.Upgrader{
 		OnRequest:       u.onRequest,
@@ -70,7 +74,7 @@ func (u *upgrade) run(nc net.Conn) (fd int, err error) {
 		OnHeader:        u.onHeader,
 		OnBeforeUpgrade: u.onBeforeUpgrade,
 	}
-	if _, err := up.Upgrade(&limitedConn{Conn: nc, left: maxHandshakeBytes}); err != nil {
+	if _, err := up.Upgrade(hc); err != nil {
 		return -1, err
 	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {
@@ -169,20 +173,29 @@ func (u *upgrade) classify(err error) RejectKind {
 	return RejectIO
 }
 
-// limitedConn is what the upgrader reads from: the socket, but no more
-// than maxHandshakeBytes of it.
-type limitedConn struct {
+// handshakeConn is what the upgrader reads from and writes to: the
+// socket, but no more than maxHandshakeBytes of it, and a buffer for the
+// response. A 101 is not sent by the upgrader: it becomes the first bytes
+// of the connection's outbound queue, sent once the connection is in the
+// hub (wsconn.Conn.Start). A refusal is written after the upgrader returns.
+type handshakeConn struct {
 	net.Conn
 	left int
+	resp []byte
 }
 
-func (l *limitedConn) Read(p []byte) (int, error) {
-	if l.left <= 0 {
+func (h *handshakeConn) Read(p []byte) (int, error) {
+	if h.left <= 0 {
 		return 0, errHandshakeTooBig
 	}
-	n, err := l.Conn.Read(p[:min(len(p), l.left)])
-	l.left -= n
+	n, err := h.Conn.Read(p[:min(len(p), h.left)])
+	h.left -= n
 	return n, err
+}
+
+func (h *handshakeConn) Write(p []byte) (int, error) {
+	h.resp = append(h.resp, p...)
+	return len(p), nil
 }
 
 // rejectUnread answers a request the upgrader did not finish reading. The
@@ -229,13 +242,14 @@ func detach(nc net.Conn) (int, error) {
 }
 
 // attach makes a detached socket a connection: an id, a place in the hub,
-// a one-shot epoll watch on its fd. From here on no goroutine belongs to
-// it while it is idle, and its teardown releases t.
-func (s *Server) attach(fd int, t admit.Ticket) {
+// a one-shot epoll watch on its fd, and resp (the 101) as its first bytes.
+// From here on no goroutine belongs to it while it is idle, and its
+// teardown releases t.
+func (s *Server) attach(fd int, t admit.Ticket, resp []byte) {
 	c := wsconn.New(s.ws, s.nextID.Add(1), fd)
 	c.Ticket = t
 	s.accepted.Add(1)
-	if err := c.Start(); err != nil {
+	if err := c.Start(resp); err != nil {
 		return // torn down and counted
 	}
 	if s.closing.Load() {

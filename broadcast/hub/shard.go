@@ -14,6 +14,9 @@ import (
 type Subscriber interface {
 	// HubSlot is where the hub keeps the subscriber (embed a Slot).
 	HubSlot() *Slot
+	// Join runs when the subscriber enters its shard's table: every
+	// message the shard takes from now on is delivered to it.
+	Join()
 	// Encoding is the encoding the subscriber writes.
 	Encoding() Encoding
 	// Deliver hands frames (total size bytes), in order, to the
@@ -62,10 +65,11 @@ type Shard struct {
 	removes []Subscriber // guarded by mu
 
 	// Owned by the shard goroutine.
-	subs    []Subscriber
-	batch   []Message
-	scratch Scratch
-	drained bool
+	spareAdds, spareRemoves []Subscriber // the inbox's other buffers
+	subs                    []Subscriber
+	batch                   []Message
+	scratch                 Scratch
+	drained                 bool
 
 	deliveries atomic.Uint64
 	dropped    atomic.Uint64
@@ -106,54 +110,62 @@ func (s *Shard) remove(sub Subscriber) {
 
 // run is the shard's goroutine: on every wake it applies its inbox, takes
 // and delivers what the ring has for it, sweeps when due and carries out
-// a drain or a force.
+// a drain or a force. Each batch is one round of all of that: under a
+// publisher that never lets the ring run empty, additions, removals,
+// sweeps and the shutdown still get their turn every maxBatch messages.
 func (s *Shard) run() {
-	var adds, removes []Subscriber
 	for {
 		select {
 		case <-s.wake:
 		case <-s.stop:
 			return
 		}
-		adds, removes = s.applyInbox(adds, removes)
 		if d := s.hub.cfg.FlushDelay; d > 0 && s.hub.pending(s) {
 			// Batching window: let more messages pile up for one writev.
-			// Subscribers added meanwhile join at the next wake.
 			select {
 			case <-time.After(d):
 			case <-s.stop:
 				return
 			}
 		}
-		for s.hub.take(s) > 0 {
-			s.fanOut()
+		for more := true; more; {
+			s.applyInbox()
+			if more = s.hub.take(s) > 0; more {
+				s.fanOut()
+			}
+			if s.sweepDue.Swap(false) {
+				s.sweep(time.Now().UnixNano(), s.pingDue.Swap(false))
+			}
+			if s.shutdownStep() {
+				more = true
+			}
 		}
-		if s.sweepDue.Swap(false) {
-			s.sweep(time.Now().UnixNano(), s.pingDue.Swap(false))
-		}
-		s.shutdownStep()
 	}
 }
 
 // applyInbox moves the inbox into the table. Additions first: a subscriber
-// torn down right after it was added has both in the same inbox. The
-// slices come back emptied for the next round.
-func (s *Shard) applyInbox(adds, removes []Subscriber) ([]Subscriber, []Subscriber) {
+// torn down right after it was added has both in the same inbox. One that
+// joins after the drain was carried out is drained at once.
+func (s *Shard) applyInbox() {
 	s.mu.Lock()
-	adds, s.adds = s.adds, adds[:0]
-	removes, s.removes = s.removes, removes[:0]
+	adds, removes := s.adds, s.removes
+	s.adds, s.removes = s.spareAdds[:0], s.spareRemoves[:0]
 	s.mu.Unlock()
 	for _, sub := range adds {
 		sub.HubSlot().idx = len(s.subs)
 		s.subs = append(s.subs, sub)
+		sub.Join()
+		if s.drained {
+			sub.Drain()
+		}
 	}
 	for _, sub := range removes {
 		s.unlink(sub)
 	}
 	clear(adds)
 	clear(removes)
+	s.spareAdds, s.spareRemoves = adds, removes
 	s.count.Store(int64(len(s.subs)))
-	return adds, removes
 }
 
 func (s *Shard) unlink(sub Subscriber) {
@@ -223,18 +235,25 @@ func (s *Shard) sweep(now int64, ping bool) {
 	}
 }
 
-// shutdownStep carries out a Force, or a Drain once: by then the hub
-// refuses broadcasts and this shard has delivered everything it took.
-func (s *Shard) shutdownStep() {
+// shutdownStep carries out a Force, or a Drain once the shard has
+// delivered every message broadcast before it. It reports whether the ring
+// still holds messages for the shard (the drain waits for them).
+func (s *Shard) shutdownStep() (pending bool) {
 	switch {
 	case s.forcing.Load():
 		for _, sub := range s.subs {
 			sub.Kill()
 		}
 	case s.draining.Load() && !s.drained:
+		// Drain closed the hub before it set draining: whatever the ring
+		// holds now is all there will ever be.
+		if s.hub.pending(s) {
+			return true
+		}
 		s.drained = true
 		for _, sub := range s.subs {
 			sub.Drain()
 		}
 	}
+	return false
 }

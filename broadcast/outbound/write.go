@@ -171,6 +171,30 @@ func (c *Conn) armWriteLocked() {
 	c.writeArmed = true
 }
 
+// QueueLocked queues b to go out before anything sent after it, without
+// writing it now (FlushLocked, or the next send, does). It takes the
+// connection's first bytes, the 101 of an upgrade, while the connection
+// is not yet in the hub; b counts against nothing, being the first. c.mu
+// must be held.
+func (c *Conn) QueueLocked(b []byte) {
+	if c.State() != StateOpen || len(b) == 0 {
+		return
+	}
+	c.outq = append(c.outq, b)
+	c.addOutLocked(len(b))
+}
+
+// FlushLocked writes what is queued, as far as the socket takes it now.
+// c.mu must be held.
+func (c *Conn) FlushLocked() {
+	if c.writeArmed || c.outBytes == 0 || c.State() == StateDead {
+		return
+	}
+	iov := c.env.getIov()
+	c.flushLocked(iov)
+	c.env.putIov(iov)
+}
+
 // flushLocked writes queued frames until the queue is empty or the socket
 // is full. c.mu must be held.
 func (c *Conn) flushLocked(iov *[]unix.Iovec) {

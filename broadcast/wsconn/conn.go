@@ -126,11 +126,17 @@ func New(env *Env, id uint64, fd int) *Conn {
 	return c
 }
 
-// Start puts the connection in the hub and arms its read watch: from now
-// on it receives every message broadcast and its frames are read. On
-// failure the connection is torn down (and counted) and the error returned.
-func (c *Conn) Start() error {
+// Start puts the connection in the hub and arms its read watch. first
+// (the upgrade's 101) is queued as its first bytes and goes out when its
+// shard takes it in (Join): a client can only publish once it saw the
+// 101, and by then it is in the table, so it receives every message
+// published from that moment on, its own first one included. On failure
+// the connection is torn down (and counted) and the error returned.
+func (c *Conn) Start(first []byte) error {
 	w := c.Watch(c.env.poller, c.onRead)
+	c.Lock()
+	c.QueueLocked(first)
+	c.Unlock()
 	c.env.hub.Add(c, c.ID())
 	c.Lock()
 	defer c.Unlock()
@@ -140,6 +146,14 @@ func (c *Conn) Start() error {
 		return err
 	}
 	return nil
+}
+
+// Join implements hub.Subscriber: the 101 goes out now, ahead of every
+// message the shard delivers from here on.
+func (c *Conn) Join() {
+	c.Lock()
+	c.FlushLocked()
+	c.Unlock()
 }
 
 // Encoding implements hub.Subscriber: a plain WebSocket frame.
