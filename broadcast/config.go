@@ -81,6 +81,11 @@ type Config struct {
 	// to each connection in the same writev. It trades latency (up to the
 	// delay) for deliveries per second. Zero (the default) writes at once.
 	FlushDelay time.Duration
+	// DrainSpread spreads the 1001 closes of a Shutdown over this long,
+	// in a random order, so that clients do not all reconnect at once.
+	// It must be shorter than the Shutdown's deadline. Zero closes every
+	// client at once.
+	DrainSpread time.Duration
 	// Backlog is how many published messages may wait for the slowest
 	// shard; a publish beyond it fails with ErrBacklog. Zero means 4096.
 	Backlog int
@@ -161,7 +166,7 @@ func (c Config) outboundConfig() outbound.Config {
 
 func (c Config) hubConfig() hub.Config {
 	return hub.Config{Shards: c.Shards, Backlog: c.Backlog, FlushDelay: c.FlushDelay,
-		SweepEvery: c.sweepEvery(), PingInterval: c.PingInterval}
+		SweepEvery: c.sweepEvery(), PingInterval: c.PingInterval, DrainSpread: c.DrainSpread}
 }
 
 func (c Config) wsConfig() wsconn.Config {

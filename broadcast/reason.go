@@ -24,6 +24,7 @@ const (
 	ReasonReadError     = outbound.ReasonReadError
 	ReasonWriteError    = outbound.ReasonWriteError
 	ReasonRateLimit     = outbound.ReasonRateLimit
+	ReasonTokenExpired  = outbound.ReasonTokenExpired
 	numReasons          = outbound.NumReasons
 )
 

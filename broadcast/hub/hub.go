@@ -35,6 +35,10 @@ type Config struct {
 	// PingInterval is how often a sweep asks subscribers to ping. Zero or
 	// negative: never.
 	PingInterval time.Duration
+	// DrainSpread spreads Drain's goodbyes over this long, in a random
+	// order, so that clients do not all reconnect in the same instant.
+	// Zero drains every subscriber at once.
+	DrainSpread time.Duration
 }
 
 // maxBatch bounds how many messages a shard takes from the ring at once;

@@ -18,11 +18,12 @@ type fakeSub struct {
 	got     []string
 	joined  chan struct{}
 	drained chan struct{}
+	swept   chan struct{} // capacity 1: a sweep ran since the last receive
 	once    sync.Once
 }
 
 func newFake() *fakeSub {
-	return &fakeSub{joined: make(chan struct{}), drained: make(chan struct{})}
+	return &fakeSub{joined: make(chan struct{}), drained: make(chan struct{}), swept: make(chan struct{}, 1)}
 }
 
 func (f *fakeSub) Join()                  { close(f.joined) }
@@ -35,7 +36,13 @@ func (f *fakeSub) Deliver(frames [][]byte, size int, _ *[]unix.Iovec) (int, int)
 	}
 	return len(frames), 0
 }
-func (f *fakeSub) Sweep(int64, bool) int { return 0 }
+func (f *fakeSub) Sweep(int64, bool) int {
+	select {
+	case f.swept <- struct{}{}:
+	default:
+	}
+	return 0
+}
 func (f *fakeSub) Drain()                { f.once.Do(func() { close(f.drained) }) }
 func (f *fakeSub) Kill()                 {}
 
@@ -116,5 +123,38 @@ func TestBroadcastAfterJoinInOrder(t *testing.T) {
 	}
 	if _, err := h.Broadcast(hub.NewMessage(ws.OpText, []byte("late"))); err != hub.ErrClosed {
 		t.Fatalf("Broadcast after Drain: %v, want ErrClosed", err)
+	}
+}
+
+// With DrainSpread, the goodbyes are spread out: an hour-long spread
+// drains none of 20 subscribers right away, while one that joins after
+// the drain started is drained at once (so the shard did run the drain).
+func TestDrainSpread(t *testing.T) {
+	h := hub.New(hub.Config{Shards: 1, DrainSpread: time.Hour, SweepEvery: 5 * time.Millisecond})
+	defer h.Stop()
+	early := make([]*fakeSub, 20)
+	for i := range early {
+		early[i] = newFake()
+		h.Add(early[i], uint64(i))
+		await(t, "join", early[i].joined)
+	}
+	h.Drain()
+	// A sweep that signals after this receive ran in a round that goes on
+	// to the drain step, which sees the drain begun: the drain has
+	// started before the late subscriber's addition is applied.
+	select {
+	case <-early[0].swept:
+	default:
+	}
+	await(t, "a sweep after the drain", early[0].swept)
+	late := newFake()
+	h.Add(late, 99)
+	await(t, "the late subscriber to be drained", late.drained)
+	for i, s := range early {
+		select {
+		case <-s.drained:
+			t.Fatalf("subscriber %d drained at once despite the spread", i)
+		default:
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,7 +70,7 @@ type Shard struct {
 	subs                    []Subscriber
 	batch                   []Message
 	scratch                 Scratch
-	drained                 bool
+	drain                   drainState
 
 	deliveries atomic.Uint64
 	dropped    atomic.Uint64
@@ -155,7 +156,7 @@ func (s *Shard) applyInbox() {
 		sub.HubSlot().idx = len(s.subs)
 		s.subs = append(s.subs, sub)
 		sub.Join()
-		if s.drained {
+		if s.drain.started {
 			sub.Drain()
 		}
 	}
@@ -244,16 +245,49 @@ func (s *Shard) shutdownStep() (pending bool) {
 		for _, sub := range s.subs {
 			sub.Kill()
 		}
-	case s.draining.Load() && !s.drained:
+	case s.draining.Load() && !s.drain.done:
 		// Drain closed the hub before it set draining: whatever the ring
 		// holds now is all there will ever be.
 		if s.hub.pending(s) {
 			return true
 		}
-		s.drained = true
-		for _, sub := range s.subs {
-			sub.Drain()
-		}
+		s.drainStep()
 	}
 	return false
+}
+
+// drainState is a shard's progress through Drain: subscribers say goodbye
+// in a random order, spread over Config.DrainSpread.
+type drainState struct {
+	started, done bool
+	start         time.Time
+	order         []Subscriber // the table when the drain started, shuffled
+	next          int          // order[:next] were drained
+}
+
+// drainStep drains the subscribers whose turn has come, and sets a timer
+// for the next turn. Subscribers that join meanwhile are drained as they
+// join (applyInbox).
+func (s *Shard) drainStep() {
+	d := &s.drain
+	spread := s.hub.cfg.DrainSpread
+	if !d.started {
+		d.started, d.start = true, time.Now()
+		d.order = append([]Subscriber(nil), s.subs...)
+		rand.Shuffle(len(d.order), func(i, j int) { d.order[i], d.order[j] = d.order[j], d.order[i] })
+	}
+	due := len(d.order)
+	if elapsed := time.Since(d.start); spread > 0 && elapsed < spread {
+		due = int(int64(len(d.order)) * int64(elapsed) / int64(spread))
+	}
+	for ; d.next < due; d.next++ {
+		d.order[d.next].Drain()
+		d.order[d.next] = nil
+	}
+	if d.next == len(d.order) {
+		d.done, d.order = true, nil
+		return
+	}
+	step := max(spread/time.Duration(len(d.order)), 5*time.Millisecond)
+	time.AfterFunc(step, s.notify)
 }

@@ -19,6 +19,7 @@ const (
 	ReasonReadError                 // read failed (not EOF)
 	ReasonWriteError                // write failed
 	ReasonRateLimit                 // over the client message rate: closed with 1008
+	ReasonTokenExpired              // the token it connected with expired: closed with 1008
 	NumReasons
 )
 
@@ -36,6 +37,7 @@ var reasonNames = [NumReasons]string{
 	ReasonReadError:     "read_error",
 	ReasonWriteError:    "write_error",
 	ReasonRateLimit:     "rate_limit",
+	ReasonTokenExpired:  "token_expired",
 }
 
 func (r CloseReason) String() string {
