@@ -80,6 +80,7 @@ type Stats struct {
 	Overloads  uint64 // submissions that found every worker busy (queued, not lost)
 	Panics     uint64 // handler panics recovered by the pool
 	Dispatched uint64 // events handed to the pool
+	Stale      uint64 // read events dropped because a handler was in flight (fd reuse races)
 }
 
 // Poller is a pair of epoll instances and a worker pool.
@@ -92,6 +93,7 @@ type Poller struct {
 
 	overloads  atomic.Uint64
 	dispatched atomic.Uint64
+	stale      atomic.Uint64 // read events dropped: a handler was in flight
 
 	// The overload queue: tasks the pool had no worker for. One goroutine
 	// (drain) resubmits them in order; a handler is never dropped, because
@@ -165,6 +167,17 @@ type Watch struct {
 	// the next worker runs (the kernel orders it too, but the race
 	// detector cannot see through epoll_ctl).
 	rev, wev atomic.Uint32
+	// reading is set while a read handler is in flight, from the event's
+	// dispatch until ResumeRead. easygo dispatches by fd number after
+	// epoll_wait returns: if the fd was closed and its number reused in
+	// between, a stale event reaches the new descriptor's Watch while its
+	// own registration is armed. The flag keeps read handlers exclusive
+	// whatever the kernel reports: an event that finds one in flight is
+	// dropped, and nothing is lost, because that handler re-arms the
+	// one-shot registration, which fires again at once if the descriptor
+	// is still readable (level-triggered). Write handlers need no flag:
+	// their owner serializes them under its own lock.
+	reading atomic.Bool
 	// Method values bound once, so an event allocates nothing. run* go to
 	// the pool; *Task are the bare handlers the overload queue holds.
 	runRead, runWrite   func()
@@ -192,7 +205,7 @@ func (w *Watch) Start() error {
 	if w.p.closed.Load() {
 		return ErrClosed
 	}
-	err := w.p.in.Add(w.fd, readEvents, w.readReady)
+	err := add(w.p.in, w.fd, readEvents, w.readReady)
 	switch {
 	case errors.Is(err, netpoll.ErrRegistered):
 		return fmt.Errorf("%w: fd %d", ErrRegistered, w.fd)
@@ -204,10 +217,28 @@ func (w *Watch) Start() error {
 	return nil
 }
 
+// add is easygo's Add, made whole on failure: easygo stores the callback
+// before EPOLL_CTL_ADD and keeps it when the syscall fails, which would
+// leave that fd number refused (ErrRegistered) for every later descriptor
+// that gets it. ErrRegistered and ErrClosed stored nothing; any other
+// error means the syscall failed after the store, and Del takes it back
+// (its own EPOLL_CTL_DEL then fails harmlessly: the fd was never added).
+func add(ep *netpoll.Epoll, fd int, events netpoll.EpollEvent, cb func(netpoll.EpollEvent)) error {
+	err := ep.Add(fd, events, cb)
+	if err != nil && !errors.Is(err, netpoll.ErrRegistered) && !errors.Is(err, netpoll.ErrClosed) {
+		_ = ep.Del(fd)
+	}
+	return err
+}
+
 // FD returns the watched descriptor.
 func (w *Watch) FD() int { return w.fd }
 
 func (w *Watch) readReady(ev Event) {
+	if !w.reading.CompareAndSwap(false, true) {
+		w.p.stale.Add(1)
+		return // a handler is in flight; its ResumeRead re-arms
+	}
 	w.rev.Swap(uint32(ev))
 	w.p.submit(w.runRead, w.readTask)
 }
@@ -222,9 +253,10 @@ func (w *Watch) handleWrite() { w.onWrite(Event(w.wev.Load())) }
 func (w *Watch) doRead()      { w.handleRead(); w.p.afterTask() }
 func (w *Watch) doWrite()     { w.handleWrite(); w.p.afterTask() }
 
-// ResumeRead re-arms the read registration. It is a no-op after Stop, so a
-// late worker can never re-arm a descriptor number that now belongs to
-// another connection.
+// ResumeRead ends the read handler and re-arms the read registration. It
+// is a no-op after Stop, so a late worker can never re-arm a descriptor
+// number that now belongs to another connection; and a stopped Watch
+// keeps its handler marked in flight, so no later event can start another.
 func (w *Watch) ResumeRead() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -232,6 +264,8 @@ func (w *Watch) ResumeRead() error {
 		return ErrClosed
 	}
 	w.rev.Store(0) // publishes this worker's writes to the next one
+	// Before the re-arm: once armed, the next event may fire at once.
+	w.reading.Store(false)
 	return w.p.in.Mod(w.fd, readEvents)
 }
 
@@ -248,7 +282,7 @@ func (w *Watch) ArmWrite() error {
 	if w.writeReg {
 		return w.p.out.Mod(w.fd, writeEvents)
 	}
-	if err := w.p.out.Add(w.fd, writeEvents, w.writeReady); err != nil {
+	if err := add(w.p.out, w.fd, writeEvents, w.writeReady); err != nil {
 		return err
 	}
 	w.writeReg = true
@@ -400,6 +434,7 @@ func (p *Poller) Stats() Stats {
 		Overloads:  p.overloads.Load(),
 		Panics:     p.panic.Load(),
 		Dispatched: p.dispatched.Load(),
+		Stale:      p.stale.Load(),
 	}
 }
 

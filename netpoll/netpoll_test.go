@@ -1,6 +1,7 @@
 package netpoll
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -175,4 +176,93 @@ func TestCloseDeliversClosedEvent(t *testing.T) {
 	if err := p.Submit(func() {}); err != ErrClosed {
 		t.Fatalf("Submit after Close = %v", err)
 	}
+}
+
+// A stale event (easygo looked the fd number up after the descriptor it
+// was for had been closed and the number reused) must not start a second
+// read handler while one is in flight: the handlers share a parser and a
+// buffer. The stale event is simulated by calling the dispatch directly,
+// as easygo would.
+func TestStaleEventDoesNotRunSecondHandler(t *testing.T) {
+	p := newPoller(t, Config{Workers: 4})
+	a, b := socketpair(t)
+	defer unix.Close(a)
+	defer unix.Close(b)
+	var inFlight, most, runs atomic.Int32
+	entered := make(chan struct{}, 4)
+	release := make(chan struct{})
+	var w *Watch
+	w = p.Watch(a, func(ev Event) {
+		n := inFlight.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		runs.Add(1)
+		entered <- struct{}{}
+		<-release
+		inFlight.Add(-1)
+		if err := w.ResumeRead(); err != nil && !errors.Is(err, ErrClosed) {
+			t.Error(err)
+		}
+	}, nil)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	unix.Write(b, []byte("x"))
+	<-entered              // the real event's handler is in flight
+	w.readReady(EventRead) // the stale one
+	w.readReady(EventRead)
+	release <- struct{}{} // let the first one finish and re-arm
+	// Still readable ("x" was never read): the re-armed registration fires
+	// again, so the dropped events cost nothing.
+	<-entered
+	w.Stop() // and then keep it from firing forever
+	close(release)
+	p.Close() // waits for the handlers still running
+	if got := runs.Load(); got != 2 {
+		t.Fatalf("%d read handlers ran, want 2 (the event and the re-armed one)", got)
+	}
+	if got := most.Load(); got != 1 {
+		t.Fatalf("%d read handlers ran at once, want 1", got)
+	}
+	if st := p.Stats(); st.Stale != 2 {
+		t.Fatalf("stale events counted %d, want 2", st.Stale)
+	}
+}
+
+// A failed registration leaves nothing behind: the fd number works for
+// the next descriptor that gets it (easygo stores the callback before
+// EPOLL_CTL_ADD and would keep it).
+func TestFailedAddDoesNotPoisonTheFD(t *testing.T) {
+	p := newPoller(t, Config{Workers: 2})
+	f, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0) // epoll refuses regular files: EPERM
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := p.Watch(f, func(Event) {}, func(Event) {})
+	if err := w.Start(); err == nil {
+		t.Fatal("Start on /dev/null succeeded; the test needs it to fail")
+	}
+	if err := w.ArmWrite(); err == nil {
+		t.Fatal("ArmWrite on /dev/null succeeded; the test needs it to fail")
+	}
+	// The same fd number, now a socket.
+	a, b := socketpair(t)
+	defer unix.Close(b)
+	if err := unix.Dup3(a, f, unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(a)
+	defer unix.Close(f)
+	events := make(chan Event, 4)
+	w2 := p.Watch(f, func(ev Event) { events <- ev }, func(ev Event) { events <- ev })
+	if err := w2.Start(); err != nil {
+		t.Fatalf("Start after a failed Start on the same fd number: %v", err)
+	}
+	if err := w2.ArmWrite(); err != nil {
+		t.Fatalf("ArmWrite after a failed ArmWrite on the same fd number: %v", err)
+	}
+	if ev := recv(t, events); ev&EventWrite == 0 {
+		t.Fatalf("event %v, want writable", ev)
+	}
+	w2.Stop()
 }
