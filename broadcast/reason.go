@@ -25,6 +25,7 @@ const (
 	ReasonWriteError    = outbound.ReasonWriteError
 	ReasonRateLimit     = outbound.ReasonRateLimit
 	ReasonTokenExpired  = outbound.ReasonTokenExpired
+	ReasonInternalError = outbound.ReasonInternalError
 	numReasons          = outbound.NumReasons
 )
 

@@ -14,6 +14,15 @@
 // A shard's subscriber table belongs to its goroutine and has no lock;
 // additions and removals reach it through an inbox.
 //
+// # Panics
+//
+// A panic on a shard goroutine is not recovered: it crashes the process,
+// loudly. The shard's loop is the fan-out itself, whose state (cursor,
+// batch, half-written queues) cannot be trusted after one; a node that
+// restarts is better than one that silently stops delivering. Handlers on
+// the worker pool are different: each belongs to one connection, and a
+// panic there tears down that connection only (outbound.Conn.Recover).
+//
 // # Lock order
 //
 //	subscriber's own lock (taken inside its methods)  ─►  Shard.mu  ─►  Hub.mu

@@ -1,6 +1,11 @@
 package outbound
 
-import "golang.org/x/sys/unix"
+import (
+	"fmt"
+	"runtime/debug"
+
+	"golang.org/x/sys/unix"
+)
 
 // CloseLocked starts closing: it queues goodbye (the codec's last bytes,
 // nil for none) behind the frame being written; other queued frames are
@@ -57,8 +62,24 @@ func (c *Conn) afterGoodbyeLocked() {
 // Teardown is TeardownLocked for callers without the lock.
 func (c *Conn) Teardown(reason CloseReason, err error) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.TeardownLocked(reason, err)
-	c.mu.Unlock()
+}
+
+// Recover is deferred first by every handler that runs on the pool for
+// the connection. A panic there is a bug, and it must cost that one
+// connection only: every lock a handler takes is released by a defer, so
+// after the unwinding nothing is held, and the connection is torn down,
+// counted as ReasonInternalError and logged with the stack. The process,
+// and every other connection, goes on.
+func (c *Conn) Recover(handler string) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	c.env.log.Error("handler panic; closing the connection", "handler", handler, "conn", c.id,
+		"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	c.Teardown(ReasonInternalError, fmt.Errorf("outbound: %s panicked: %v", handler, r))
 }
 
 // TeardownLocked is the one exit of every connection: it removes the fd

@@ -20,6 +20,7 @@ const (
 	ReasonWriteError                // write failed
 	ReasonRateLimit                 // over the client message rate: closed with 1008
 	ReasonTokenExpired              // the token it connected with expired: closed with 1008
+	ReasonInternalError             // a handler panicked: torn down, logged with its stack
 	NumReasons
 )
 
@@ -38,6 +39,7 @@ var reasonNames = [NumReasons]string{
 	ReasonWriteError:    "write_error",
 	ReasonRateLimit:     "rate_limit",
 	ReasonTokenExpired:  "token_expired",
+	ReasonInternalError: "internal_error",
 }
 
 func (r CloseReason) String() string {

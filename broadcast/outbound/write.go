@@ -228,6 +228,7 @@ func (c *Conn) flushLocked(iov *[]unix.Iovec) {
 
 // onWrite runs on a worker when the socket, full before, can take more.
 func (c *Conn) onWrite(ev netpoll.Event) {
+	defer c.Recover("write")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.writeArmed = false

@@ -20,6 +20,7 @@ const readBudget = 64 << 10
 // reads what is there without blocking, parses every complete frame, keeps
 // an incomplete tail (and only then a buffer), and re-arms the connection.
 func (c *Conn) onRead(ev netpoll.Event) {
+	defer c.Recover("read")
 	if netpoll.Closed(ev) {
 		c.Teardown(outbound.ReasonShutdown, nil)
 		return
@@ -182,8 +183,8 @@ func (c *Conn) Message(op ws.OpCode, payload []byte) error {
 func (c *Conn) Ping(payload []byte) {
 	pong := frame.Compile(ws.OpPong, payload)
 	c.Lock()
+	defer c.Unlock()
 	c.SendControlLocked(pong)
-	c.Unlock()
 }
 
 // Pong implements frame.Handler. Reading it already refreshed lastRead.
