@@ -1,16 +1,19 @@
 package hub
 
 import (
+	"math"
 	"sort"
 	"sync/atomic"
 )
 
 // Hist is a fixed-bucket histogram with atomic counters, cheap enough for
-// the fan-out path; exporters read it through Snapshot.
+// the fan-out path; exporters read it through Snapshot. Each keeps its own
+// unit (seconds, bytes): the sum is a float64, so bytes do not overflow it
+// the way nano-units of a MiB did a uint64 after ~17,600 samples.
 type Hist struct {
 	bounds []float64 // upper bounds, ascending
 	counts []atomic.Uint64
-	sum    atomic.Uint64 // in the unit of bounds × 1e9 (integer math)
+	sum    atomic.Uint64 // math.Float64bits of the sum, in the unit of bounds
 	n      atomic.Uint64
 }
 
@@ -26,7 +29,12 @@ func (h *Hist) Observe(v float64) {
 		h.counts[i].Add(1)
 	}
 	h.n.Add(1)
-	h.sum.Add(uint64(v * 1e9))
+	for {
+		old := h.sum.Load()
+		if h.sum.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v)) {
+			return
+		}
+	}
 }
 
 // HistSnapshot is a cumulative histogram: Buckets[le] = observations ≤ le.
@@ -47,7 +55,7 @@ func (h *Hist) Snapshot(into *HistSnapshot) {
 		into.Buckets[b] += cum
 	}
 	into.Count += h.n.Load()
-	into.Sum += float64(h.sum.Load()) / 1e9
+	into.Sum += math.Float64frombits(h.sum.Load())
 }
 
 var (

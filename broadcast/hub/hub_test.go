@@ -43,8 +43,8 @@ func (f *fakeSub) Sweep(int64, bool) int {
 	}
 	return 0
 }
-func (f *fakeSub) Drain()                { f.once.Do(func() { close(f.drained) }) }
-func (f *fakeSub) Kill()                 {}
+func (f *fakeSub) Drain() { f.once.Do(func() { close(f.drained) }) }
+func (f *fakeSub) Kill()  {}
 
 func (f *fakeSub) messages() []string {
 	f.mu.Lock()
