@@ -47,6 +47,17 @@ type Config struct {
 	// a read buffer until it finishes or times out); a connection accepted
 	// beyond it is closed at once, unread, and counted. Zero means 4096.
 	MaxHandshakes int
+	// MaxHandshakesPerIP caps the upgrades in progress from one source (an
+	// IPv4 address, or an IPv6 /64: what one host or one customer holds),
+	// so that one source cannot take every MaxHandshakes slot; a
+	// connection accepted beyond it is closed unread and counted. Zero
+	// means 64; negative means no cap.
+	MaxHandshakesPerIP int
+	// HandshakeFirstByteTimeout closes, counted, a connection that sends
+	// nothing for this long after it is accepted; once a byte arrives,
+	// HandshakeTimeout is the only deadline. Zero means 2s; negative
+	// disables it (as does a value not below HandshakeTimeout).
+	HandshakeFirstByteTimeout time.Duration
 	// CloseTimeout is how long a closing connection may take to accept
 	// its close frame before the socket is closed anyway. Zero means 5s.
 	CloseTimeout time.Duration
@@ -122,6 +133,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = 4096
 	}
+	if c.MaxHandshakesPerIP == 0 {
+		c.MaxHandshakesPerIP = 64
+	}
+	if c.HandshakeFirstByteTimeout == 0 {
+		c.HandshakeFirstByteTimeout = 2 * time.Second
+	}
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = 5 * time.Second
 	}
@@ -156,7 +173,7 @@ func (c Config) sweepEvery() time.Duration {
 
 func (c Config) admitConfig() admit.Config {
 	return admit.Config{MaxConns: c.MaxConns, MaxConnsPerIP: c.MaxConnsPerIP, MaxHandshakes: c.MaxHandshakes,
-		Origins: c.Origins, Authenticate: c.Authenticate}
+		MaxHandshakesPerSource: max(c.MaxHandshakesPerIP, 0), Origins: c.Origins, Authenticate: c.Authenticate}
 }
 
 func (c Config) outboundConfig() outbound.Config {

@@ -24,6 +24,8 @@ const (
 	RejectUnauthorized                   // 401: missing or bad token
 	RejectPerIP                          // 429: MaxConnsPerIP reached
 	RejectBusy                           // closed unread: MaxHandshakes in progress
+	RejectBusySource                     // closed unread: MaxHandshakesPerIP in progress from its source
+	RejectSilent                         // closed: nothing sent within HandshakeFirstByteTimeout
 	numRejects
 )
 
@@ -39,6 +41,8 @@ var rejectNames = [numRejects]string{
 	RejectUnauthorized: "unauthorized",
 	RejectPerIP:        "per_ip",
 	RejectBusy:         "handshakes_full",
+	RejectBusySource:   "handshakes_per_source",
+	RejectSilent:       "first_byte_timeout",
 }
 
 func (k RejectKind) String() string {

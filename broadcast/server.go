@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,17 +100,44 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		if !s.admit.StartHandshake() {
-			// A flood of clients that connect and say nothing: shed them
-			// here, before they cost a goroutine each.
-			s.rejected[RejectBusy].Add(1)
-			s.logAccept.Warn(s.log, "too many handshakes in progress; closing new connection", "limit", s.cfg.MaxHandshakes)
-			_ = nc.Close()
+		ip := remoteIP(nc)
+		slot, err := s.admit.StartHandshake(ip)
+		if err != nil {
+			// A flood of clients that connect and say nothing, from
+			// everywhere or from one source: shed them here, before they
+			// cost a goroutine each.
+			s.shed(nc, ip, err)
 			continue
 		}
 		s.hsWG.Add(1)
-		go s.handshake(nc)
+		go s.handshake(nc, ip, slot)
 	}
+}
+
+// shed closes, unread, a connection refused a handshake slot, and counts
+// it.
+func (s *Server) shed(nc net.Conn, ip netip.Addr, err error) {
+	if errors.Is(err, admit.ErrSourceHandshakes) {
+		s.rejected[RejectBusySource].Add(1)
+		s.logAccept.Warn(s.log, "too many handshakes in progress from one source; closing new connection",
+			"remote", ip.String(), "limit", s.cfg.MaxHandshakesPerIP)
+	} else {
+		s.rejected[RejectBusy].Add(1)
+		s.logAccept.Warn(s.log, "too many handshakes in progress; closing new connection", "limit", s.cfg.MaxHandshakes)
+	}
+	_ = nc.Close()
+}
+
+// remoteIP is nc's peer address, unmapped; the zero Addr when it is not
+// an IP connection.
+func remoteIP(nc net.Conn) netip.Addr {
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // retryable reports whether an accept error is a passing shortage (file

@@ -29,16 +29,16 @@ var (
 )
 
 // handshake runs the HTTP upgrade on its own short-lived goroutine, under
-// a deadline, so a stalled client holds nothing but this goroutine. Its
-// phases: upgrade (admission included), detach the socket from the net
-// package, attach it to the hub as a connection.
-func (s *Server) handshake(nc net.Conn) {
+// a deadline, so a stalled client holds nothing but this goroutine and
+// its slot. Its phases: upgrade (admission included), detach the socket
+// from the net package, attach it to the hub as a connection. The slot is
+// given back before attach sends the 101: a client that has its answer
+// holds no slot, so a client that waits for its 101 before dialling again
+// is never shed by MaxHandshakesPerIP for its own earlier handshakes.
+func (s *Server) handshake(nc net.Conn, ip netip.Addr, slot admit.Slot) {
 	defer s.hsWG.Done()
-	defer s.admit.EndHandshake()
 	u := upgrade{srv: s}
-	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
-		u.req.IP = ap.Addr().Unmap()
-	}
+	u.req.IP = ip
 	hc := &handshakeConn{Conn: nc, left: maxHandshakeBytes}
 	fd, err := u.run(hc)
 	if err != nil {
@@ -46,9 +46,11 @@ func (s *Server) handshake(nc net.Conn) {
 		// from attach on, the connection's teardown releases it.
 		s.admit.Release(u.ticket)
 		_, _ = nc.Write(hc.resp) // the refusal gobwas wrote, if any
-		s.refuse(nc, &u, err)
+		s.refuse(nc, &u, hc, err)
+		s.admit.EndHandshake(slot)
 		return
 	}
+	s.admit.EndHandshake(slot)
 	s.attach(fd, u.ticket, hc.resp)
 }
 
@@ -67,7 +69,14 @@ type upgrade struct {
 // its fd. The response is left in hc.resp, not sent.
 func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 	nc := hc.Conn
-	_ = nc.SetDeadline(time.Now().Add(u.srv.cfg.HandshakeTimeout))
+	now := time.Now()
+	hc.deadline = now.Add(u.srv.cfg.HandshakeTimeout)
+	if fb := u.srv.cfg.HandshakeFirstByteTimeout; fb > 0 && fb < u.srv.cfg.HandshakeTimeout {
+		_ = nc.SetDeadline(now.Add(fb)) // until the first byte; then hc.deadline
+		hc.waitFirst = true
+	} else {
+		_ = nc.SetDeadline(hc.deadline)
+	}
 	up := ws.Upgrader{
 		OnRequest:       u.onRequest,
 		OnHost:          u.onHost,
@@ -134,8 +143,11 @@ func (u *upgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 }
 
 // refuse answers and counts a handshake that did not become a connection.
-func (s *Server) refuse(nc net.Conn, u *upgrade, err error) {
+func (s *Server) refuse(nc net.Conn, u *upgrade, hc *handshakeConn, err error) {
 	kind := u.classify(err)
+	if kind == RejectTimeout && hc.read == 0 {
+		kind = RejectSilent // not a slow request: no request at all
+	}
 	switch {
 	case errors.Is(err, errHandshakeTooBig):
 		rejectUnread(nc, "431 Request Header Fields Too Large")
@@ -178,10 +190,16 @@ func (u *upgrade) classify(err error) RejectKind {
 // response. A 101 is not sent by the upgrader: it becomes the first bytes
 // of the connection's outbound queue, sent once the connection is in the
 // hub (wsconn.Conn.Start). A refusal is written after the upgrader returns.
+//
+// Until the first byte arrives the socket's deadline is the first-byte
+// one (waitFirst); the first read that returns data moves it to deadline.
 type handshakeConn struct {
 	net.Conn
-	left int
-	resp []byte
+	left      int
+	read      int       // bytes read so far
+	waitFirst bool      // the first-byte deadline is set
+	deadline  time.Time // the handshake's own deadline
+	resp      []byte
 }
 
 func (h *handshakeConn) Read(p []byte) (int, error) {
@@ -190,6 +208,13 @@ func (h *handshakeConn) Read(p []byte) (int, error) {
 	}
 	n, err := h.Conn.Read(p[:min(len(p), h.left)])
 	h.left -= n
+	h.read += n
+	if n > 0 && h.waitFirst {
+		h.waitFirst = false
+		if derr := h.Conn.SetDeadline(h.deadline); derr != nil && err == nil {
+			err = derr
+		}
+	}
 	return n, err
 }
 

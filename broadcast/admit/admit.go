@@ -24,6 +24,10 @@ type Config struct {
 	MaxConnsPerIP int
 	// MaxHandshakes caps upgrades in progress. Zero means 4096.
 	MaxHandshakes int
+	// MaxHandshakesPerSource caps upgrades in progress from one source:
+	// an IPv4 address, or an IPv6 /64 (one host or one customer; a
+	// single machine may use any address of its /64). Zero means no cap.
+	MaxHandshakesPerSource int
 	// Origins is the Origin allow-list: full origins
 	// ("https://app.example.com"), hosts ("app.example.com"), subdomain
 	// wildcards ("*.example.com") or "*". A request without Origin (not a
@@ -34,12 +38,15 @@ type Config struct {
 	Authenticate func(token string) error
 }
 
-// Refusals, returned by Admit; the caller answers each with its own status.
+// Refusals, returned by StartHandshake and Admit; the caller answers (or
+// counts) each its own way.
 var (
-	ErrOrigin       = errors.New("admit: origin not allowed")
-	ErrUnauthorized = errors.New("admit: missing or invalid token")
-	ErrPerIP        = errors.New("admit: too many connections from this address")
-	ErrFull         = errors.New("admit: connection limit reached")
+	ErrHandshakes       = errors.New("admit: too many handshakes in progress")
+	ErrSourceHandshakes = errors.New("admit: too many handshakes in progress from this source")
+	ErrOrigin           = errors.New("admit: origin not allowed")
+	ErrUnauthorized     = errors.New("admit: missing or invalid token")
+	ErrPerIP            = errors.New("admit: too many connections from this address")
+	ErrFull             = errors.New("admit: connection limit reached")
 )
 
 // Request is what admission looks at, gathered from the upgrade request.
@@ -57,6 +64,13 @@ type Ticket struct {
 	held bool
 }
 
+// Slot is a handshake's hold on the handshake limits, from accept until
+// the upgrade is done. The zero Slot holds nothing.
+type Slot struct {
+	src  netip.Prefix // counted in perSource; zero without a per-source cap
+	held bool
+}
+
 // Controller is a server's admission. Create one with New.
 type Controller struct {
 	cfg Config
@@ -64,8 +78,11 @@ type Controller struct {
 	handshaking atomic.Int64 // upgrades in progress
 	admitted    atomic.Int64 // tickets not yet released
 
-	ipMu  sync.Mutex
-	perIP map[netip.Addr]int // guarded by ipMu; only with MaxConnsPerIP
+	// ipMu guards the per-address counts. It is never held with another
+	// lock.
+	ipMu      sync.Mutex
+	perIP     map[netip.Addr]int   // guarded by ipMu; only with MaxConnsPerIP
+	perSource map[netip.Prefix]int // guarded by ipMu; only with MaxHandshakesPerSource
 }
 
 // New returns a Controller for cfg.
@@ -79,19 +96,50 @@ func New(cfg Config) *Controller {
 // Authenticates reports whether requests need a token.
 func (a *Controller) Authenticates() bool { return a.cfg.Authenticate != nil }
 
-// StartHandshake takes a handshake slot for a connection just accepted;
-// false when MaxHandshakes are in progress. A true must be matched by
-// EndHandshake.
-func (a *Controller) StartHandshake() bool {
+// StartHandshake takes a handshake slot for a connection just accepted
+// from ip: ErrHandshakes when MaxHandshakes are in progress,
+// ErrSourceHandshakes when MaxHandshakesPerSource are from ip's source
+// (see Source). An invalid ip (not an IP connection) is held to
+// MaxHandshakes only. A Slot taken must be given back by EndHandshake.
+func (a *Controller) StartHandshake(ip netip.Addr) (Slot, error) {
 	if a.handshaking.Add(1) > int64(a.cfg.MaxHandshakes) {
 		a.handshaking.Add(-1)
-		return false
+		return Slot{}, ErrHandshakes
 	}
-	return true
+	s := Slot{held: true}
+	if a.cfg.MaxHandshakesPerSource > 0 && ip.IsValid() {
+		s.src = Source(ip)
+		if !a.reserveSource(s.src) {
+			a.handshaking.Add(-1)
+			return Slot{}, ErrSourceHandshakes
+		}
+	}
+	return s, nil
 }
 
-// EndHandshake gives the slot back.
-func (a *Controller) EndHandshake() { a.handshaking.Add(-1) }
+// EndHandshake gives back what s holds. Each Slot taken is given back
+// exactly once; the zero Slot holds nothing.
+func (a *Controller) EndHandshake(s Slot) {
+	if !s.held {
+		return
+	}
+	if s.src.IsValid() {
+		a.releaseSource(s.src)
+	}
+	a.handshaking.Add(-1)
+}
+
+// Source is the unit the per-source handshake cap counts ip in: the
+// address itself for IPv4 (IPv4-mapped IPv6 included), its /64 for IPv6,
+// the smallest block a host is routinely given.
+func Source(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 32)
+	}
+	p, _ := ip.WithZone("").Prefix(64)
+	return p
+}
 
 // Handshaking is the number of upgrades in progress.
 func (a *Controller) Handshaking() int64 { return a.handshaking.Load() }
@@ -151,6 +199,29 @@ func (a *Controller) reserveIP(ip netip.Addr) bool {
 	}
 	a.perIP[ip]++
 	return true
+}
+
+func (a *Controller) reserveSource(src netip.Prefix) bool {
+	a.ipMu.Lock()
+	defer a.ipMu.Unlock()
+	if a.perSource[src] >= a.cfg.MaxHandshakesPerSource {
+		return false
+	}
+	if a.perSource == nil {
+		a.perSource = make(map[netip.Prefix]int)
+	}
+	a.perSource[src]++
+	return true
+}
+
+func (a *Controller) releaseSource(src netip.Prefix) {
+	a.ipMu.Lock()
+	defer a.ipMu.Unlock()
+	if a.perSource[src] <= 1 {
+		delete(a.perSource, src)
+		return
+	}
+	a.perSource[src]--
 }
 
 func (a *Controller) releaseIP(ip netip.Addr) {
