@@ -109,6 +109,8 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "deadline for the HTTP upgrade (`duration`)")
 	fs.DurationVar(&c.CloseTimeout, "close-timeout", c.CloseTimeout, "how long a closing client gets to take its close frame (`duration`)")
 	fs.IntVar(&c.MaxHandshakes, "max-handshakes", c.MaxHandshakes, "upgrades in progress at once (`n`); connections beyond are closed unread")
+	fs.IntVar(&c.MaxHandshakesPerIP, "max-handshakes-per-ip", c.MaxHandshakesPerIP, "upgrades in progress at once from one source (`n`; an IPv4 address or an IPv6 /64); connections beyond are closed unread; 0 means no cap")
+	fs.DurationVar(&c.HandshakeFirstByteTimeout, "handshake-first-byte-timeout", c.HandshakeFirstByteTimeout, "close a new connection that sends nothing for this `duration`; negative disables (then -handshake-timeout alone applies)")
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "maximum concurrent connections (`n`); more get 503; 0 means no limit")
 	fs.DurationVar(&c.FlushDelay, "flush-delay", c.FlushDelay, "batching window (`duration`): wait this long after a message so the next ones share its writev; trades latency for throughput; 0 writes at once")
 	fs.IntVar(&c.Backlog, "backlog", c.Backlog, "published messages that may wait for the slowest shard (`n`); more are refused")
@@ -199,8 +201,8 @@ func validate(o *options) error {
 	if err := o.level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %v", err)
 	}
-	if c.ClientRate < 0 || c.ClientBurst < 0 || c.MaxConnsPerIP < 0 {
-		return errors.New("-client-rate, -client-burst and -max-conns-per-ip must not be negative")
+	if c.ClientRate < 0 || c.ClientBurst < 0 || c.MaxConnsPerIP < 0 || c.MaxHandshakesPerIP < 0 {
+		return errors.New("-client-rate, -client-burst, -max-conns-per-ip and -max-handshakes-per-ip must not be negative")
 	}
 	var err error
 	if c.SlowPolicy, err = broadcast.ParseSlowPolicy(o.slowPolicy); err != nil {
@@ -238,14 +240,15 @@ func validate(o *options) error {
 	if c.FlushDelay < 0 || c.FlushDelay > time.Second {
 		return fmt.Errorf("-flush-delay: %s: want 0 to 1s", c.FlushDelay)
 	}
-	if c.PingInterval == 0 || c.IdleTimeout == 0 {
-		return errors.New("-ping-interval and -idle-timeout must be positive, or negative to disable")
+	if c.PingInterval == 0 || c.IdleTimeout == 0 || c.HandshakeFirstByteTimeout == 0 {
+		return errors.New("-ping-interval, -idle-timeout and -handshake-first-byte-timeout must be positive, or negative to disable")
 	}
 	return nil
 }
 
 // configure finishes o.cfg with what the flags give in another form:
-// the Origin list, the JWT check for -auth-secret, -client-publish.
+// the Origin list, the JWT check for -auth-secret, -client-publish,
+// -max-handshakes-per-ip 0.
 func configure(o *options) {
 	c := &o.cfg
 	for _, og := range strings.Split(o.origins, ",") {
@@ -257,4 +260,7 @@ func configure(o *options) {
 		c.Authenticate = broadcast.JWTAuthenticator([]byte(o.authSecret))
 	}
 	c.ReceiveOnly = !o.clientPublish
+	if c.MaxHandshakesPerIP == 0 {
+		c.MaxHandshakesPerIP = -1 // the flag's "no cap"; the Config's zero is the default
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fanout/fanout/broadcast"
 )
@@ -121,4 +122,22 @@ func countFlags(fs *flag.FlagSet) int {
 	n := 0
 	fs.VisitAll(func(*flag.Flag) { n++ })
 	return n
+}
+
+// -max-handshakes-per-ip 0 is "no cap" (the Config's negative), not the
+// Config's zero (the default); -handshake-first-byte-timeout goes through.
+func TestHandshakeFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-max-handshakes-per-ip", "0", "-handshake-first-byte-timeout", "-1s"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.MaxHandshakesPerIP >= 0 || o.cfg.HandshakeFirstByteTimeout >= 0 {
+		t.Fatalf("per-ip %d, first-byte %s; want both disabled (negative)", o.cfg.MaxHandshakesPerIP, o.cfg.HandshakeFirstByteTimeout)
+	}
+	if o, err = parseFlags([]string{"-max-handshakes-per-ip", "8", "-handshake-first-byte-timeout", "500ms"}, noEnv, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.MaxHandshakesPerIP != 8 || o.cfg.HandshakeFirstByteTimeout != 500*time.Millisecond {
+		t.Fatalf("per-ip %d, first-byte %s", o.cfg.MaxHandshakesPerIP, o.cfg.HandshakeFirstByteTimeout)
+	}
 }

@@ -41,6 +41,8 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"-no-such-flag"},
 		{"-workers", "many"},
 		{"-log-level", "loud"},
+		{"-max-handshakes-per-ip", "-1"},
+		{"-handshake-first-byte-timeout", "0s"},
 		{"stray-argument"},
 	} {
 		var out bytes.Buffer
@@ -84,7 +86,8 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	for _, f := range []string{"-addr", "-admin-addr", "-path", "-client-publish", "-workers", "-shards",
 		"-queue-bytes", "-slow-policy", "-max-message", "-ping-interval", "-idle-timeout",
 		"-handshake-timeout", "-max-conns", "-shutdown-timeout", "-max-conns-per-ip", "-client-rate",
-		"-client-burst", "-origins", "-publish-keys", "-auth-secret", "-log-format", "-pprof"} {
+		"-client-burst", "-origins", "-publish-keys", "-auth-secret", "-log-format", "-pprof",
+		"-max-handshakes-per-ip", "-handshake-first-byte-timeout"} {
 		if !regexp.MustCompile(`(?m)^\s+` + f + `\b`).MatchString(out.String()) {
 			t.Errorf("help does not document %s", f)
 		}
