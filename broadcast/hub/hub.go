@@ -32,8 +32,9 @@ type Config struct {
 	// SweepEvery is how often every subscriber is swept (Subscriber.Sweep).
 	// Zero means 1s.
 	SweepEvery time.Duration
-	// PingInterval is how often a sweep asks subscribers to ping. Zero or
-	// negative: never.
+	// PingInterval is how often each subscriber is asked to ping, each in
+	// its own phase of the interval (in sweeps of SweepEvery), so a sweep
+	// pings a share of them and never all at once. Zero or negative: never.
 	PingInterval time.Duration
 	// DrainSpread spreads Drain's goodbyes over this long, in a random
 	// order, so that clients do not all reconnect in the same instant.
@@ -55,11 +56,13 @@ type Hub struct {
 	head   uint64    // guarded by mu: sequence number of the next message
 	closed bool      // guarded by mu: no more broadcasts
 
-	shards    []*Shard
-	shardWG   sync.WaitGroup
-	stopSweep chan struct{}
-	sweepDone chan struct{}
-	stopped   atomic.Bool
+	shards     []*Shard
+	pingPhases uint64        // sweeps per ping interval; 0: no pings
+	nextPhase  atomic.Uint64 // phases handed out round robin, for an even spread
+	shardWG    sync.WaitGroup
+	stopSweep  chan struct{}
+	sweepDone  chan struct{}
+	stopped    atomic.Bool
 }
 
 // New starts a hub's shards and its sweep ticker.
@@ -79,6 +82,9 @@ func New(cfg Config) *Hub {
 		shards:    make([]*Shard, cfg.Shards),
 		stopSweep: make(chan struct{}),
 		sweepDone: make(chan struct{}),
+	}
+	if cfg.PingInterval > 0 {
+		h.pingPhases = uint64(max(cfg.PingInterval/cfg.SweepEvery, 1))
 	}
 	for i := range h.shards {
 		h.shards[i] = newShard(h)
@@ -158,7 +164,11 @@ func (h *Hub) pending(s *Shard) bool {
 // first message its shard takes after the addition.
 func (h *Hub) Add(sub Subscriber, id uint64) {
 	s := h.shards[id%uint64(len(h.shards))]
-	sub.HubSlot().shard = s
+	slot := sub.HubSlot()
+	slot.shard = s
+	if h.pingPhases > 0 {
+		slot.phase = uint32(h.nextPhase.Add(1) % h.pingPhases)
+	}
 	s.add(sub)
 }
 
@@ -178,26 +188,21 @@ func (h *Hub) Len() int {
 	return n
 }
 
-// sweeps asks every shard to sweep its subscribers, and to have them ping
-// when a ping is due.
+// sweeps asks every shard to sweep its subscribers every SweepEvery; the
+// sweep's number says whose turn it is to be pinged (Shard.sweep).
 func (h *Hub) sweeps() {
 	defer close(h.sweepDone)
 	t := time.NewTicker(h.cfg.SweepEvery)
 	defer t.Stop()
-	lastPing := time.Now()
+	var tick uint64
 	for {
 		select {
 		case <-h.stopSweep:
 			return
-		case now := <-t.C:
-			ping := h.cfg.PingInterval > 0 && now.Sub(lastPing) >= h.cfg.PingInterval
-			if ping {
-				lastPing = now
-			}
+		case <-t.C:
+			tick++
 			for _, s := range h.shards {
-				if ping {
-					s.pingDue.Store(true)
-				}
+				s.sweepTick.Store(tick)
 				s.sweepDue.Store(true)
 				s.notify()
 			}

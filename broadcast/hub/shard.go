@@ -40,7 +40,8 @@ type Subscriber interface {
 // where in its table. Embed it; the zero value is "in no hub".
 type Slot struct {
 	shard *Shard
-	idx   int // owned by the shard goroutine
+	idx   int32  // owned by the shard goroutine
+	phase uint32 // the sweep, of every Hub.pingPhases, that pings it
 }
 
 // HubSlot implements Subscriber.
@@ -56,10 +57,10 @@ type Shard struct {
 	cursor atomic.Uint64 // next sequence number to take from the ring
 	count  atomic.Int64  // len(subs), for readers outside the goroutine
 
-	sweepDue atomic.Bool
-	pingDue  atomic.Bool
-	draining atomic.Bool // Drain: deliver what was taken, then Subscriber.Drain
-	forcing  atomic.Bool // Force: Subscriber.Kill
+	sweepDue  atomic.Bool
+	sweepTick atomic.Uint64 // the hub's sweep count when sweepDue was set
+	draining  atomic.Bool   // Drain: deliver what was taken, then Subscriber.Drain
+	forcing   atomic.Bool   // Force: Subscriber.Kill
 
 	mu      sync.Mutex
 	adds    []Subscriber // guarded by mu
@@ -68,6 +69,7 @@ type Shard struct {
 	// Owned by the shard goroutine.
 	spareAdds, spareRemoves []Subscriber // the inbox's other buffers
 	subs                    []Subscriber
+	lastSweep               uint64 // the hub tick of the last sweep
 	batch                   []Message
 	scratch                 Scratch
 	drain                   drainState
@@ -135,7 +137,7 @@ func (s *Shard) run() {
 				s.fanOut()
 			}
 			if s.sweepDue.Swap(false) {
-				s.sweep(time.Now().UnixNano(), s.pingDue.Swap(false))
+				s.sweep(time.Now().UnixNano(), s.sweepTick.Load())
 			}
 			if s.shutdownStep() {
 				more = true
@@ -153,7 +155,7 @@ func (s *Shard) applyInbox() {
 	s.adds, s.removes = s.spareAdds[:0], s.spareRemoves[:0]
 	s.mu.Unlock()
 	for _, sub := range adds {
-		sub.HubSlot().idx = len(s.subs)
+		sub.HubSlot().idx = int32(len(s.subs))
 		s.subs = append(s.subs, sub)
 		sub.Join()
 		if s.drain.started {
@@ -171,13 +173,13 @@ func (s *Shard) applyInbox() {
 
 func (s *Shard) unlink(sub Subscriber) {
 	slot := sub.HubSlot()
-	i := slot.idx
+	i := int(slot.idx)
 	if i < 0 || i >= len(s.subs) || s.subs[i] != sub {
 		return // already gone
 	}
 	last := len(s.subs) - 1
 	s.subs[i] = s.subs[last]
-	s.subs[i].HubSlot().idx = i
+	s.subs[i].HubSlot().idx = int32(i)
 	s.subs[last] = nil
 	s.subs = s.subs[:last]
 	slot.idx = -1
@@ -227,9 +229,21 @@ func FanOut(subs []Subscriber, batch []Message, sc *Scratch) (delivered, dropped
 	return delivered, dropped
 }
 
-// sweep runs every subscriber's timers and samples its queue.
-func (s *Shard) sweep(now int64, ping bool) {
+// sweep runs every subscriber's timers and samples its queue, at the
+// hub's sweep number tick. Pings are spread: a subscriber is pinged in the
+// sweeps of its phase only, so each sweep pings 1/pingPhases of the table
+// (a flat load instead of every client at once, every interval). Sweeps
+// this shard missed while busy ping their phases now.
+func (s *Shard) sweep(now int64, tick uint64) {
+	phases := s.hub.pingPhases
+	span := tick - s.lastSweep
+	first := (s.lastSweep + 1) % max(phases, 1)
+	s.lastSweep = tick
 	for _, sub := range s.subs {
+		ping := false
+		if phases > 0 {
+			ping = span >= phases || (uint64(sub.HubSlot().phase)+phases-first)%phases < span
+		}
 		if q := sub.Sweep(now, ping); q > 0 {
 			s.queueHist.Observe(float64(q))
 		}
