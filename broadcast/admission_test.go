@@ -112,3 +112,63 @@ func TestHandshakeFirstByteTimeout(t *testing.T) {
 		t.Fatalf("%d handshake timeouts, want 0", n)
 	}
 }
+
+// The default Origin policy admits pages served from loopback, whatever
+// the port, over http or https, and nothing else that a browser sends.
+func TestOriginLoopbackDefault(t *testing.T) {
+	s := startServer(t, broadcast.Config{})
+	for origin, want := range map[string]int{
+		"http://localhost:5173":         http.StatusSwitchingProtocols,
+		"https://LOCALHOST":             http.StatusSwitchingProtocols,
+		"http://127.9.9.9":              http.StatusSwitchingProtocols, // all of 127.0.0.0/8
+		"http://[::1]:8080":             http.StatusSwitchingProtocols,
+		"http://localhost.evil.example": http.StatusForbidden,
+		"http://127.0.0.1.evil.example": http.StatusForbidden,
+		"ftp://127.0.0.1":               http.StatusForbidden, // not a web page's scheme
+		"http://10.0.0.1":               http.StatusForbidden,
+		"http://[::2]":                  http.StatusForbidden,
+	} {
+		if got := gorillaFrom(t, "127.0.0.1", s.url, http.Header{"Origin": {origin}}); got != want {
+			t.Errorf("Origin %q: %d, want %d", origin, got, want)
+		}
+	}
+	waitFor(t, "origin refusals counted", func() bool { return s.Stats().Rejects(broadcast.RejectOrigin) == 5 })
+}
+
+// PublicHost names the host browsers reach the server by: its pages are
+// admitted on top of the loopback default, or of an -origins list. A
+// full origin is matched with its scheme and port; a host name on any.
+func TestOriginPublicHost(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  broadcast.Config
+		want map[string]int
+	}{
+		{broadcast.Config{PublicHost: "fanout.example.com"}, map[string]int{
+			"https://fanout.example.com":      http.StatusSwitchingProtocols,
+			"http://fanout.example.com:8080":  http.StatusSwitchingProtocols,
+			"https://app.fanout.example.com":  http.StatusForbidden,
+			"https://other.example.com":       http.StatusForbidden,
+			"http://localhost:3000":           http.StatusSwitchingProtocols, // the default stays
+			"https://fanout.example.com.evil": http.StatusForbidden,
+		}},
+		{broadcast.Config{PublicHost: "https://fanout.example.com"}, map[string]int{
+			"https://fanout.example.com":      http.StatusSwitchingProtocols,
+			"https://fanout.example.com:443":  http.StatusSwitchingProtocols, // the default port, spelt out
+			"http://fanout.example.com":       http.StatusForbidden,          // scheme differs
+			"https://fanout.example.com:8443": http.StatusForbidden,          // port differs
+		}},
+		{broadcast.Config{PublicHost: "https://fanout.example.com:8443", Origins: []string{"https://app.example.com"}}, map[string]int{
+			"https://fanout.example.com:8443": http.StatusSwitchingProtocols,
+			"https://fanout.example.com":      http.StatusForbidden,
+			"https://app.example.com":         http.StatusSwitchingProtocols,
+			"http://localhost:3000":           http.StatusForbidden, // a list replaces the loopback default
+		}},
+	} {
+		s := startServer(t, tc.cfg)
+		for origin, want := range tc.want {
+			if got := gorillaFrom(t, "127.0.0.1", s.url, http.Header{"Origin": {origin}}); got != want {
+				t.Errorf("PublicHost %q, Origins %q, Origin %q: %d, want %d", tc.cfg.PublicHost, tc.cfg.Origins, origin, got, want)
+			}
+		}
+	}
+}

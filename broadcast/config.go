@@ -68,11 +68,20 @@ type Config struct {
 	// the next upgrade gets 429. Zero means no cap.
 	MaxConnsPerIP int
 	// Origins is the Origin allow-list: full origins
-	// ("https://app.example.com"), hosts ("app.example.com"), subdomain
-	// wildcards ("*.example.com") or "*". A request without Origin (not a
-	// browser) is always allowed. Empty means same-host Origins only.
-	// Others get 403.
+	// ("https://app.example.com", scheme and port compared), host names
+	// ("app.example.com", any scheme and port), subdomain wildcards
+	// ("*.example.com") or "*". A request without Origin (not a browser)
+	// is always allowed; the Host header is never trusted (a DNS-rebinding
+	// page sends Host and Origin that agree). Empty means pages served
+	// from loopback only: http(s)://localhost, 127.0.0.0/8 or [::1], any
+	// port. Others get 403. New fails on an entry it cannot use.
 	Origins []string
+	// PublicHost is the host browsers reach the server by, as a full
+	// origin ("https://fanout.example.com": scheme and port compared) or
+	// a host name ("fanout.example.com": any scheme and port); its pages
+	// are allowed on top of Origins or the loopback default. Empty means
+	// none.
+	PublicHost string
 	// Authenticate, if set, checks each upgrade's token: the "token" query
 	// parameter, or an "Authorization: Bearer" header. An error answers
 	// 401 and nothing is upgraded. See JWTAuthenticator.
@@ -173,7 +182,8 @@ func (c Config) sweepEvery() time.Duration {
 
 func (c Config) admitConfig() admit.Config {
 	return admit.Config{MaxConns: c.MaxConns, MaxConnsPerIP: c.MaxConnsPerIP, MaxHandshakes: c.MaxHandshakes,
-		MaxHandshakesPerSource: max(c.MaxHandshakesPerIP, 0), Origins: c.Origins, Authenticate: c.Authenticate}
+		MaxHandshakesPerSource: max(c.MaxHandshakesPerIP, 0), Origins: c.Origins, PublicHost: c.PublicHost,
+		Authenticate: c.Authenticate}
 }
 
 func (c Config) outboundConfig() outbound.Config {

@@ -75,15 +75,21 @@ func TestOrigins(t *testing.T) {
 	def := startServer(t, broadcast.Config{})
 	for origin, want := range map[string]int{
 		"":                            http.StatusSwitchingProtocols, // not a browser
-		"http://" + def.addr:          http.StatusSwitchingProtocols, // same host
+		"http://" + def.addr:          http.StatusSwitchingProtocols, // loopback (and the same host)
 		"https://evil.example.com":    http.StatusForbidden,
-		"http://127.0.0.1:1":          http.StatusForbidden, // same host name, other port
+		"http://127.0.0.1:1":          http.StatusSwitchingProtocols, // loopback, any port
 		"null":                        http.StatusForbidden,
 		"http://" + def.addr + "/xyz": http.StatusSwitchingProtocols,
 	} {
 		if got := dial(def.url, origin); got != want {
 			t.Errorf("default policy, Origin %q: %d, want %d", origin, got, want)
 		}
+	}
+	// DNS rebinding: a page on evil.example whose name now resolves to
+	// this server sends Host and Origin that agree. Agreeing is no proof.
+	rebound := handshakeRequest("evil.example", "/ws", "Origin: http://evil.example")
+	if resp := rawRequest(t, def.addr, rebound); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("default policy, Host and Origin evil.example: %d, want 403", resp.StatusCode)
 	}
 	list := startServer(t, broadcast.Config{Origins: []string{"https://app.example.com", "*.example.org", "partner.net"}})
 	for origin, want := range map[string]int{

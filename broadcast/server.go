@@ -64,12 +64,15 @@ func New(cfg Config) (*Server, error) {
 		logAccept:  lograte.New(1, 5),
 		logRefused: lograte.New(5, 10),
 	}
+	var err error
+	if s.admit, err = admit.New(cfg.admitConfig()); err != nil {
+		return nil, fmt.Errorf("broadcast: %w", err)
+	}
 	p, err := netpoll.New(netpoll.Config{Workers: cfg.Workers, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("broadcast: %w", err)
 	}
 	s.poller = p
-	s.admit = admit.New(cfg.admitConfig())
 	s.out = outbound.NewEnv(cfg.outboundConfig())
 	s.hub = hub.New(cfg.hubConfig())
 	s.ws = wsconn.NewEnv(cfg.wsConfig(), s.out, s.hub, p, (*connNode)(s))

@@ -79,7 +79,6 @@ func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 	}
 	up := ws.Upgrader{
 		OnRequest:       u.onRequest,
-		OnHost:          u.onHost,
 		OnHeader:        u.onHeader,
 		OnBeforeUpgrade: u.onBeforeUpgrade,
 	}
@@ -111,11 +110,6 @@ func (u *upgrade) onRequest(uri []byte) error {
 			u.req.Token = q.Get("token")
 		}
 	}
-	return nil
-}
-
-func (u *upgrade) onHost(h []byte) error {
-	u.req.Host = string(h)
 	return nil
 }
 

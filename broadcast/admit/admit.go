@@ -29,10 +29,17 @@ type Config struct {
 	// single machine may use any address of its /64). Zero means no cap.
 	MaxHandshakesPerSource int
 	// Origins is the Origin allow-list: full origins
-	// ("https://app.example.com"), hosts ("app.example.com"), subdomain
-	// wildcards ("*.example.com") or "*". A request without Origin (not a
-	// browser) is always allowed. Empty means same-host Origins only.
+	// ("https://app.example.com", scheme and port compared), host names
+	// ("app.example.com", any scheme and port), subdomain wildcards
+	// ("*.example.com") or "*". A request without Origin (not a browser)
+	// is always allowed. Empty means pages served from loopback only
+	// (http(s)://localhost, 127.0.0.0/8, [::1], any port). See origin.go.
 	Origins []string
+	// PublicHost is the host browsers reach the server by, as a full
+	// origin ("https://fanout.example.com") or a host name
+	// ("fanout.example.com"): its pages are allowed on top of Origins or
+	// the loopback default. Empty means none.
+	PublicHost string
 	// Authenticate, if set, checks each request's token; an error refuses
 	// it with ErrUnauthorized. See JWTAuthenticator.
 	Authenticate func(token string) error
@@ -52,7 +59,6 @@ var (
 // Request is what admission looks at, gathered from the upgrade request.
 type Request struct {
 	Origin string     // the Origin header; "" for none
-	Host   string     // the Host header
 	Token  string     // the token query parameter or bearer token; "" for none
 	IP     netip.Addr // the client's address
 }
@@ -73,7 +79,8 @@ type Slot struct {
 
 // Controller is a server's admission. Create one with New.
 type Controller struct {
-	cfg Config
+	cfg     Config
+	origins *originPolicy
 
 	handshaking atomic.Int64 // upgrades in progress
 	admitted    atomic.Int64 // tickets not yet released
@@ -85,12 +92,17 @@ type Controller struct {
 	perSource map[netip.Prefix]int // guarded by ipMu; only with MaxHandshakesPerSource
 }
 
-// New returns a Controller for cfg.
-func New(cfg Config) *Controller {
+// New returns a Controller for cfg, or an error naming an Origins entry
+// or a PublicHost it cannot use (see CheckOrigins).
+func New(cfg Config) (*Controller, error) {
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = 4096
 	}
-	return &Controller{cfg: cfg}
+	p, err := compileOrigins(cfg.Origins, cfg.PublicHost)
+	if err != nil {
+		return nil, err
+	}
+	return &Controller{cfg: cfg, origins: p}, nil
 }
 
 // Authenticates reports whether requests need a token.
@@ -153,7 +165,7 @@ func (a *Controller) Admitted() int64 { return a.admitted.Load() }
 // the authenticator's own error, for logs, when the refusal is
 // ErrUnauthorized.
 func (a *Controller) Admit(r Request) (t Ticket, authErr, refusal error) {
-	if !originAllowed(a.cfg.Origins, r.Origin, r.Host) {
+	if !a.origins.allowed(r.Origin) {
 		return Ticket{}, nil, ErrOrigin
 	}
 	if a.cfg.Authenticate != nil {

@@ -24,7 +24,7 @@ func TestSource(t *testing.T) {
 // Slots are counted per source and server-wide, and each is given back
 // once: the counts return to zero.
 func TestHandshakeSlots(t *testing.T) {
-	a := New(Config{MaxHandshakes: 4, MaxHandshakesPerSource: 2})
+	a := newController(t, Config{MaxHandshakes: 4, MaxHandshakesPerSource: 2})
 	v6a, v6b := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2") // one /64
 	other := netip.MustParseAddr("2001:db8:0:1::1")
 	take := func(ip netip.Addr, want error) Slot {
@@ -54,7 +54,7 @@ func TestHandshakeSlots(t *testing.T) {
 }
 
 func TestHandshakeSlotsUncapped(t *testing.T) {
-	a := New(Config{MaxHandshakes: 100})
+	a := newController(t, Config{MaxHandshakes: 100})
 	ip := netip.MustParseAddr("192.0.2.1")
 	for range 100 {
 		if _, err := a.StartHandshake(ip); err != nil {
@@ -64,4 +64,13 @@ func TestHandshakeSlotsUncapped(t *testing.T) {
 	if a.perSource != nil {
 		t.Fatal("per-source counts kept without a per-source cap")
 	}
+}
+
+func newController(t *testing.T, cfg Config) *Controller {
+	t.Helper()
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
