@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/admit"
 	"github.com/fanout/fanout/broadcast/bus"
 )
 
@@ -126,7 +127,8 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.natsSubject, "nats-subject", o.natsSubject, "NATS `subject` the tier's messages travel on")
 	fs.IntVar(&o.natsBuffer, "nats-buffer", o.natsBuffer, "`bytes` of published messages kept for resending over a bus outage; beyond, publishes are refused")
 	fs.DurationVar(&o.natsResume, "nats-resume-delay", o.natsResume, "after a bus reconnect, hold publishes this `duration` so every node is subscribed again")
-	fs.StringVar(&o.origins, "origins", o.origins, "allowed `origins`, comma-separated: https://app.example.com, app.example.com, *.example.com or *; empty allows requests without Origin and same-host Origins only")
+	fs.StringVar(&o.origins, "origins", o.origins, "allowed browser `origins`, comma-separated: https://app.example.com (scheme and port compared), app.example.com (any), *.example.com or *; empty allows pages from loopback only (localhost, 127.0.0.0/8, [::1]); requests without Origin are always allowed")
+	fs.StringVar(&c.PublicHost, "public-host", c.PublicHost, "the `host` browsers reach this server by (fanout.example.com, or https://fanout.example.com to compare scheme and port): its pages are allowed on top of -origins or the loopback default")
 	fs.StringVar(&o.keys, "publish-keys", o.keys, "comma-separated bearer `keys` for POST /publish (prefer FANOUT_PUBLISH_KEYS or -publish-keys-file: flags show in ps); none disables /publish")
 	fs.StringVar(&o.keysFile, "publish-keys-file", o.keysFile, "`file` with one publish key per line")
 	fs.StringVar(&o.authSecret, "auth-secret", o.authSecret, "HS256 `secret`: clients must present a valid JWT (token query parameter or Authorization: Bearer); empty disables client auth")
@@ -208,6 +210,12 @@ func validate(o *options) error {
 	if c.SlowPolicy, err = broadcast.ParseSlowPolicy(o.slowPolicy); err != nil {
 		return fmt.Errorf("-slow-policy: %w", err)
 	}
+	if err := admit.CheckOrigins(splitList(o.origins)); err != nil {
+		return fmt.Errorf("-origins: %w", err)
+	}
+	if err := admit.CheckPublicHost(c.PublicHost); err != nil {
+		return fmt.Errorf("-public-host: %w", err)
+	}
 	for _, v := range []struct {
 		name     string
 		val, min int
@@ -246,16 +254,23 @@ func validate(o *options) error {
 	return nil
 }
 
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // configure finishes o.cfg with what the flags give in another form:
 // the Origin list, the JWT check for -auth-secret, -client-publish,
 // -max-handshakes-per-ip 0.
 func configure(o *options) {
 	c := &o.cfg
-	for _, og := range strings.Split(o.origins, ",") {
-		if og = strings.TrimSpace(og); og != "" {
-			c.Origins = append(c.Origins, og)
-		}
-	}
+	c.Origins = splitList(o.origins)
 	if o.authSecret != "" {
 		c.Authenticate = broadcast.JWTAuthenticator([]byte(o.authSecret))
 	}

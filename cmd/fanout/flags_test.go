@@ -141,3 +141,13 @@ func TestHandshakeFlags(t *testing.T) {
 		t.Fatalf("per-ip %d, first-byte %s", o.cfg.MaxHandshakesPerIP, o.cfg.HandshakeFirstByteTimeout)
 	}
 }
+
+func TestOriginFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-origins", " https://app.example.com, ,*.example.org", "-public-host", "https://fanout.example.com"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"https://app.example.com", "*.example.org"}; !reflect.DeepEqual(o.cfg.Origins, want) || o.cfg.PublicHost != "https://fanout.example.com" {
+		t.Fatalf("origins %q, public host %q", o.cfg.Origins, o.cfg.PublicHost)
+	}
+}

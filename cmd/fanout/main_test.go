@@ -43,6 +43,8 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"-log-level", "loud"},
 		{"-max-handshakes-per-ip", "-1"},
 		{"-handshake-first-byte-timeout", "0s"},
+		{"-origins", "app.example.com:8443"},
+		{"-public-host", "*.example.com"},
 		{"stray-argument"},
 	} {
 		var out bytes.Buffer
@@ -87,7 +89,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		"-queue-bytes", "-slow-policy", "-max-message", "-ping-interval", "-idle-timeout",
 		"-handshake-timeout", "-max-conns", "-shutdown-timeout", "-max-conns-per-ip", "-client-rate",
 		"-client-burst", "-origins", "-publish-keys", "-auth-secret", "-log-format", "-pprof",
-		"-max-handshakes-per-ip", "-handshake-first-byte-timeout"} {
+		"-max-handshakes-per-ip", "-handshake-first-byte-timeout", "-public-host"} {
 		if !regexp.MustCompile(`(?m)^\s+` + f + `\b`).MatchString(out.String()) {
 			t.Errorf("help does not document %s", f)
 		}
