@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	gorilla "github.com/gorilla/websocket"
 
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/admit"
 )
 
 // dialFrom opens a TCP connection to addr from the loopback address ip
@@ -171,4 +173,59 @@ func TestOriginPublicHost(t *testing.T) {
 			}
 		}
 	}
+}
+
+func signed(t *testing.T, secret string, claims jwt.MapClaims) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// A token must say when it ends: one without exp would be good forever,
+// long after whoever issued it has revoked the user.
+func TestClientAuthNeedsExpiry(t *testing.T) {
+	s := startServer(t, broadcast.Config{Authenticate: broadcast.JWTAuthenticator([]byte("s3cret"))})
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, tc := range []struct {
+		name   string
+		claims jwt.MapClaims
+		want   int
+	}{
+		{"no exp", jwt.MapClaims{"sub": "u1"}, http.StatusUnauthorized},
+		{"exp", jwt.MapClaims{"sub": "u1", "exp": exp}, http.StatusSwitchingProtocols},
+		{"any aud and iss without -auth-audience, -auth-issuer", jwt.MapClaims{"exp": exp, "aud": "x", "iss": "y"}, http.StatusSwitchingProtocols},
+	} {
+		if got := gorillaFrom(t, "127.0.0.1", s.url+"?token="+signed(t, "s3cret", tc.claims), nil); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	waitFor(t, "refusal counted", func() bool { return s.Stats().Rejects(broadcast.RejectUnauthorized) == 1 })
+}
+
+// With an audience and an issuer configured, a token must name both.
+func TestClientAuthAudienceIssuer(t *testing.T) {
+	s := startServer(t, broadcast.Config{Authenticate: broadcast.JWTAuthenticator([]byte("s3cret"),
+		admit.JWTAudience("fanout"), admit.JWTIssuer("https://auth.example"))})
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, tc := range []struct {
+		name   string
+		claims jwt.MapClaims
+		want   int
+	}{
+		{"valid", jwt.MapClaims{"exp": exp, "aud": "fanout", "iss": "https://auth.example"}, http.StatusSwitchingProtocols},
+		{"one of its audiences", jwt.MapClaims{"exp": exp, "aud": []string{"api", "fanout"}, "iss": "https://auth.example"}, http.StatusSwitchingProtocols},
+		{"wrong aud", jwt.MapClaims{"exp": exp, "aud": "api", "iss": "https://auth.example"}, http.StatusUnauthorized},
+		{"no aud", jwt.MapClaims{"exp": exp, "iss": "https://auth.example"}, http.StatusUnauthorized},
+		{"wrong iss", jwt.MapClaims{"exp": exp, "aud": "fanout", "iss": "https://evil.example"}, http.StatusUnauthorized},
+		{"no iss", jwt.MapClaims{"exp": exp, "aud": "fanout"}, http.StatusUnauthorized},
+		{"no exp", jwt.MapClaims{"aud": "fanout", "iss": "https://auth.example"}, http.StatusUnauthorized},
+	} {
+		if got := gorillaFrom(t, "127.0.0.1", s.url+"?token="+signed(t, "s3cret", tc.claims), nil); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	waitFor(t, "refusals counted", func() bool { return s.Stats().Rejects(broadcast.RejectUnauthorized) == 5 })
 }

@@ -84,8 +84,11 @@ type Config struct {
 	PublicHost string
 	// Authenticate, if set, checks each upgrade's token: the "token" query
 	// parameter, or an "Authorization: Bearer" header. An error answers
-	// 401 and nothing is upgraded. See JWTAuthenticator.
-	Authenticate func(token string) error
+	// 401 and nothing is upgraded. expires, when not the zero Time, is
+	// when the token stops being valid: the connection carries it in its
+	// admit.Ticket, to be closed (1008) then. See JWTAuthenticator. Nil
+	// means no client auth.
+	Authenticate func(token string) (expires time.Time, err error)
 	// ClientRate limits each client's messages per second, with bursts
 	// of ClientBurst; a client over it is closed with 1008. Zero means no
 	// limit.

@@ -1,6 +1,8 @@
 package broadcast
 
 import (
+	"time"
+
 	"github.com/fanout/fanout/broadcast/admit"
 	"github.com/fanout/fanout/broadcast/outbound"
 )
@@ -46,7 +48,9 @@ const (
 func ParseSlowPolicy(s string) (SlowPolicy, error) { return outbound.ParseSlowPolicy(s) }
 
 // JWTAuthenticator returns a Config.Authenticate for HS256 JSON Web
-// Tokens signed with secret (see admit.JWTAuthenticator).
-func JWTAuthenticator(secret []byte) func(token string) error {
-	return admit.JWTAuthenticator(secret)
+// Tokens signed with secret, exp required, with the audience and issuer
+// checks opts add (admit.JWTAudience, admit.JWTIssuer); see
+// admit.JWTAuthenticator.
+func JWTAuthenticator(secret []byte, opts ...admit.JWTOption) func(token string) (expires time.Time, err error) {
+	return admit.JWTAuthenticator(secret, opts...)
 }

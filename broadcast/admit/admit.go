@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Config configures a Controller. The zero value admits everyone.
@@ -41,8 +42,10 @@ type Config struct {
 	// the loopback default. Empty means none.
 	PublicHost string
 	// Authenticate, if set, checks each request's token; an error refuses
-	// it with ErrUnauthorized. See JWTAuthenticator.
-	Authenticate func(token string) error
+	// it with ErrUnauthorized. expires is when the token stops being
+	// valid, carried in the Ticket (Ticket.Expires); the zero Time means
+	// never. See JWTAuthenticator.
+	Authenticate func(token string) (expires time.Time, err error)
 }
 
 // Refusals, returned by StartHandshake and Admit; the caller answers (or
@@ -63,12 +66,18 @@ type Request struct {
 	IP     netip.Addr // the client's address
 }
 
-// Ticket is an admitted connection's hold on the limits. The zero Ticket
-// holds nothing.
+// Ticket is an admitted connection's hold on the limits, and what its
+// token said about it. The zero Ticket holds nothing.
 type Ticket struct {
-	ip   netip.Addr // counted in perIP; zero without MaxConnsPerIP
-	held bool
+	ip      netip.Addr // counted in perIP; zero without MaxConnsPerIP
+	expires int64      // unix nanoseconds; 0 for never
+	held    bool
 }
+
+// Expires is when the connection's token stops being valid, in unix
+// nanoseconds; 0 means never (no Authenticate, or a token that does not
+// expire). The connection is to be closed then.
+func (t Ticket) Expires() int64 { return t.expires }
 
 // Slot is a handshake's hold on the handshake limits, from accept until
 // the upgrade is done. The zero Slot holds nothing.
@@ -169,8 +178,12 @@ func (a *Controller) Admit(r Request) (t Ticket, authErr, refusal error) {
 		return Ticket{}, nil, ErrOrigin
 	}
 	if a.cfg.Authenticate != nil {
-		if err := a.cfg.Authenticate(r.Token); err != nil {
+		exp, err := a.cfg.Authenticate(r.Token)
+		if err != nil {
 			return Ticket{}, err, ErrUnauthorized
+		}
+		if !exp.IsZero() {
+			t.expires = exp.UnixNano()
 		}
 	}
 	if a.cfg.MaxConnsPerIP > 0 {
