@@ -27,6 +27,8 @@ type options struct {
 	pprof           bool
 	publishKeys     []string
 	authSecret      string
+	authAudience    string // -auth-audience: aud must name it, when set
+	authIssuer      string // -auth-issuer: iss must be it, when set
 	nats            string
 	natsSubject     string
 	natsBuffer      int
@@ -133,6 +135,8 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.keysFile, "publish-keys-file", o.keysFile, "`file` with one publish key per line")
 	fs.StringVar(&o.authSecret, "auth-secret", o.authSecret, "HS256 `secret`: clients must present a valid JWT (token query parameter or Authorization: Bearer); empty disables client auth")
 	fs.StringVar(&o.secretFile, "auth-secret-file", o.secretFile, "`file` holding the -auth-secret")
+	fs.StringVar(&o.authAudience, "auth-audience", o.authAudience, "with -auth-secret, the `audience` a token's aud claim must name; empty checks none")
+	fs.StringVar(&o.authIssuer, "auth-issuer", o.authIssuer, "with -auth-secret, the `issuer` a token's iss claim must be; empty checks none")
 	return fs
 }
 
@@ -216,6 +220,9 @@ func validate(o *options) error {
 	if err := admit.CheckPublicHost(c.PublicHost); err != nil {
 		return fmt.Errorf("-public-host: %w", err)
 	}
+	if (o.authAudience != "" || o.authIssuer != "") && o.authSecret == "" {
+		return errors.New("-auth-audience and -auth-issuer need -auth-secret or -auth-secret-file: without them no token is checked")
+	}
 	for _, v := range []struct {
 		name     string
 		val, min int
@@ -272,7 +279,14 @@ func configure(o *options) {
 	c := &o.cfg
 	c.Origins = splitList(o.origins)
 	if o.authSecret != "" {
-		c.Authenticate = broadcast.JWTAuthenticator([]byte(o.authSecret))
+		var checks []admit.JWTOption
+		if o.authAudience != "" {
+			checks = append(checks, admit.JWTAudience(o.authAudience))
+		}
+		if o.authIssuer != "" {
+			checks = append(checks, admit.JWTIssuer(o.authIssuer))
+		}
+		c.Authenticate = broadcast.JWTAuthenticator([]byte(o.authSecret), checks...)
 	}
 	c.ReceiveOnly = !o.clientPublish
 	if c.MaxHandshakesPerIP == 0 {

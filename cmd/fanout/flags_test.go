@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/fanout/fanout/broadcast"
 )
 
@@ -149,5 +151,38 @@ func TestOriginFlags(t *testing.T) {
 	}
 	if want := []string{"https://app.example.com", "*.example.org"}; !reflect.DeepEqual(o.cfg.Origins, want) || o.cfg.PublicHost != "https://fanout.example.com" {
 		t.Fatalf("origins %q, public host %q", o.cfg.Origins, o.cfg.PublicHost)
+	}
+}
+
+// -auth-audience and -auth-issuer reach the authenticator; without a
+// secret they would check nothing, so they are refused alone.
+func TestAuthClaimFlags(t *testing.T) {
+	secret := strings.Repeat("k", 32)
+	o, err := parseFlags([]string{"-auth-secret", secret, "-auth-audience", "fanout", "-auth-issuer", "https://auth.example"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour)
+	sign := func(claims jwt.MapClaims) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	if got, err := o.cfg.Authenticate(sign(jwt.MapClaims{"exp": exp.Unix(), "aud": "fanout", "iss": "https://auth.example"})); err != nil || got.Unix() < exp.Unix() {
+		t.Fatalf("valid token: expires %v, %v", got, err)
+	}
+	for name, claims := range map[string]jwt.MapClaims{
+		"wrong aud": {"exp": exp.Unix(), "aud": "api", "iss": "https://auth.example"},
+		"wrong iss": {"exp": exp.Unix(), "aud": "fanout", "iss": "https://evil.example"},
+		"no exp":    {"aud": "fanout", "iss": "https://auth.example"},
+	} {
+		if _, err := o.cfg.Authenticate(sign(claims)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if code := run([]string{"-auth-audience", "fanout"}, noEnv, io.Discard); code != 2 {
+		t.Fatalf("-auth-audience without a secret: exit %d, want 2", code)
 	}
 }

@@ -89,7 +89,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		"-queue-bytes", "-slow-policy", "-max-message", "-ping-interval", "-idle-timeout",
 		"-handshake-timeout", "-max-conns", "-shutdown-timeout", "-max-conns-per-ip", "-client-rate",
 		"-client-burst", "-origins", "-publish-keys", "-auth-secret", "-log-format", "-pprof",
-		"-max-handshakes-per-ip", "-handshake-first-byte-timeout", "-public-host"} {
+		"-max-handshakes-per-ip", "-handshake-first-byte-timeout", "-public-host", "-auth-audience", "-auth-issuer"} {
 		if !regexp.MustCompile(`(?m)^\s+` + f + `\b`).MatchString(out.String()) {
 			t.Errorf("help does not document %s", f)
 		}
