@@ -61,47 +61,14 @@ func Ceiling(ctx context.Context, cfg CeilingConfig) (*CeilingResult, error) {
 	}
 	defer p.Close()
 
-	// Receiving ends: drained by netpoll workers, like fanout-bench's.
-	var senders []int
-	var conns []net.Conn
+	senders, conns, err := loopbackPairs(ln, p, cfg.Conns)
 	defer func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	}()
-	for i := 0; i < cfg.Conns; i++ {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			return nil, err
-		}
-		s, err := ln.Accept()
-		if err != nil {
-			return nil, err
-		}
-		conns = append(conns, c, s)
-		_, fd, err := rawFD(c)
-		if err != nil {
-			return nil, err
-		}
-		var w *netpoll.Watch
-		buf := make([]byte, 64<<10)
-		w = p.Watch(fd, func(netpoll.Event) {
-			for {
-				n, err := unix.Read(fd, buf)
-				if n <= 0 || err != nil {
-					break
-				}
-			}
-			_ = w.ResumeRead()
-		}, func(netpoll.Event) {})
-		if err := w.Start(); err != nil {
-			return nil, err
-		}
-		_, sfd, err := rawFD(s)
-		if err != nil {
-			return nil, err
-		}
-		senders = append(senders, sfd)
+	if err != nil {
+		return nil, err
 	}
 	one := frame.Compile(ws.OpBinary, make([]byte, cfg.Size)) // the encoder fanout itself uses
 
@@ -124,6 +91,49 @@ func Ceiling(ctx context.Context, cfg CeilingConfig) (*CeilingResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// loopbackPairs connects n client sockets to ln and returns the accepted
+// ends' descriptors, to write to, and every connection, for the caller to
+// close (also on error). The client ends are drained by p's workers, like
+// fanout-bench's receivers.
+func loopbackPairs(ln net.Listener, p *netpoll.Poller, n int) (senders []int, conns []net.Conn, err error) {
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return senders, conns, err
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			c.Close()
+			return senders, conns, err
+		}
+		conns = append(conns, c, s)
+		_, fd, err := rawFD(c)
+		if err != nil {
+			return senders, conns, err
+		}
+		var w *netpoll.Watch
+		buf := make([]byte, 64<<10)
+		w = p.Watch(fd, func(netpoll.Event) {
+			for {
+				n, err := unix.Read(fd, buf)
+				if n <= 0 || err != nil {
+					break
+				}
+			}
+			_ = w.ResumeRead()
+		}, func(netpoll.Event) {})
+		if err := w.Start(); err != nil {
+			return senders, conns, err
+		}
+		_, sfd, err := rawFD(s)
+		if err != nil {
+			return senders, conns, err
+		}
+		senders = append(senders, sfd)
+	}
+	return senders, conns, nil
 }
 
 // sendAll writes b to every fd, rounds times, from one locked OS thread,

@@ -246,14 +246,16 @@ func LoadResult(path string) (*Result, error) {
 	return &r, nil
 }
 
-// Compare prints the results side by side with the ratio of the first to
-// each other one. Rows that a result lacks print as "-".
-func Compare(w io.Writer, labels []string, rs []*Result) {
-	type row struct {
-		name string
-		get  func(*Result) (float64, bool)
-		unit string
-	}
+// compareRow is one line of Compare: a figure, how to get it from a
+// result (false: the result lacks it), and its unit.
+type compareRow struct {
+	name string
+	get  func(*Result) (float64, bool)
+	unit string
+}
+
+// compareRows are Compare's lines, in order.
+func compareRows() []compareRow {
 	srv := func(f func(*ServerCost) float64) func(*Result) (float64, bool) {
 		return func(r *Result) (float64, bool) {
 			if r.Server == nil {
@@ -271,7 +273,7 @@ func Compare(w io.Writer, labels []string, rs []*Result) {
 			return f(r.Fanout), true
 		}
 	}
-	rows := []row{
+	return []compareRow{
 		{"connections", func(r *Result) (float64, bool) { return float64(r.Connect.Connected), true }, ""},
 		{"server RSS per connection", func(r *Result) (float64, bool) {
 			// Only a connect run starts from a fresh server; later runs
@@ -293,6 +295,12 @@ func Compare(w io.Writer, labels []string, rs []*Result) {
 		{"latency p99.9", fan(func(f *FanoutStats) float64 { return float64(f.Latency.P999) / 1e6 }), "ms"},
 		{"server CPU per delivery", srv(func(s *ServerCost) float64 { return float64(s.CPUPerDelivery) / 1e3 }), "µs"},
 	}
+}
+
+// Compare prints the results side by side with the ratio of the first to
+// each other one. Rows that a result lacks print as "-".
+func Compare(w io.Writer, labels []string, rs []*Result) {
+	rows := compareRows()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "metric\t")
 	for _, l := range labels {
