@@ -104,16 +104,66 @@ func (r rateFlag) Set(s string) error {
 }
 
 func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
-	var cfg bench.Config
-	cfg.Scenario = scenario
-	var sourceIPs, jsonPath, reportPath string
-	var quiet bool
+	fs, a := scenarioFlags(scenario, stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fanout-bench: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return 2
+	}
+	full, err := a.config()
+	if err != nil {
+		fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stdout, "# env: %s\n", bench.ReadEnv())
+	fmt.Fprintf(stdout, "# params: scenario=%s url=%s conns=%d conns-per-proc=%d publishers=%d size=%d rate=%s window=%d duration=%s messages=%d source-ips=%d\n",
+		full.Scenario, full.URL, full.Conns, full.ConnsPerProc, full.Publishers, full.Size, rateFlag{&full.Rate}, full.Window, full.Duration, full.Messages, len(full.SourceIPs))
+
+	progress := progressLine(stderr, a.quiet)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.Run(ctx, a.cfg, progress)
+	if progress != nil {
+		fmt.Fprint(stderr, "\r\033[K")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
+		return 1
+	}
+	res.WriteText(stdout)
+	if err := a.write(res); err != nil {
+		fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// scenarioArgs is what a scenario's command line says.
+type scenarioArgs struct {
+	cfg        bench.Config
+	sourceIPs  string // -source-ips, parsed by config
+	pids       string // -server-pid, parsed by config
+	jsonPath   string
+	reportPath string
+	quiet      bool
+}
+
+// scenarioFlags defines a scenario's flags, to be parsed into the
+// returned scenarioArgs.
+func scenarioFlags(scenario string, stderr io.Writer) (*flag.FlagSet, *scenarioArgs) {
+	a := &scenarioArgs{cfg: bench.Config{Scenario: scenario}}
+	cfg := &a.cfg
 	fs := flag.NewFlagSet("fanout-bench "+scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket `URL`; a comma-separated list spreads connections over a tier")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "receiving connections (`n`), over all processes")
 	fs.IntVar(&cfg.ConnsPerProc, "conns-per-proc", 15000, "connections per process (`n`); more spread over child processes")
-	fs.StringVar(&sourceIPs, "source-ips", "", "local `addresses` for client sockets: 127.0.0.2-127.0.0.40, a CIDR, or a comma list")
+	fs.StringVar(&a.sourceIPs, "source-ips", "", "local `addresses` for client sockets: 127.0.0.2-127.0.0.40, a CIDR, or a comma list")
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", 0, "new connections per `second` (0: as fast as possible)")
 	fs.IntVar(&cfg.ConnectWorkers, "connect-workers", 64, "concurrent handshakes per process (`n`)")
 	fs.IntVar(&cfg.ConnectRetries, "connect-retries", 2, "retries per failed connection (`n`)")
@@ -128,81 +178,62 @@ func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "wait this long at most for deliveries after publishing")
 	fs.Float64Var(&cfg.SlowFraction, "slow-fraction", 0.1, "slow: fraction of receivers that never read")
 	fs.Float64Var(&cfg.ChurnRate, "churn-rate", 0, "churn: receivers replaced per `second` (0: 5% of -conns)")
-	var pids string
-	fs.StringVar(&pids, "server-pid", "", "sample these `pids` (comma-separated: a tier's processes, added up) for RSS, fds, threads and CPU from /proc")
+	fs.StringVar(&a.pids, "server-pid", "", "sample these `pids` (comma-separated: a tier's processes, added up) for RSS, fds, threads and CPU from /proc")
 	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "scrape this Prometheus `URL` for the server's cost")
 	fs.IntVar(&cfg.Workers, "workers", 0, "netpoll workers per bench process (`n`; 0: default)")
-	fs.StringVar(&jsonPath, "json", "", "write all figures as JSON to `file`")
-	fs.StringVar(&reportPath, "report", "", "write a self-contained HTML report to `file`")
-	fs.BoolVar(&quiet, "quiet", false, "no progress line")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "fanout-bench: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return 2
-	}
-	for _, p := range strings.Split(pids, ",") {
+	fs.StringVar(&a.jsonPath, "json", "", "write all figures as JSON to `file`")
+	fs.StringVar(&a.reportPath, "report", "", "write a self-contained HTML report to `file`")
+	fs.BoolVar(&a.quiet, "quiet", false, "no progress line")
+	return fs, a
+}
+
+// config completes a.cfg from the flags that need parsing and returns it
+// with its defaults, as the run will use it.
+func (a *scenarioArgs) config() (bench.Config, error) {
+	for _, p := range strings.Split(a.pids, ",") {
 		if p = strings.TrimSpace(p); p == "" {
 			continue
 		}
 		n, err := strconv.Atoi(p)
 		if err != nil || n <= 0 {
-			fmt.Fprintf(stderr, "fanout-bench: -server-pid: %q is not a pid\n", p)
-			return 2
+			return bench.Config{}, fmt.Errorf("-server-pid: %q is not a pid", p)
 		}
-		cfg.ServerPIDs = append(cfg.ServerPIDs, n)
+		a.cfg.ServerPIDs = append(a.cfg.ServerPIDs, n)
 	}
-	if sourceIPs != "" {
-		ips, err := bench.ParseIPs(sourceIPs)
+	if a.sourceIPs != "" {
+		ips, err := bench.ParseIPs(a.sourceIPs)
 		if err != nil {
-			fmt.Fprintf(stderr, "fanout-bench: -source-ips: %v\n", err)
-			return 2
+			return bench.Config{}, fmt.Errorf("-source-ips: %v", err)
 		}
-		cfg.SourceIPs = ips
+		a.cfg.SourceIPs = ips
 	}
-	full, err := cfg.WithDefaults()
-	if err != nil {
-		fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
-		return 2
-	}
-	fmt.Fprintf(stdout, "# env: %s\n", bench.ReadEnv())
-	fmt.Fprintf(stdout, "# params: scenario=%s url=%s conns=%d conns-per-proc=%d publishers=%d size=%d rate=%s window=%d duration=%s messages=%d source-ips=%d\n",
-		full.Scenario, full.URL, full.Conns, full.ConnsPerProc, full.Publishers, full.Size, rateFlag{&full.Rate}, full.Window, full.Duration, full.Messages, len(full.SourceIPs))
+	return a.cfg.WithDefaults()
+}
 
-	var progress bench.Progress
-	if f, ok := stderr.(*os.File); ok && !quiet && term.IsTerminal(int(f.Fd())) {
-		progress = func(p bench.Point, phase string) {
-			fmt.Fprintf(stderr, "\r\033[K%-10s t=%3ds conns %d  deliveries/s %.0f  p99 %.2f ms  errors %d", phase, p.Second, p.Conns, p.Deliveries, p.P99, p.Errors)
+// progressLine is the live progress line on a terminal, or nil.
+func progressLine(stderr io.Writer, quiet bool) bench.Progress {
+	f, ok := stderr.(*os.File)
+	if !ok || quiet || !term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	return func(p bench.Point, phase string) {
+		fmt.Fprintf(stderr, "\r\033[K%-10s t=%3ds conns %d  deliveries/s %.0f  p99 %.2f ms  errors %d", phase, p.Second, p.Conns, p.Deliveries, p.P99, p.Errors)
+	}
+}
+
+// write saves res where -json and -report say.
+func (a *scenarioArgs) write(res *bench.Result) error {
+	if a.jsonPath != "" {
+		if err := res.WriteJSON(a.jsonPath); err != nil {
+			return err
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	res, err := bench.Run(ctx, cfg, progress)
-	if progress != nil {
-		fmt.Fprint(stderr, "\r\033[K")
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
-		return 1
-	}
-	res.WriteText(stdout)
-	if jsonPath != "" {
-		if err := res.WriteJSON(jsonPath); err != nil {
-			fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
-			return 1
+	if a.reportPath != "" {
+		if err := res.WriteHTML(a.reportPath); err != nil {
+			return err
 		}
 	}
-	if reportPath != "" {
-		if err := res.WriteHTML(reportPath); err != nil {
-			fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
-			return 1
-		}
-	}
-	return 0
+	return nil
 }
 
 func runBaseline(args []string, stderr io.Writer) int {
