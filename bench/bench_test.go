@@ -213,3 +213,26 @@ func TestParseIPs(t *testing.T) {
 		}
 	}
 }
+
+// Churning receivers come and go during the run (each comes back as a new
+// receiver while the old one's read handler may still be running: the race
+// detector watches that) and leave the counted receivers' figures exact.
+func TestChurnLeavesTheCountedReceiversExact(t *testing.T) {
+	url := serve(t, &cheatingHub{})
+	res, err := Run(context.Background(), Config{
+		Scenario: ScenarioChurn, URL: url, Conns: 20, Publishers: 1,
+		Messages: 100, Rate: 100, Duration: time.Minute, Drain: time.Second,
+		ChurnRate:      40,
+		ConnectWorkers: 1, // the first receiver to connect is the cheated one, and counted
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, f := res.Churn, res.Fanout
+	if c == nil || c.Closed == 0 || c.Reconnected == 0 || c.Failed != 0 {
+		t.Fatalf("churn %+v: want some closed and reconnected, none failed", c)
+	}
+	if f.Receivers != 18 || f.Sent != 100 || f.Lost != 10 || f.Duplicates != 1 || f.Reordered != 1 {
+		t.Fatalf("receivers %d sent %d lost %d dups %d reordered %d; want 18, 100, 10, 1, 1", f.Receivers, f.Sent, f.Lost, f.Duplicates, f.Reordered)
+	}
+}

@@ -289,9 +289,14 @@ func (p *recvPool) churn(ctx context.Context, rate float64) ChurnStats {
 			return st
 		case <-t.C:
 		}
-		r := pool[i%len(pool)]
-		r.hangUp()
+		k := i % len(pool)
+		old := pool[k]
+		old.hangUp()
 		st.Closed++
+		// A new receiver, not old reconnected: old's read handler may still
+		// be running after hangUp (netpoll runs one already submitted), and
+		// must find only its own, closed connection.
+		r := &receiver{pool: p, idx: old.idx, slot: old.slot, churn: true}
 		if err := p.open(ctx, r); err != nil {
 			if ctx.Err() != nil {
 				return st
@@ -299,6 +304,10 @@ func (p *recvPool) churn(ctx context.Context, rate float64) ChurnStats {
 			st.Failed++
 			continue
 		}
+		pool[k] = r
+		p.mu.Lock()
+		p.recvs[r.slot] = r
+		p.mu.Unlock()
 		st.Reconnected++
 	}
 }

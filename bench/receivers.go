@@ -36,6 +36,7 @@ type receiver struct {
 	slow   bool // never reads (scenario slow)
 	churn  bool // may be replaced (scenario churn): not counted for loss
 	stable bool // connected at the start and counted for loss
+	slot   int  // index in pool.recvs, set under pool.mu before it is shared
 
 	// Read side: touched only by the worker holding the read event.
 	parser frame.Parser
@@ -137,6 +138,7 @@ func (p *recvPool) connectAll(ctx context.Context, n int, slowEvery, churnEvery 
 				r.stable = !r.slow && !r.churn
 				if p.open(ctx, r) == nil {
 					p.mu.Lock()
+					r.slot = len(p.recvs)
 					p.recvs = append(p.recvs, r)
 					p.mu.Unlock()
 				}
