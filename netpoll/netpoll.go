@@ -88,7 +88,7 @@ type Poller struct {
 	log   *slog.Logger
 	in    *netpoll.Epoll
 	out   *netpoll.Epoll
-	pool  *ants.Pool
+	pool  *ants.PoolWithFunc // runs a task: *readSide, *writeSide or func()
 	panic atomic.Uint64
 
 	overloads  atomic.Uint64
@@ -99,11 +99,14 @@ type Poller struct {
 	// (drain) resubmits them in order; a handler is never dropped, because
 	// a dropped one-shot event would leave its descriptor silent forever.
 	mu      sync.Mutex
-	backlog []func() // guarded by mu
+	backlog []any // guarded by mu: tasks, as the pool takes them
 	kick    chan struct{}
 	done    chan struct{}
-	closed  atomic.Bool
-	drainWG sync.WaitGroup
+	// afterTaskFn is p.afterTask bound once: the drain submits it as a
+	// task of its own.
+	afterTaskFn func()
+	closed      atomic.Bool
+	drainWG     sync.WaitGroup
 }
 
 // New starts a Poller.
@@ -120,7 +123,8 @@ func New(cfg Config) (*Poller, error) {
 		kick: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}
-	pool, err := ants.NewPool(cfg.Workers,
+	p.afterTaskFn = p.afterTask
+	pool, err := ants.NewPoolWithFunc(cfg.Workers, p.runPooled,
 		ants.WithNonblocking(true),
 		ants.WithPanicHandler(func(v any) {
 			p.panic.Add(1)
@@ -150,14 +154,30 @@ func New(cfg Config) (*Poller, error) {
 	return p, nil
 }
 
+// Handler receives a Watch's events, on the pool. OnRead must end with
+// Watch.ResumeRead to get the next read event (or the descriptor goes
+// silent, as it should once it is closed); OnWrite runs after each
+// ArmWrite. Neither may block.
+type Handler interface {
+	OnRead(Event)
+	OnWrite(Event)
+}
+
+// funcs adapts two functions to a Handler.
+type funcs struct{ read, write func(Event) }
+
+func (f funcs) OnRead(ev Event)  { f.read(ev) }
+func (f funcs) OnWrite(ev Event) { f.write(ev) }
+
 // Watch is one descriptor's registration. Its handlers run on the pool,
 // at most one per side at a time.
+//
+// A Watch costs no allocation but itself (and the callback easygo keeps
+// per registration): tasks handed to the pool are pointers into it.
 type Watch struct {
 	p  *Poller
 	fd int
-
-	onRead  func(Event)
-	onWrite func(Event)
+	h  Handler
 
 	// The event that fired, stored by the epoll goroutine before the task
 	// is submitted and read by the task; the one-shot registration makes
@@ -178,26 +198,34 @@ type Watch struct {
 	// is still readable (level-triggered). Write handlers need no flag:
 	// their owner serializes them under its own lock.
 	reading atomic.Bool
-	// Method values bound once, so an event allocates nothing. run* go to
-	// the pool; *Task are the bare handlers the overload queue holds.
-	runRead, runWrite   func()
-	readTask, writeTask func()
+	rd      readSide  // the read task: &rd goes to the pool
+	wr      writeSide // the write task
 
 	mu       sync.Mutex
 	stopped  bool // guarded by mu
 	writeReg bool // guarded by mu: fd is in the write epoll
 }
 
-// Watch prepares a registration for fd; Start arms it. The two steps let
-// the caller store the Watch where its handlers find it before the first
-// event can fire. onRead runs on the pool after each read event and must
-// call ResumeRead to get the next one; onWrite runs after write readiness
-// armed by ArmWrite.
-func (p *Poller) Watch(fd int, onRead, onWrite func(Event)) *Watch {
-	w := &Watch{p: p, fd: fd, onRead: onRead, onWrite: onWrite}
-	w.runRead, w.runWrite = w.doRead, w.doWrite
-	w.readTask, w.writeTask = w.handleRead, w.handleWrite
+// readSide and writeSide are a Watch's two tasks, distinct types so the
+// pool's one function can tell them apart without a closure each.
+type (
+	readSide  struct{ w *Watch }
+	writeSide struct{ w *Watch }
+)
+
+// WatchHandler prepares a registration for fd whose events go to h; Start
+// arms it. The two steps let the caller store the Watch where its handlers
+// find it before the first event can fire.
+func (p *Poller) WatchHandler(fd int, h Handler) *Watch {
+	w := &Watch{p: p, fd: fd, h: h}
+	w.rd.w, w.wr.w = w, w
 	return w
+}
+
+// Watch is WatchHandler with the two handlers as functions (one small
+// allocation more than a Handler the caller already has).
+func (p *Poller) Watch(fd int, onRead, onWrite func(Event)) *Watch {
+	return p.WatchHandler(fd, funcs{onRead, onWrite})
 }
 
 // Start adds fd to the read epoll instance, armed for one event.
@@ -240,18 +268,32 @@ func (w *Watch) readReady(ev Event) {
 		return // a handler is in flight; its ResumeRead re-arms
 	}
 	w.rev.Swap(uint32(ev))
-	w.p.submit(w.runRead, w.readTask)
+	w.p.submit(&w.rd)
 }
 
 func (w *Watch) writeReady(ev Event) {
 	w.wev.Swap(uint32(ev))
-	w.p.submit(w.runWrite, w.writeTask)
+	w.p.submit(&w.wr)
 }
 
-func (w *Watch) handleRead()  { w.onRead(Event(w.rev.Load())) }
-func (w *Watch) handleWrite() { w.onWrite(Event(w.wev.Load())) }
-func (w *Watch) doRead()      { w.handleRead(); w.p.afterTask() }
-func (w *Watch) doWrite()     { w.handleWrite(); w.p.afterTask() }
+// run runs one task: a Watch's side or a Submit-ed function.
+func run(task any) {
+	switch t := task.(type) {
+	case *readSide:
+		t.w.h.OnRead(Event(t.w.rev.Load()))
+	case *writeSide:
+		t.w.h.OnWrite(Event(t.w.wev.Load()))
+	case func():
+		t()
+	}
+}
+
+// runPooled is the pool's function: the task, then whatever queued up
+// behind it while every worker was busy.
+func (p *Poller) runPooled(task any) {
+	run(task)
+	p.afterTask()
+}
 
 // ResumeRead ends the read handler and re-arms the read registration. It
 // is a no-op after Stop, so a late worker can never re-arm a descriptor
@@ -313,15 +355,15 @@ func (p *Poller) Submit(task func()) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
-	p.submit(func() { task(); p.afterTask() }, task)
+	p.submit(task)
 	return nil
 }
 
-// submit runs run on the pool or, with every worker busy, queues task
-// (run without the afterTask tail). Workers take queued tasks as soon as
-// they finish their own (afterTask); the drain goroutine is the fallback
-// for a task queued just as the last busy worker looked.
-func (p *Poller) submit(run, task func()) {
+// submit runs task on the pool or, with every worker busy, queues it.
+// Workers take queued tasks as soon as they finish their own (afterTask);
+// the drain goroutine is the fallback for a task queued just as the last
+// busy worker looked.
+func (p *Poller) submit(task any) {
 	p.dispatched.Add(1)
 	p.mu.Lock()
 	queued := len(p.backlog) > 0
@@ -333,14 +375,14 @@ func (p *Poller) submit(run, task func()) {
 		return
 	}
 	p.mu.Unlock()
-	err := p.pool.Submit(run)
+	err := p.pool.Invoke(task)
 	if err == nil {
 		return
 	}
 	if !errors.Is(err, ants.ErrPoolOverload) {
 		// ErrPoolClosed: the poller is shutting down. Run it here so a
 		// handler still sees its event (it will find its poller closed).
-		task()
+		run(task)
 		return
 	}
 	if n := p.overloads.Add(1); n&(n-1) == 0 { // log at 1, 2, 4, 8, ... overloads
@@ -367,11 +409,11 @@ func (p *Poller) afterTask() {
 		if task == nil {
 			return
 		}
-		task()
+		run(task)
 	}
 }
 
-func (p *Poller) pop() func() {
+func (p *Poller) pop() any {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.backlog) == 0 {
@@ -404,7 +446,7 @@ func (p *Poller) drain() {
 			}
 			continue
 		}
-		err := p.pool.Submit(p.afterTask)
+		err := p.pool.Invoke(p.afterTaskFn)
 		switch {
 		case err == nil:
 			backoff = 50 * time.Microsecond
@@ -451,7 +493,7 @@ func (p *Poller) Close() error {
 	p.drainWG.Wait()
 	// Handlers still queued get their (closing) event on this goroutine.
 	for task := p.pop(); task != nil; task = p.pop() {
-		task()
+		run(task)
 	}
 	errPool := p.pool.ReleaseTimeout(5 * time.Second)
 	return errors.Join(errIn, errOut, errPool)
