@@ -89,6 +89,16 @@ type Config struct {
 	// admit.Ticket, to be closed (1008) then. See JWTAuthenticator. Nil
 	// means no client auth.
 	Authenticate func(token string) (expires time.Time, err error)
+	// MessageTimeout closes (1008, counted as message_timeout) a client
+	// whose frame or fragmented message stays incomplete this long; only
+	// complete frames count as liveness for IdleTimeout. Zero means 5s;
+	// negative disables it.
+	MessageTimeout time.Duration
+	// MaxPartialBytes caps, server-wide, the read buffers connections hold
+	// for incomplete frames between reads; the connection whose buffer
+	// would pass it is closed (1008, counted as partial_limit). Zero means
+	// 64 MiB; negative: no cap.
+	MaxPartialBytes int64
 	// ClientRate limits each client's messages per second, with bursts
 	// of ClientBurst; a client over it is closed with 1008. Zero means no
 	// limit.
@@ -123,6 +133,12 @@ func DefaultConfig() Config { return Config{}.withDefaults() }
 func (c Config) withDefaults() Config {
 	if c.Path == "" {
 		c.Path = "/ws"
+	}
+	if c.MessageTimeout == 0 {
+		c.MessageTimeout = 5 * time.Second
+	}
+	if c.MaxPartialBytes == 0 {
+		c.MaxPartialBytes = 64 << 20
 	}
 	if c.Shards <= 0 {
 		c.Shards = 16
@@ -201,5 +217,6 @@ func (c Config) hubConfig() hub.Config {
 
 func (c Config) wsConfig() wsconn.Config {
 	return wsconn.Config{MaxMessage: c.MaxMessage, ReceiveOnly: c.ReceiveOnly, IdleTimeout: c.IdleTimeout,
+		MessageTimeout: c.MessageTimeout, MaxPartialBytes: c.MaxPartialBytes,
 		ClientRate: c.ClientRate, ClientBurst: c.ClientBurst, Logger: c.Logger}
 }

@@ -13,22 +13,24 @@ type CloseReason = outbound.CloseReason
 
 // Close reasons (see package outbound).
 const (
-	ReasonNone          = outbound.ReasonNone
-	ReasonClientClose   = outbound.ReasonClientClose
-	ReasonClientGone    = outbound.ReasonClientGone
-	ReasonProtocolError = outbound.ReasonProtocolError
-	ReasonInvalidData   = outbound.ReasonInvalidData
-	ReasonTooBig        = outbound.ReasonTooBig
-	ReasonPolicy        = outbound.ReasonPolicy
-	ReasonSlowConsumer  = outbound.ReasonSlowConsumer
-	ReasonIdleTimeout   = outbound.ReasonIdleTimeout
-	ReasonShutdown      = outbound.ReasonShutdown
-	ReasonReadError     = outbound.ReasonReadError
-	ReasonWriteError    = outbound.ReasonWriteError
-	ReasonRateLimit     = outbound.ReasonRateLimit
-	ReasonTokenExpired  = outbound.ReasonTokenExpired
-	ReasonInternalError = outbound.ReasonInternalError
-	numReasons          = outbound.NumReasons
+	ReasonNone           = outbound.ReasonNone
+	ReasonClientClose    = outbound.ReasonClientClose
+	ReasonClientGone     = outbound.ReasonClientGone
+	ReasonProtocolError  = outbound.ReasonProtocolError
+	ReasonInvalidData    = outbound.ReasonInvalidData
+	ReasonTooBig         = outbound.ReasonTooBig
+	ReasonPolicy         = outbound.ReasonPolicy
+	ReasonSlowConsumer   = outbound.ReasonSlowConsumer
+	ReasonIdleTimeout    = outbound.ReasonIdleTimeout
+	ReasonShutdown       = outbound.ReasonShutdown
+	ReasonReadError      = outbound.ReasonReadError
+	ReasonWriteError     = outbound.ReasonWriteError
+	ReasonRateLimit      = outbound.ReasonRateLimit
+	ReasonTokenExpired   = outbound.ReasonTokenExpired
+	ReasonInternalError  = outbound.ReasonInternalError
+	ReasonMessageTimeout = outbound.ReasonMessageTimeout
+	ReasonPartialLimit   = outbound.ReasonPartialLimit
+	numReasons           = outbound.NumReasons
 )
 
 // Reasons lists every close reason, for exporters.

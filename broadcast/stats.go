@@ -10,20 +10,21 @@ type HistSnapshot = hub.HistSnapshot
 
 // Stats is a snapshot of a Server's counters. Counters only grow.
 type Stats struct {
-	Conns       int64              // connections in the hub (open or closing)
-	Handshaking int64              // upgrades in progress
-	Accepted    uint64             // upgrades completed
-	Rejected    [numRejects]uint64 // upgrades refused, by RejectKind
-	Closes      [numReasons]uint64 // connections ended, by CloseReason
-	MessagesIn  uint64             // complete data messages read from clients
-	Published   uint64             // messages broadcast: accepted into the hub (clients, Publish, bus)
-	Refused     uint64             // publishes refused (backlog full, shutting down, bus)
-	Deliveries  uint64             // messages handed to connections (written or queued)
-	Dropped     uint64             // messages dropped under SlowDrop
-	BytesOut    uint64             // bytes written to sockets
-	Writes      uint64             // socket writes (each may carry several frames)
-	QueuedBytes int64              // bytes waiting in outbound queues now
-	Poller      netpoll.Stats      // worker pool
+	Conns        int64              // connections in the hub (open or closing)
+	Handshaking  int64              // upgrades in progress
+	Accepted     uint64             // upgrades completed
+	Rejected     [numRejects]uint64 // upgrades refused, by RejectKind
+	Closes       [numReasons]uint64 // connections ended, by CloseReason
+	MessagesIn   uint64             // complete data messages read from clients
+	Published    uint64             // messages broadcast: accepted into the hub (clients, Publish, bus)
+	Refused      uint64             // publishes refused (backlog full, shutting down, bus)
+	Deliveries   uint64             // messages handed to connections (written or queued)
+	Dropped      uint64             // messages dropped under SlowDrop
+	BytesOut     uint64             // bytes written to sockets
+	Writes       uint64             // socket writes (each may carry several frames)
+	QueuedBytes  int64              // bytes waiting in outbound queues now
+	PartialBytes int64              // read buffers held for incomplete frames now (≤ MaxPartialBytes)
+	Poller       netpoll.Stats      // worker pool
 
 	FanoutDuration HistSnapshot // seconds per shard batch
 	QueueSizes     HistSnapshot // bytes, sampled each sweep for queued connections
@@ -51,6 +52,7 @@ func (s *Server) Stats() Stats {
 		BytesOut:       out.BytesOut,
 		Writes:         out.Writes,
 		QueuedBytes:    out.QueuedBytes,
+		PartialBytes:   s.ws.PartialBytes(),
 		Poller:         s.poller.Stats(),
 		FanoutDuration: h.FanoutDuration,
 		QueueSizes:     h.QueueSizes,

@@ -54,22 +54,24 @@ type Owner interface {
 // 600 bytes a connection), and fd is all that is kept. Reads and writes
 // are plain non-blocking syscalls. Embed it and call Init.
 type Conn struct {
+	// Fields are ordered for packing: this struct is paid once per
+	// connection, idle or not.
 	env   *Env
 	owner Owner
 	id    uint64
 	fd    int
-	fdref atomic.Int32 // readers holding fd, plus fdClosed once close was asked
 	watch *netpoll.Watch
+	fdref atomic.Int32  // readers holding fd, plus fdClosed once close was asked
 	state atomic.Uint32 // State; written with mu held, read anywhere
 
 	mu           sync.Mutex
-	reason       CloseReason // guarded by mu: why it is closing
 	outq         [][]byte    // guarded by mu: frames not fully written; nil when empty
 	outOff       int         // guarded by mu: bytes of outq[0] already written
 	outBytes     int         // guarded by mu: bytes in outq not yet written
+	lingerUntil  int64       // guarded by mu: closing: unix ns after which the socket is closed anyway
+	reason       CloseReason // guarded by mu: why it is closing
 	writeArmed   bool        // guarded by mu: waiting for EPOLLOUT
 	closeAtFlush bool        // guarded by mu: closing: close the socket once the queue drains
-	lingerUntil  int64       // guarded by mu: closing: unix ns after which the socket is closed anyway
 	dropLogged   bool        // guarded by mu: this drop episode has been logged
 }
 
@@ -78,11 +80,11 @@ func (c *Conn) Init(env *Env, owner Owner, id uint64, fd int) {
 	c.env, c.owner, c.id, c.fd = env, owner, id, fd
 }
 
-// Watch registers the fd with p (not armed yet: Start the result).
-// onRead runs on the pool after each read event; write readiness is the
-// core's own.
-func (c *Conn) Watch(p *netpoll.Poller, onRead func(netpoll.Event)) *netpoll.Watch {
-	c.watch = p.Watch(c.fd, onRead, c.onWrite)
+// Watch registers the fd with p (not armed yet: Start the result). h is
+// the codec around the core: its OnRead runs on the pool after each read
+// event, and it gets the core's OnWrite by embedding Conn.
+func (c *Conn) Watch(p *netpoll.Poller, h netpoll.Handler) *netpoll.Watch {
+	c.watch = p.WatchHandler(c.fd, h)
 	return c.watch
 }
 

@@ -6,40 +6,44 @@ type CloseReason uint8
 
 // Close reasons.
 const (
-	ReasonNone          CloseReason = iota
-	ReasonClientClose               // the client sent a close frame
-	ReasonClientGone                // EOF or reset without a close frame
-	ReasonProtocolError             // malformed frame: closed with 1002
-	ReasonInvalidData               // invalid UTF-8: closed with 1007
-	ReasonTooBig                    // message over MaxMessage: closed with 1009
-	ReasonPolicy                    // data from a receive-only client: closed with 1008
-	ReasonSlowConsumer              // outbound queue over QueueBytes: closed with 1008
-	ReasonIdleTimeout               // nothing read for IdleTimeout: closed with 1001
-	ReasonShutdown                  // server shutting down: closed with 1001
-	ReasonReadError                 // read failed (not EOF)
-	ReasonWriteError                // write failed
-	ReasonRateLimit                 // over the client message rate: closed with 1008
-	ReasonTokenExpired              // the token it connected with expired: closed with 1008
-	ReasonInternalError             // a handler panicked: torn down, logged with its stack
+	ReasonNone           CloseReason = iota
+	ReasonClientClose                // the client sent a close frame
+	ReasonClientGone                 // EOF or reset without a close frame
+	ReasonProtocolError              // malformed frame: closed with 1002
+	ReasonInvalidData                // invalid UTF-8: closed with 1007
+	ReasonTooBig                     // message over MaxMessage: closed with 1009
+	ReasonPolicy                     // data from a receive-only client: closed with 1008
+	ReasonSlowConsumer               // outbound queue over QueueBytes: closed with 1008
+	ReasonIdleTimeout                // nothing read for IdleTimeout: closed with 1001
+	ReasonShutdown                   // server shutting down: closed with 1001
+	ReasonReadError                  // read failed (not EOF)
+	ReasonWriteError                 // write failed
+	ReasonRateLimit                  // over the client message rate: closed with 1008
+	ReasonTokenExpired               // the token it connected with expired: closed with 1008
+	ReasonInternalError              // a handler panicked: torn down, logged with its stack
+	ReasonMessageTimeout             // a frame or message left incomplete too long: closed with 1008
+	ReasonPartialLimit               // partial reads server-wide over their cap: closed with 1008
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
-	ReasonNone:          "none",
-	ReasonClientClose:   "client_close",
-	ReasonClientGone:    "client_gone",
-	ReasonProtocolError: "protocol_error",
-	ReasonInvalidData:   "invalid_data",
-	ReasonTooBig:        "too_big",
-	ReasonPolicy:        "policy",
-	ReasonSlowConsumer:  "slow_consumer",
-	ReasonIdleTimeout:   "idle_timeout",
-	ReasonShutdown:      "shutdown",
-	ReasonReadError:     "read_error",
-	ReasonWriteError:    "write_error",
-	ReasonRateLimit:     "rate_limit",
-	ReasonTokenExpired:  "token_expired",
-	ReasonInternalError: "internal_error",
+	ReasonNone:           "none",
+	ReasonClientClose:    "client_close",
+	ReasonClientGone:     "client_gone",
+	ReasonProtocolError:  "protocol_error",
+	ReasonInvalidData:    "invalid_data",
+	ReasonTooBig:         "too_big",
+	ReasonPolicy:         "policy",
+	ReasonSlowConsumer:   "slow_consumer",
+	ReasonIdleTimeout:    "idle_timeout",
+	ReasonShutdown:       "shutdown",
+	ReasonReadError:      "read_error",
+	ReasonWriteError:     "write_error",
+	ReasonRateLimit:      "rate_limit",
+	ReasonTokenExpired:   "token_expired",
+	ReasonInternalError:  "internal_error",
+	ReasonMessageTimeout: "message_timeout",
+	ReasonPartialLimit:   "partial_limit",
 }
 
 func (r CloseReason) String() string {

@@ -226,8 +226,10 @@ func (c *Conn) flushLocked(iov *[]unix.Iovec) {
 	}
 }
 
-// onWrite runs on a worker when the socket, full before, can take more.
-func (c *Conn) onWrite(ev netpoll.Event) {
+// OnWrite implements netpoll.Handler's write side (the codec embedding
+// Conn gets it): it runs on a worker when the socket, full before, can
+// take more.
+func (c *Conn) OnWrite(ev netpoll.Event) {
 	defer c.Recover("write")
 	c.mu.Lock()
 	defer c.mu.Unlock()

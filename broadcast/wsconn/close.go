@@ -12,6 +12,8 @@ var (
 	goodbyeShutdown = frame.Close(ws.StatusGoingAway, "server shutting down")
 	goodbyeIdle     = frame.Close(ws.StatusGoingAway, "idle timeout")
 	goodbyeSlow     = frame.Close(ws.StatusPolicyViolation, "slow consumer")
+	goodbyeTimeout  = frame.Close(ws.StatusPolicyViolation, "message timeout")
+	goodbyeBusy     = frame.Close(ws.StatusPolicyViolation, "server busy: too many partial messages")
 )
 
 // Closes a connection raises itself while reading (the parser raises the

@@ -42,6 +42,16 @@ type Config struct {
 	// IdleTimeout closes (1001) a client from which nothing was read for
 	// that long; pongs count. Zero or negative: never.
 	IdleTimeout time.Duration
+	// MessageTimeout closes (1008) a client whose frame or fragmented
+	// message stays incomplete that long: a client that trickles bytes
+	// holds a buffer, and only complete frames count as liveness. Zero
+	// means 5s; negative: never.
+	MessageTimeout time.Duration
+	// MaxPartialBytes caps, server-wide, the read buffers held by
+	// connections between read events for an incomplete frame. A
+	// connection whose buffer would take the total over it is closed
+	// (1008). Zero means 64 MiB; negative: no cap.
+	MaxPartialBytes int64
 	// ClientRate limits each client's messages per second, with bursts
 	// of ClientBurst; over it closes with 1008. Zero: no limit.
 	ClientRate float64
@@ -71,8 +81,9 @@ type Env struct {
 	poller *netpoll.Poller
 	node   Node
 
-	logProto, logRefused *lograte.Limiter
-	messagesIn           atomic.Uint64
+	logProto, logRefused, logBusy *lograte.Limiter
+	messagesIn                    atomic.Uint64
+	partialBytes                  atomic.Int64 // read buffers held between events, all connections
 }
 
 // NewEnv returns the shared state of connections that write through out,
@@ -80,6 +91,12 @@ type Env struct {
 func NewEnv(cfg Config, out *outbound.Env, h *hub.Hub, p *netpoll.Poller, node Node) *Env {
 	if cfg.MaxMessage <= 0 {
 		cfg.MaxMessage = frame.DefaultMaxMessage
+	}
+	if cfg.MessageTimeout == 0 {
+		cfg.MessageTimeout = 5 * time.Second
+	}
+	if cfg.MaxPartialBytes == 0 {
+		cfg.MaxPartialBytes = 64 << 20
 	}
 	if cfg.ClientRate > 0 && cfg.ClientBurst <= 0 {
 		cfg.ClientBurst = max(1, int(cfg.ClientRate))
@@ -91,11 +108,16 @@ func NewEnv(cfg Config, out *outbound.Env, h *hub.Hub, p *netpoll.Poller, node N
 		cfg: cfg, log: cfg.Logger, out: out, hub: h, poller: p, node: node,
 		logProto:   lograte.New(5, 10),
 		logRefused: lograte.New(5, 10),
+		logBusy:    lograte.New(1, 5),
 	}
 }
 
 // MessagesIn is the count of complete data messages read from clients.
 func (e *Env) MessagesIn() uint64 { return e.messagesIn.Load() }
+
+// PartialBytes is the read buffer capacity connections hold now for
+// incomplete frames (bounded by Config.MaxPartialBytes).
+func (e *Env) PartialBytes() int64 { return e.partialBytes.Load() }
 
 // Conn is one upgraded WebSocket client.
 type Conn struct {
@@ -105,7 +127,9 @@ type Conn struct {
 
 	parser   frame.Parser
 	rbuf     []byte        // unparsed tail; nil unless a frame is incomplete
-	lastRead atomic.Int64  // unix nanoseconds of the last bytes read
+	held     atomic.Int64  // cap(rbuf) counted in Env.partialBytes
+	lastRead atomic.Int64  // unix nanoseconds of the last complete frame
+	partial  atomic.Int64  // unix ns since which a frame or message is incomplete; 0: none
 	limiter  *rate.Limiter // ClientRate; nil without one
 
 	// Ticket is the admission the connection holds; its Node releases it
@@ -133,7 +157,7 @@ func New(env *Env, id uint64, fd int) *Conn {
 // published from that moment on, its own first one included. On failure
 // the connection is torn down (and counted) and the error returned.
 func (c *Conn) Start(first []byte) error {
-	w := c.Watch(c.env.poller, c.onRead)
+	w := c.Watch(c.env.poller, c)
 	c.Lock()
 	c.QueueLocked(first)
 	c.Unlock()
@@ -182,6 +206,11 @@ func (c *Conn) Sweep(now int64, ping bool) (queued int) {
 			c.CloseLocked(goodbyeIdle, outbound.ReasonIdleTimeout, false)
 			return queued
 		}
+		if mt, since := int64(c.env.cfg.MessageTimeout), c.partial.Load(); mt > 0 && since != 0 && now-since > mt {
+			c.env.logProto.Warn(c.env.log, "closing connection: incomplete message too long", "conn", c.ID(), "remote", c.Remote(), "timeout", c.env.cfg.MessageTimeout)
+			c.CloseLocked(goodbyeTimeout, outbound.ReasonMessageTimeout, false)
+			return queued
+		}
 		if ping {
 			c.SendControlLocked(ws.CompiledPing)
 		}
@@ -213,6 +242,7 @@ func (c *Conn) Goodbye(reason outbound.CloseReason) []byte {
 
 // TornDown implements outbound.Owner.
 func (c *Conn) TornDown(reason outbound.CloseReason, err error) {
+	c.unholdPartial() // no read event may come to do it
 	c.env.hub.Remove(c)
 	c.env.node.Closed(c, reason, err)
 }

@@ -16,10 +16,11 @@ import (
 // once if more is waiting).
 const readBudget = 64 << 10
 
-// onRead runs on a worker after epoll reports the connection readable. It
-// reads what is there without blocking, parses every complete frame, keeps
-// an incomplete tail (and only then a buffer), and re-arms the connection.
-func (c *Conn) onRead(ev netpoll.Event) {
+// OnRead implements netpoll.Handler: it runs on a worker after epoll
+// reports the connection readable. It reads what is there without
+// blocking, parses every complete frame, keeps an incomplete tail (and
+// only then a buffer), and re-arms the connection.
+func (c *Conn) OnRead(ev netpoll.Event) {
 	defer c.Recover("read")
 	if netpoll.Closed(ev) {
 		c.Teardown(outbound.ReasonShutdown, nil)
@@ -47,6 +48,9 @@ func (c *Conn) onRead(ev netpoll.Event) {
 	if len(c.rbuf) == 0 {
 		c.env.out.PutBuf(c.rbuf)
 		c.rbuf = nil
+	}
+	if !c.holdPartial() {
+		return
 	}
 	if err := c.ResumeRead(); err != nil {
 		c.releaseRead()
@@ -80,9 +84,37 @@ func (c *Conn) readOnce() (n int, alive bool) {
 		c.Teardown(outbound.ReasonClientGone, nil)
 		return 0, false
 	}
-	c.lastRead.Store(time.Now().UnixNano())
 	c.rbuf = buf[:len(buf)+n]
 	return n, true
+}
+
+// holdPartial accounts for the buffer the connection keeps until its next
+// read event, and starts (or ends) its incomplete-message clock. Over
+// MaxPartialBytes server-wide, the connection is closed instead: false.
+func (c *Conn) holdPartial() bool {
+	if len(c.rbuf) > 0 || c.parser.Pending() {
+		if c.partial.Load() == 0 {
+			c.partial.Store(time.Now().UnixNano())
+		}
+	} else if c.partial.Load() != 0 {
+		c.partial.Store(0)
+	}
+	keep := int64(cap(c.rbuf))
+	delta := keep - c.held.Swap(keep)
+	total := c.env.partialBytes.Add(delta)
+	if limit := c.env.cfg.MaxPartialBytes; delta > 0 && limit > 0 && total > limit {
+		c.env.logBusy.Warn(c.env.log, "closing connection: partial reads over their cap", "conn", c.ID(), "partial_bytes", total, "limit", limit)
+		c.releaseRead()
+		c.Lock()
+		defer c.Unlock()
+		c.CloseLocked(goodbyeBusy, outbound.ReasonPartialLimit, false)
+		// Closing: it reads on only to see the client's answering close.
+		if err := c.ResumeRead(); err != nil {
+			c.TeardownLocked(outbound.ReasonPartialLimit, err)
+		}
+		return false
+	}
+	return true
 }
 
 // readBuffer returns the buffer to read into: the pending tail, a pooled
@@ -112,6 +144,11 @@ func (c *Conn) readBuffer() []byte {
 // the incomplete tail. It returns false once the connection is dead.
 func (c *Conn) parse() bool {
 	used, err := c.parser.Parse(c.rbuf, c)
+	if used > 0 {
+		// Only complete frames are liveness: a client that trickles
+		// half a frame is idle.
+		c.lastRead.Store(time.Now().UnixNano())
+	}
 	c.rbuf = c.rbuf[:copy(c.rbuf, c.rbuf[used:])]
 	if err == nil {
 		return true
@@ -131,7 +168,16 @@ func (c *Conn) releaseRead() {
 		c.env.out.PutBuf(c.rbuf)
 		c.rbuf = nil
 	}
+	c.unholdPartial()
 	c.parser.Reset()
+}
+
+// unholdPartial takes the connection's buffer out of Env.partialBytes. The
+// read side and the teardown both may; each add is matched by one swap.
+func (c *Conn) unholdPartial() {
+	if old := c.held.Swap(0); old != 0 {
+		c.env.partialBytes.Add(-old)
+	}
 }
 
 // parseFailed starts the close a frame.CloseError asks for.

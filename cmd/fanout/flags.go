@@ -118,6 +118,8 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.FlushDelay, "flush-delay", c.FlushDelay, "batching window (`duration`): wait this long after a message so the next ones share its writev; trades latency for throughput; 0 writes at once")
 	fs.IntVar(&c.Backlog, "backlog", c.Backlog, "published messages that may wait for the slowest shard (`n`); more are refused")
 	fs.IntVar(&c.ReadBufferSize, "read-buffer", c.ReadBufferSize, "initial read buffer per busy connection in `bytes` (idle ones hold none)")
+	fs.DurationVar(&c.MessageTimeout, "message-timeout", c.MessageTimeout, "close (1008) a client whose frame or message stays incomplete this long (`duration`); only complete frames count as liveness; negative disables")
+	fs.Int64Var(&c.MaxPartialBytes, "max-partial-bytes", c.MaxPartialBytes, "server-wide cap on read buffers held for incomplete frames (`bytes`); the client that would pass it is closed (1008); negative: no cap")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", o.shutdownTimeout, "on SIGTERM/SIGINT, how long to wait for clients to close (`duration`)")
 	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log `format`: text or json")

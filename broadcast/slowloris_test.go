@@ -1,0 +1,68 @@
+package broadcast_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/fanout/fanout/broadcast"
+)
+
+// A client that trickles an unfinished frame, a byte at a time, is
+// closed with 1008 once the frame is older than MessageTimeout, whatever
+// its bytes keep arriving; before, every byte counted as liveness and the
+// client held its buffer forever.
+func TestTrickledFrameTimesOut(t *testing.T) {
+	s := startServer(t, broadcast.Config{MessageTimeout: 300 * time.Millisecond, PingInterval: -1, IdleTimeout: time.Hour, CloseTimeout: 200 * time.Millisecond})
+	c := dialRaw(t, s.addr)
+	f := masked(0x81, make([]byte, 100)) // a text frame, never finished
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // one byte every 50 ms until the server gives up
+		for i := 0; i < len(f)-1; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if _, err := c.Write(f[i : i+1]); err != nil {
+				return
+			}
+		}
+	}()
+	if reason := c.expectClose(t, ws.StatusPolicyViolation); reason != "message timeout" {
+		t.Fatalf("close reason %q, want \"message timeout\"", reason)
+	}
+	waitFor(t, "the close to be counted", func() bool { return s.Stats().Closed(broadcast.ReasonMessageTimeout) == 1 })
+}
+
+// Read buffers held for incomplete frames are capped server-wide: the
+// clients whose buffers would pass MaxPartialBytes are closed (1008),
+// the rest keep theirs, and the total held stays under the cap.
+func TestPartialReadsAreCapped(t *testing.T) {
+	const limit = 64 << 10
+	s := startServer(t, broadcast.Config{MaxPartialBytes: limit, MessageTimeout: time.Hour, ReadBufferSize: 4096, CloseTimeout: 200 * time.Millisecond})
+	var clients []*rawClient
+	for i := 0; i < 24; i++ {
+		c := dialRaw(t, s.addr)
+		// A 30 KiB frame's first 6 KiB: the server holds a grown buffer.
+		f := masked(0x82, make([]byte, 30<<10))
+		c.send(t, f[:6<<10])
+		clients = append(clients, c)
+	}
+	waitFor(t, "clients closed for the partial cap", func() bool { return s.Stats().Closed(broadcast.ReasonPartialLimit) > 0 })
+	if held := s.Stats().PartialBytes; held > limit {
+		t.Fatalf("%d bytes held for partial frames, over the cap of %d", held, limit)
+	}
+	closed := int(s.Stats().Closed(broadcast.ReasonPartialLimit))
+	if closed == len(clients) {
+		t.Fatalf("all %d clients closed; the cap should leave room for some", closed)
+	}
+	for _, c := range clients[:1] { // the first one had room: it finishes its message
+		f := masked(0x82, make([]byte, 30<<10))
+		c.send(t, f[6<<10:])
+	}
+	waitFor(t, fmt.Sprintf("the first client's message (held %d)", s.Stats().PartialBytes), func() bool { return s.Stats().Published >= 1 })
+}
