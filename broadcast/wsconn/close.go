@@ -13,6 +13,7 @@ var (
 	goodbyeIdle     = frame.Close(ws.StatusGoingAway, "idle timeout")
 	goodbyeSlow     = frame.Close(ws.StatusPolicyViolation, "slow consumer")
 	goodbyeTimeout  = frame.Close(ws.StatusPolicyViolation, "message timeout")
+	goodbyeExpired  = frame.Close(ws.StatusPolicyViolation, "token expired")
 	goodbyeBusy     = frame.Close(ws.StatusPolicyViolation, "server busy: too many partial messages")
 )
 

@@ -194,8 +194,9 @@ func (c *Conn) Deliver(frames [][]byte, size int, iov *[]unix.Iovec) (delivered,
 	return delivered, dropped
 }
 
-// Sweep implements hub.Subscriber: the idle timeout, pings, and giving up
-// on a closing client that never took its close frame.
+// Sweep implements hub.Subscriber: the idle timeout, the token's expiry,
+// the incomplete-message timeout, pings, and giving up on a closing client
+// that never took its close frame.
 func (c *Conn) Sweep(now int64, ping bool) (queued int) {
 	c.Lock()
 	defer c.Unlock()
@@ -204,6 +205,10 @@ func (c *Conn) Sweep(now int64, ping bool) (queued int) {
 	case outbound.StateOpen:
 		if idle := int64(c.env.cfg.IdleTimeout); idle > 0 && now-c.lastRead.Load() > idle {
 			c.CloseLocked(goodbyeIdle, outbound.ReasonIdleTimeout, false)
+			return queued
+		}
+		if exp := c.Ticket.Expires(); exp != 0 && now >= exp {
+			c.CloseLocked(goodbyeExpired, outbound.ReasonTokenExpired, false)
 			return queued
 		}
 		if mt, since := int64(c.env.cfg.MessageTimeout), c.partial.Load(); mt > 0 && since != 0 && now-since > mt {
