@@ -88,7 +88,7 @@ type Poller struct {
 	log   *slog.Logger
 	in    *netpoll.Epoll
 	out   *netpoll.Epoll
-	pool  *ants.PoolWithFunc // runs a task: *readSide, *writeSide or func()
+	pool  *ants.PoolWithFunc // runs a task: *Watch (read), *writeSide or func()
 	panic atomic.Uint64
 
 	overloads  atomic.Uint64
@@ -172,12 +172,13 @@ func (f funcs) OnWrite(ev Event) { f.write(ev) }
 // Watch is one descriptor's registration. Its handlers run on the pool,
 // at most one per side at a time.
 //
-// A Watch costs no allocation but itself (and the callback easygo keeps
-// per registration): tasks handed to the pool are pointers into it.
+// A Watch costs no allocation but itself, 48 bytes (and the callback
+// easygo keeps per registration): the tasks handed to the pool are the
+// Watch itself, as a *Watch (read) or a *writeSide (write).
 type Watch struct {
 	p  *Poller
-	fd int
 	h  Handler
+	fd int32
 
 	// The event that fired, stored by the epoll goroutine before the task
 	// is submitted and read by the task; the one-shot registration makes
@@ -187,7 +188,7 @@ type Watch struct {
 	// the next worker runs (the kernel orders it too, but the race
 	// detector cannot see through epoll_ctl).
 	rev, wev atomic.Uint32
-	// reading is set while a read handler is in flight, from the event's
+	// flagReading is set while a read handler is in flight, from the event's
 	// dispatch until ResumeRead. easygo dispatches by fd number after
 	// epoll_wait returns: if the fd was closed and its number reused in
 	// between, a stale event reaches the new descriptor's Watch while its
@@ -197,29 +198,33 @@ type Watch struct {
 	// one-shot registration, which fires again at once if the descriptor
 	// is still readable (level-triggered). Write handlers need no flag:
 	// their owner serializes them under its own lock.
-	reading atomic.Bool
-	rd      readSide  // the read task: &rd goes to the pool
-	wr      writeSide // the write task
-
-	mu       sync.Mutex
-	stopped  bool // guarded by mu
-	writeReg bool // guarded by mu: fd is in the write epoll
+	//
+	// flagStopped and flagWriteReg share the word: they change with mu
+	// held and are read with mu held, but live here to keep a Watch at 48
+	// bytes (it is paid once per connection).
+	flags atomic.Uint32
+	mu    sync.Mutex
 }
 
-// readSide and writeSide are a Watch's two tasks, distinct types so the
-// pool's one function can tell them apart without a closure each.
-type (
-	readSide  struct{ w *Watch }
-	writeSide struct{ w *Watch }
+// Watch.flags bits.
+const (
+	flagReading  = 1 << iota // a read handler is in flight
+	flagStopped              // Stop was called
+	flagWriteReg             // fd is in the write epoll
 )
+
+func (w *Watch) is(f uint32) bool { return w.flags.Load()&f != 0 }
+
+// writeSide is a Watch seen as its write task: the same memory, another
+// type, so the pool's one function tells the two tasks apart without a
+// closure each.
+type writeSide Watch
 
 // WatchHandler prepares a registration for fd whose events go to h; Start
 // arms it. The two steps let the caller store the Watch where its handlers
 // find it before the first event can fire.
 func (p *Poller) WatchHandler(fd int, h Handler) *Watch {
-	w := &Watch{p: p, fd: fd, h: h}
-	w.rd.w, w.wr.w = w, w
-	return w
+	return &Watch{p: p, fd: int32(fd), h: h}
 }
 
 // Watch is WatchHandler with the two handlers as functions (one small
@@ -233,7 +238,7 @@ func (w *Watch) Start() error {
 	if w.p.closed.Load() {
 		return ErrClosed
 	}
-	err := add(w.p.in, w.fd, readEvents, w.readReady)
+	err := add(w.p.in, int(w.fd), readEvents, w.readReady)
 	switch {
 	case errors.Is(err, netpoll.ErrRegistered):
 		return fmt.Errorf("%w: fd %d", ErrRegistered, w.fd)
@@ -260,29 +265,29 @@ func add(ep *netpoll.Epoll, fd int, events netpoll.EpollEvent, cb func(netpoll.E
 }
 
 // FD returns the watched descriptor.
-func (w *Watch) FD() int { return w.fd }
+func (w *Watch) FD() int { return int(w.fd) }
 
 func (w *Watch) readReady(ev Event) {
-	if !w.reading.CompareAndSwap(false, true) {
+	if w.flags.Or(flagReading)&flagReading != 0 {
 		w.p.stale.Add(1)
 		return // a handler is in flight; its ResumeRead re-arms
 	}
 	w.rev.Swap(uint32(ev))
-	w.p.submit(&w.rd)
+	w.p.submit(w)
 }
 
 func (w *Watch) writeReady(ev Event) {
 	w.wev.Swap(uint32(ev))
-	w.p.submit(&w.wr)
+	w.p.submit((*writeSide)(w))
 }
 
 // run runs one task: a Watch's side or a Submit-ed function.
 func run(task any) {
 	switch t := task.(type) {
-	case *readSide:
-		t.w.h.OnRead(Event(t.w.rev.Load()))
+	case *Watch:
+		t.h.OnRead(Event(t.rev.Load()))
 	case *writeSide:
-		t.w.h.OnWrite(Event(t.w.wev.Load()))
+		t.h.OnWrite(Event(t.wev.Load()))
 	case func():
 		t()
 	}
@@ -302,13 +307,13 @@ func (p *Poller) runPooled(task any) {
 func (w *Watch) ResumeRead() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.stopped {
+	if w.is(flagStopped) {
 		return ErrClosed
 	}
 	w.rev.Store(0) // publishes this worker's writes to the next one
 	// Before the re-arm: once armed, the next event may fire at once.
-	w.reading.Store(false)
-	return w.p.in.Mod(w.fd, readEvents)
+	w.flags.And(^uint32(flagReading))
+	return w.p.in.Mod(int(w.fd), readEvents)
 }
 
 // ArmWrite asks for one write-readiness event: onWrite runs on the pool
@@ -317,17 +322,17 @@ func (w *Watch) ResumeRead() error {
 func (w *Watch) ArmWrite() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.stopped {
+	if w.is(flagStopped) {
 		return ErrClosed
 	}
 	w.wev.Store(0)
-	if w.writeReg {
-		return w.p.out.Mod(w.fd, writeEvents)
+	if w.is(flagWriteReg) {
+		return w.p.out.Mod(int(w.fd), writeEvents)
 	}
-	if err := add(w.p.out, w.fd, writeEvents, w.writeReady); err != nil {
+	if err := add(w.p.out, int(w.fd), writeEvents, w.writeReady); err != nil {
 		return err
 	}
-	w.writeReg = true
+	w.flags.Or(flagWriteReg)
 	return nil
 }
 
@@ -337,15 +342,15 @@ func (w *Watch) ArmWrite() error {
 func (w *Watch) Stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.stopped {
+	if w.is(flagStopped) {
 		return
 	}
-	w.stopped = true
+	w.flags.Or(flagStopped)
 	// Errors here mean the poller is closing (ErrClosed) or the fd is
 	// already gone from the set; either way it is no longer watched.
-	_ = w.p.in.Del(w.fd)
-	if w.writeReg {
-		_ = w.p.out.Del(w.fd)
+	_ = w.p.in.Del(int(w.fd))
+	if w.is(flagWriteReg) {
+		_ = w.p.out.Del(int(w.fd))
 	}
 }
 
