@@ -39,6 +39,12 @@ type options struct {
 
 	// As given, before readSecrets and configure split and read them.
 	origins, keys, keysFile, secretFile string
+
+	// given names, for each flag set on the command line or present in
+	// the environment (empty or not), where: "-flag" or "FANOUT_FLAG".
+	given map[string]string
+	// warnings are logged once the logger exists (run).
+	warnings []string
 }
 
 // defaults returns the options before any flag: the server's from
@@ -62,15 +68,18 @@ func defaults() *options {
 	}
 }
 
-// parseFlags reads args, then the environment for flags args did not
-// set, then the files flags name, and checks the result.
-func parseFlags(args []string, env func(string) string, stderr io.Writer) (*options, error) {
+// parseFlags reads args, then the environment (env is os.LookupEnv or a
+// stand-in) for flags args did not set, then the files flags name, and
+// checks the result.
+func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer) (*options, error) {
 	o := defaults()
 	fs := defineFlags(o, stderr)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	if err := applyEnv(fs, env); err != nil {
+	o.given = map[string]string{}
+	fs.Visit(func(f *flag.Flag) { o.given[f.Name] = "-" + f.Name })
+	if err := applyEnv(fs, env, o.given); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -142,18 +151,24 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// applyEnv gives every flag not set on the command line the value of
-// FANOUT_<FLAG> (upper case, dashes as underscores), if that is set.
-func applyEnv(fs *flag.FlagSet, env func(string) string) error {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+// applyEnv gives every flag not in given (set on the command line) the
+// value of FANOUT_<FLAG> (upper case, dashes as underscores), if that is
+// set and not empty, and adds the variables present, empty or not, to
+// given: an empty one changes no flag, but a secret's being given empty
+// is an error (readSecrets).
+func applyEnv(fs *flag.FlagSet, env func(string) (string, bool), given map[string]string) error {
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil {
+		if given[f.Name] != "" || err != nil {
 			return
 		}
 		name := envName(f.Name)
-		if v := env(name); v != "" {
+		v, ok := env(name)
+		if !ok {
+			return
+		}
+		given[f.Name] = name
+		if v != "" {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("%s=%q: %w", name, v, e)
 			}
@@ -168,7 +183,9 @@ func envName(flagName string) string {
 
 // readSecrets gathers the publish keys (-publish-keys, then the lines of
 // -publish-keys-file that are not blank or # comments) and reads
-// -auth-secret-file, which wins over -auth-secret.
+// -auth-secret-file, which wins over -auth-secret. A client-auth secret
+// given empty, or a file holding none, is an error: it would turn auth
+// off. A short one is a warning.
 func readSecrets(o *options) error {
 	for _, k := range strings.Split(o.keys, ",") {
 		if k = strings.TrimSpace(k); k != "" {
@@ -186,15 +203,30 @@ func readSecrets(o *options) error {
 			}
 		}
 	}
-	if o.secretFile != "" {
+	if by := o.given["auth-secret"]; by != "" && strings.TrimSpace(o.authSecret) == "" {
+		return fmt.Errorf("-auth-secret: %s is set but empty, which would turn client auth off; unset it to run without auth", by)
+	}
+	if by := o.given["auth-secret-file"]; by != "" {
+		if o.secretFile == "" {
+			return fmt.Errorf("-auth-secret-file: %s is set but empty; unset it to run without auth", by)
+		}
 		b, err := os.ReadFile(o.secretFile)
 		if err != nil {
 			return fmt.Errorf("-auth-secret-file: %w", err)
 		}
-		o.authSecret = strings.TrimSpace(string(b))
+		if o.authSecret = strings.TrimSpace(string(b)); o.authSecret == "" {
+			return fmt.Errorf("-auth-secret-file: %s holds no secret (empty or only whitespace), which would turn client auth off", o.secretFile)
+		}
+	}
+	if n := len(o.authSecret); n > 0 && n < minSecretBytes {
+		o.warnings = append(o.warnings, fmt.Sprintf("the -auth-secret is shorter than %d bytes (%d): an HS256 key should be at least as long as the hash (RFC 7518 §3.2)", minSecretBytes, n))
 	}
 	return nil
 }
+
+// minSecretBytes is the shortest -auth-secret that starts without a
+// warning: HS256 wants a key of at least the hash's 256 bits.
+const minSecretBytes = 32
 
 // validate refuses values out of range and parses the ones given as
 // names (-slow-policy, -log-level).

@@ -28,13 +28,13 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stderr))
 }
 
 // run is the command. It returns the exit status: 2 for a bad flag or
 // environment value, 1 when a start-up phase or serving fails, 0 after a
 // shutdown on SIGTERM or SIGINT.
-func run(args []string, env func(string) string, stderr io.Writer) int {
+func run(args []string, env func(string) (string, bool), stderr io.Writer) int {
 	o, err := parseFlags(args, env, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -44,6 +44,9 @@ func run(args []string, env func(string) string, stderr io.Writer) int {
 		return 2
 	}
 	n := &node{o: o, log: newLogger(o, stderr)}
+	for _, w := range o.warnings {
+		n.log.Warn(w)
+	}
 	defer n.closeBus()
 	// Each phase logs its own failure, saying what it was doing.
 	for _, phase := range []func() error{n.listen, n.startBus, n.startAdmin} {

@@ -24,12 +24,12 @@ import (
 // tests exercise main's wiring in a process of its own.
 func TestMain(m *testing.M) {
 	if os.Getenv("FANOUT_RUN_MAIN") == "1" {
-		os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+		os.Exit(run(os.Args[1:], os.LookupEnv, os.Stderr))
 	}
 	os.Exit(m.Run())
 }
 
-func noEnv(string) string { return "" }
+func noEnv(string) (string, bool) { return "", false }
 
 func TestBadFlagsExit2(t *testing.T) {
 	for _, args := range [][]string{
@@ -58,7 +58,7 @@ func TestBadFlagsExit2(t *testing.T) {
 }
 
 func TestEnvironmentConfig(t *testing.T) {
-	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	env := mapEnv
 	o, err := parseFlags([]string{"-shards", "4"}, env(map[string]string{
 		"FANOUT_SHARDS":       "8",       // the command line wins
 		"FANOUT_MAX_CONNS":    "1234",    // applies
@@ -305,4 +305,10 @@ func TestTierOverNATS(t *testing.T) {
 	}
 	ns.Shutdown()
 	waitReady(http.StatusServiceUnavailable)
+}
+
+// mapEnv is an environment holding exactly m, a stand-in for
+// os.LookupEnv.
+func mapEnv(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
