@@ -47,9 +47,6 @@ type Config struct {
 	// 413. Set it to the server's Config.MaxMessage. Zero means
 	// broadcast.DefaultConfig().MaxMessage (64 KiB).
 	MaxMessage int
-	// Pprof serves net/http/pprof under /debug/pprof/. Zero (false)
-	// leaves those paths unrouted (404).
-	Pprof bool
 }
 
 // Admin is the admin HTTP handler and the readiness it reports. Its
@@ -88,14 +85,26 @@ func New(cfg Config) (*Admin, error) {
 	})
 	a.mux.Handle("/publish", PublishHandler(cfg.Server, cfg.PublishKeys, cfg.MaxMessage))
 	a.mux.HandleFunc("GET /readyz", a.readyz)
-	if cfg.Pprof {
-		a.mux.HandleFunc("/debug/pprof/", pprof.Index)
-		a.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		a.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		a.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
 	return a, nil
+}
+
+// PprofHandler serves net/http/pprof under /debug/pprof/ (the index, the
+// runtime profiles, profile, symbol, trace), for a listener of its own
+// that only this machine reaches: the admin listener is for backends and
+// scrapers, and profiles show the program's memory. It never serves
+// /debug/pprof/cmdline: the command line holds every secret passed as a
+// flag.
+func PprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// pprof.Index would answer 404 "Unknown profile" for it anyway (it
+	// is not a runtime/pprof profile); routed here so that stays true.
+	mux.Handle("/debug/pprof/cmdline", http.NotFoundHandler())
+	mux.Handle("/debug/pprof/cmdline/", http.NotFoundHandler())
+	return mux
 }
 
 // Handler returns the handler for every admin path.

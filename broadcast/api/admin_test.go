@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -221,16 +223,39 @@ func TestMetricsWithoutBus(t *testing.T) {
 	}
 }
 
+// The admin handler never serves pprof; PprofHandler, for a listener of
+// its own, serves the profiles but never /debug/pprof/cmdline: the
+// command line holds every secret passed as a flag.
 func TestPprofRoutes(t *testing.T) {
 	s := startServer(t, broadcast.Config{})
-	_, on := startAdmin(t, api.Config{Server: s, Pprof: true})
-	_, off := startAdmin(t, api.Config{Server: s})
-	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol"} {
-		if code, _ := get(t, on+path); code != http.StatusOK {
-			t.Errorf("Pprof: %s %d, want 200", path, code)
+	_, admin := startAdmin(t, api.Config{Server: s})
+	hs := httptest.NewServer(api.PprofHandler())
+	t.Cleanup(hs.Close)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol", "/debug/pprof/heap"} {
+		if code, _ := get(t, admin+path); code != http.StatusNotFound {
+			t.Errorf("admin: %s %d, want 404", path, code)
 		}
-		if code, _ := get(t, off+path); code != http.StatusNotFound {
-			t.Errorf("no Pprof: %s %d, want 404", path, code)
+	}
+	for path, want := range map[string]int{
+		"/debug/pprof/":                   http.StatusOK,
+		"/debug/pprof/symbol":             http.StatusOK,
+		"/debug/pprof/heap?debug=1":       http.StatusOK,
+		"/debug/pprof/goroutine?debug=1":  http.StatusOK,
+		"/debug/pprof/profile?seconds=1":  http.StatusOK,
+		"/debug/pprof/trace?seconds=0.01": http.StatusOK,
+		"/debug/pprof/cmdline":            http.StatusNotFound,
+		"/debug/pprof/cmdline/":           http.StatusNotFound,
+		"/debug/pprof/cmdline?debug=1":    http.StatusNotFound,
+		"/debug/pprof/%63mdline":          http.StatusNotFound,
+		"/debug/pprof/./cmdline":          http.StatusNotFound,
+		"/metrics":                        http.StatusNotFound,
+	} {
+		code, body := get(t, hs.URL+path)
+		if code != want {
+			t.Errorf("pprof: %s %d, want %d", path, code, want)
+		}
+		if strings.Contains(body, os.Args[0]) {
+			t.Errorf("pprof: %s shows the command line", path)
 		}
 	}
 }
