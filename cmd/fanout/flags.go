@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -24,7 +26,8 @@ type options struct {
 	logLevel        string
 	logFormat       string
 	level           slog.Level // logLevel, parsed by validate
-	pprof           bool
+	pprof           bool       // deprecated -pprof: pprofAddr = defaultPprofAddr
+	pprofAddr       string     // -pprof-addr; empty: no pprof
 	publishKeys     []string
 	authSecret      string
 	authAudience    string // -auth-audience: aud must name it, when set
@@ -132,7 +135,8 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", o.shutdownTimeout, "on SIGTERM/SIGINT, how long to wait for clients to close (`duration`)")
 	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log `format`: text or json")
-	fs.BoolVar(&o.pprof, "pprof", o.pprof, "serve /debug/pprof/ on the admin listener")
+	fs.StringVar(&o.pprofAddr, "pprof-addr", o.pprofAddr, "serve /debug/pprof/ (never cmdline) on this loopback `address` (127.0.0.1:6060, [::1]:6060, localhost:6060); empty disables")
+	fs.BoolVar(&o.pprof, "pprof", o.pprof, "deprecated: -pprof-addr "+defaultPprofAddr)
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "maximum concurrent connections from one client address (`n`); more get 429; 0 means no limit")
 	fs.Float64Var(&c.ClientRate, "client-rate", c.ClientRate, "`rate` in messages per second a client may send (token bucket); over it closes with 1008; 0 means no limit")
 	fs.IntVar(&c.ClientBurst, "client-burst", c.ClientBurst, "burst size (`messages`) for -client-rate; 0 means max(1, rate)")
@@ -232,6 +236,15 @@ const minSecretBytes = 32
 // names (-slow-policy, -log-level).
 func validate(o *options) error {
 	c := &o.cfg
+	if o.pprof && o.pprofAddr == "" {
+		o.pprofAddr = defaultPprofAddr
+		o.warnings = append(o.warnings, "-pprof is deprecated: pprof has a listener of its own now, "+defaultPprofAddr+"; use -pprof-addr")
+	}
+	if o.pprofAddr != "" {
+		if err := loopbackAddr(o.pprofAddr); err != nil {
+			return fmt.Errorf("-pprof-addr: %w", err)
+		}
+	}
 	if o.natsBuffer <= 0 || o.natsResume <= 0 {
 		return errors.New("-nats-buffer and -nats-resume-delay must be positive")
 	}
@@ -291,6 +304,28 @@ func validate(o *options) error {
 	}
 	if c.PingInterval == 0 || c.IdleTimeout == 0 || c.HandshakeFirstByteTimeout == 0 {
 		return errors.New("-ping-interval, -idle-timeout and -handshake-first-byte-timeout must be positive, or negative to disable")
+	}
+	return nil
+}
+
+// defaultPprofAddr is where the deprecated -pprof puts pprof: the port
+// net/http/pprof's documentation uses.
+const defaultPprofAddr = "127.0.0.1:6060"
+
+// loopbackAddr refuses a listen address that is not host:port with a
+// loopback host (an IP in 127.0.0.0/8, ::1, or localhost). Profiles show
+// the program's memory and cost CPU: only this machine may ask for them
+// (from elsewhere, through an SSH tunnel).
+func loopbackAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.Unmap().IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address (127.0.0.1, [::1] or localhost): profiles are for this machine only", addr)
 	}
 	return nil
 }

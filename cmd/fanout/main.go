@@ -49,7 +49,7 @@ func run(args []string, env func(string) (string, bool), stderr io.Writer) int {
 	}
 	defer n.closeBus()
 	// Each phase logs its own failure, saying what it was doing.
-	for _, phase := range []func() error{n.listen, n.startBus, n.startAdmin} {
+	for _, phase := range []func() error{n.listen, n.startBus, n.startAdmin, n.startPprof} {
 		if err := phase(); err != nil {
 			return 1
 		}
@@ -83,6 +83,9 @@ type node struct {
 	admin     *api.Admin   // readiness and the admin handler (startAdmin)
 	adminHTTP *http.Server // nil when -admin-addr is empty (startAdmin)
 	adminAddr string       // its bound address, "" when disabled
+
+	pprofHTTP *http.Server // nil without -pprof-addr (startPprof)
+	pprofAddr string       // its bound address, "" when disabled
 }
 
 // listen binds the WebSocket address and builds the server.
@@ -135,7 +138,6 @@ func (n *node) startAdmin() error {
 		Server:      n.srv,
 		PublishKeys: n.o.publishKeys,
 		MaxMessage:  n.o.cfg.MaxMessage,
-		Pprof:       n.o.pprof,
 	}
 	if n.bus != nil { // a nil *bus.NATS would be a non-nil api.Bus
 		cfg.Bus = n.bus
@@ -164,6 +166,34 @@ func (n *node) startAdmin() error {
 	return nil
 }
 
+// startPprof serves pprof on -pprof-addr, a loopback address (validate
+// checked the flag; the bound address is checked again, in case
+// "localhost" resolves elsewhere).
+func (n *node) startPprof() error {
+	if n.o.pprofAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", n.o.pprofAddr)
+	if err != nil {
+		n.log.Error("listen pprof", "addr", n.o.pprofAddr, "err", err)
+		return err
+	}
+	if ta, ok := ln.Addr().(*net.TCPAddr); !ok || !ta.IP.IsLoopback() {
+		_ = ln.Close()
+		err = fmt.Errorf("%s is not a loopback address", ln.Addr())
+		n.log.Error("listen pprof", "addr", n.o.pprofAddr, "err", err)
+		return err
+	}
+	n.pprofAddr = ln.Addr().String()
+	n.pprofHTTP = &http.Server{Handler: api.PprofHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := n.pprofHTTP.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("pprof server", "err", err)
+		}
+	}()
+	return nil
+}
+
 // serve accepts clients until a signal arrives (nil: time to drain) or
 // the listener fails.
 func (n *node) serve(sigs <-chan os.Signal) error {
@@ -171,7 +201,7 @@ func (n *node) serve(sigs <-chan os.Signal) error {
 	go func() { serveErr <- n.srv.Serve(n.ln) }()
 	n.admin.SetReady()
 	o := n.o
-	n.log.Info("fanout ready", "ws", "ws://"+n.ln.Addr().String()+o.cfg.Path, "admin", n.adminAddr,
+	n.log.Info("fanout ready", "ws", "ws://"+n.ln.Addr().String()+o.cfg.Path, "admin", n.adminAddr, "pprof", n.pprofAddr,
 		"shards", o.cfg.Shards, "queue_bytes", o.cfg.QueueBytes, "slow_policy", o.cfg.SlowPolicy.String(),
 		"max_conns", o.cfg.MaxConns, "client_publish", o.clientPublish,
 		"publish_api", len(o.publishKeys) > 0, "client_auth", o.authSecret != "", "nats", o.nats)
@@ -202,8 +232,10 @@ func (n *node) drain(sigs <-chan os.Signal) {
 	if err != nil {
 		n.log.Warn("shutdown deadline passed; remaining clients closed at once", "err", err)
 	}
-	if n.adminHTTP != nil {
-		_ = n.adminHTTP.Close()
+	for _, hs := range []*http.Server{n.adminHTTP, n.pprofHTTP} {
+		if hs != nil {
+			_ = hs.Close()
+		}
 	}
 	n.log.Info("bye", "accepted", st.Accepted, "published", st.Published, "deliveries", st.Deliveries)
 }

@@ -194,6 +194,15 @@ func TestJSONLogs(t *testing.T) {
 // returns it with its WebSocket and admin addresses from the ready line.
 func startFanout(t *testing.T, env []string, args ...string) (cmd *exec.Cmd, wsURL, admin string) {
 	t.Helper()
+	cmd, line := startFanoutReady(t, env, args...)
+	m := regexp.MustCompile(`msg="fanout ready" ws=(\S+) admin=(\S+)`).FindStringSubmatch(line)
+	return cmd, m[1], m[2]
+}
+
+// startFanoutReady runs the binary (with extra environment and args) and
+// returns it with its "fanout ready" log line.
+func startFanoutReady(t *testing.T, env []string, args ...string) (cmd *exec.Cmd, readyLine string) {
+	t.Helper()
 	cmd = exec.Command(os.Args[0], append([]string{"-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(append(os.Environ(), "FANOUT_RUN_MAIN=1"), env...)
 	stderr, err := cmd.StderrPipe()
@@ -211,9 +220,9 @@ func startFanout(t *testing.T, env []string, args ...string) (cmd *exec.Cmd, wsU
 		if err != nil {
 			t.Fatalf("no ready line: %v", err)
 		}
-		if m := ready.FindStringSubmatch(line); m != nil {
+		if ready.MatchString(line) {
 			go io.Copy(io.Discard, logs)
-			return cmd, m[1], m[2]
+			return cmd, line
 		}
 	}
 }
