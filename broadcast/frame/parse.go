@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
@@ -74,16 +75,17 @@ type Parser struct {
 	// Zero means DefaultMaxMessage. A bigger message closes with 1009.
 	MaxMessage int
 
-	fragmented bool
+	// Ordered for packing: a Parser lives in every connection.
+	need       int32     // bytes the next frame needs in the buffer, when known (capped at MaxInt32)
+	fragmented bool      // a fragmented message is in progress
 	op         ws.OpCode // opcode of the fragmented message in progress
 	msg        []byte    // fragments so far; nil when no message is in progress
-	need       int       // bytes the next frame needs in the buffer, when known
 }
 
 // Need returns how many bytes the buffer must hold, counted from its first
 // unconsumed byte, before the next Parse can make progress. It is at least
 // 2 and never more than MaxHeaderSize+MaxMessage.
-func (p *Parser) Need() int { return max(p.need, 2) }
+func (p *Parser) Need() int { return max(int(p.need), 2) }
 
 // Pending reports whether a fragmented message is in progress.
 func (p *Parser) Pending() bool { return p.fragmented }
@@ -139,7 +141,7 @@ func (p *Parser) parse(b []byte, h Handler, side ws.State) (n int, err error) {
 			hl += 4
 		}
 		if len(rest) < hl {
-			p.need = hl
+			p.need = int32(hl)
 			return n, nil
 		}
 		switch ext {
@@ -167,7 +169,7 @@ func (p *Parser) parse(b []byte, h Handler, side ws.State) (n int, err error) {
 		}
 		size := hl + int(hdr.Length) // bounded by the check above
 		if len(rest) < size {
-			p.need = size
+			p.need = int32(min(size, math.MaxInt32))
 			return n, nil
 		}
 		payload := rest[hl:size]
