@@ -264,6 +264,9 @@ func add(ep *netpoll.Epoll, fd int, events netpoll.EpollEvent, cb func(netpoll.E
 	return err
 }
 
+// Handler returns the handler the Watch was made with.
+func (w *Watch) Handler() Handler { return w.h }
+
 // FD returns the watched descriptor.
 func (w *Watch) FD() int { return int(w.fd) }
 

@@ -103,5 +103,5 @@ func (c *Conn) TeardownLocked(reason CloseReason, err error) {
 	clear(c.outq)
 	c.addOutLocked(-c.outBytes)
 	c.outq, c.outOff = nil, 0
-	c.owner.TornDown(reason, err)
+	c.owner().TornDown(reason, err)
 }

@@ -38,7 +38,14 @@ const (
 // maxIov bounds the iovecs of one writev (the kernel's IOV_MAX is 1024).
 const maxIov = 1024
 
-// Owner is the codec around a Conn.
+// Codec is the protocol around a Conn: it reads (netpoll.Handler's
+// OnRead; OnWrite it gets by embedding Conn) and is its Owner.
+type Codec interface {
+	netpoll.Handler
+	Owner
+}
+
+// Owner is what the core tells the codec around it.
 type Owner interface {
 	// Goodbye returns the bytes that end the connection when the core
 	// itself ends it for reason (ReasonSlowConsumer); nil sends nothing.
@@ -57,7 +64,6 @@ type Conn struct {
 	// Fields are ordered for packing: this struct is paid once per
 	// connection, idle or not.
 	env   *Env
-	owner Owner
 	id    uint64
 	fd    int
 	watch *netpoll.Watch
@@ -75,18 +81,21 @@ type Conn struct {
 	dropLogged   bool        // guarded by mu: this drop episode has been logged
 }
 
-// Init sets up the core for fd, before anything else can reach it.
-func (c *Conn) Init(env *Env, owner Owner, id uint64, fd int) {
-	c.env, c.owner, c.id, c.fd = env, owner, id, fd
-}
-
-// Watch registers the fd with p (not armed yet: Start the result). h is
-// the codec around the core: its OnRead runs on the pool after each read
-// event, and it gets the core's OnWrite by embedding Conn.
-func (c *Conn) Watch(p *netpoll.Poller, h netpoll.Handler) *netpoll.Watch {
-	c.watch = p.WatchHandler(c.fd, h)
+// Init sets up the core for fd, with codec around it, before anything else
+// can reach it: fd is registered with p (not armed yet: Start the Watch).
+// The codec's OnRead runs on the pool after each read event; it gets the
+// core's OnWrite by embedding Conn. The Watch keeps the codec, which is
+// also how the core reaches its Owner (one interface less per connection).
+func (c *Conn) Init(env *Env, codec Codec, p *netpoll.Poller, id uint64, fd int) *netpoll.Watch {
+	c.env, c.id, c.fd = env, id, fd
+	c.watch = p.WatchHandler(fd, codec)
 	return c.watch
 }
+
+func (c *Conn) owner() Owner { return c.watch.Handler().(Owner) }
+
+// Watch is the connection's epoll registration.
+func (c *Conn) Watch() *netpoll.Watch { return c.watch }
 
 // ID is the connection's number, unique in its server.
 func (c *Conn) ID() uint64 { return c.id }

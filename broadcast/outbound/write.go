@@ -111,7 +111,7 @@ func (c *Conn) queueLocked(frames [][]byte, off int) (dropped int) {
 				continue
 			}
 			c.env.logSlow.Warn(c.env.log, "slow consumer: closing", "conn", c.id, "remote", c.Remote(), "queued_bytes", c.outBytes, "queue_limit", limit)
-			c.CloseLocked(c.owner.Goodbye(ReasonSlowConsumer), ReasonSlowConsumer, false)
+			c.CloseLocked(c.owner().Goodbye(ReasonSlowConsumer), ReasonSlowConsumer, false)
 			return dropped
 		}
 		c.outq = append(c.outq, f)
@@ -138,7 +138,7 @@ func (c *Conn) SendControlLocked(f []byte) {
 	if c.outBytes > 0 {
 		if c.outBytes+len(f) > c.env.cfg.QueueBytes {
 			c.env.logSlow.Warn(c.env.log, "slow consumer: closing (control frames)", "conn", c.id, "remote", c.Remote(), "queued_bytes", c.outBytes)
-			c.CloseLocked(c.owner.Goodbye(ReasonSlowConsumer), ReasonSlowConsumer, false)
+			c.CloseLocked(c.owner().Goodbye(ReasonSlowConsumer), ReasonSlowConsumer, false)
 			return
 		}
 		c.outq = append(c.outq, f)

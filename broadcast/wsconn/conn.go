@@ -141,7 +141,7 @@ type Conn struct {
 // until Start.
 func New(env *Env, id uint64, fd int) *Conn {
 	c := &Conn{env: env}
-	c.Init(env.out, c, id, fd)
+	c.Init(env.out, c, env.poller, id, fd)
 	c.parser.MaxMessage = env.cfg.MaxMessage
 	if env.cfg.ClientRate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(env.cfg.ClientRate), env.cfg.ClientBurst)
@@ -157,14 +157,13 @@ func New(env *Env, id uint64, fd int) *Conn {
 // published from that moment on, its own first one included. On failure
 // the connection is torn down (and counted) and the error returned.
 func (c *Conn) Start(first []byte) error {
-	w := c.Watch(c.env.poller, c)
 	c.Lock()
 	c.QueueLocked(first)
 	c.Unlock()
 	c.env.hub.Add(c, c.ID())
 	c.Lock()
 	defer c.Unlock()
-	if err := w.Start(); err != nil {
+	if err := c.Watch().Start(); err != nil {
 		c.env.log.Error("register: epoll", "conn", c.ID(), "err", err)
 		c.TeardownLocked(outbound.ReasonReadError, err)
 		return err
