@@ -1,12 +1,20 @@
 package api_test
 
 import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
@@ -258,4 +266,214 @@ func TestPprofRoutes(t *testing.T) {
 			t.Errorf("pprof: %s shows the command line", path)
 		}
 	}
+}
+
+// serveAdmin serves h with api.Serve on a random loopback port, through a
+// listener that counts the connections open under the limit (see
+// countingListener), and returns the address.
+func serveAdmin(t *testing.T, h http.Handler, cfg api.HTTPConfig) (string, *countingListener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: ln}
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	hs := api.Serve(cl, h, cfg)
+	t.Cleanup(func() { hs.Close() })
+	return ln.Addr().String(), cl
+}
+
+// countingListener counts the connections it accepted and that are not
+// closed yet, and the most there ever were.
+type countingListener struct {
+	net.Listener
+	mu        sync.Mutex
+	open, max int // guarded by mu
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.open++
+	l.max = max(l.max, l.open)
+	l.mu.Unlock()
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+func (l *countingListener) most() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.max
+}
+
+type countedConn struct {
+	net.Conn
+	l    *countingListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.open--
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// keptAlive is a client connection that made one request, read its
+// answer and keeps the connection open, saying nothing more.
+func keptAlive(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	if _, err := io.WriteString(nc, "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("keep-alive request: %v %v", resp, err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
+// expectClosedByServer reads from nc until the server closes it; a read
+// timeout (the 10 s safety net) means it did not.
+func expectClosedByServer(t *testing.T, nc net.Conn, what string) {
+	t.Helper()
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, nc)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("%s: %v; want the server to close it", what, err)
+	}
+}
+
+// A keep-alive connection that says nothing more is closed after
+// IdleTimeout: it holds a goroutine and a descriptor until then, and
+// would hold them forever without one.
+func TestAdminIdleTimeout(t *testing.T) {
+	addr, _ := serveAdmin(t, okHandler(), api.HTTPConfig{IdleTimeout: 100 * time.Millisecond})
+	for i := range 3 {
+		expectClosedByServer(t, keptAlive(t, addr), fmt.Sprintf("idle keep-alive %d", i))
+	}
+}
+
+// Connections that never send a request are closed after
+// ReadHeaderTimeout; with more of them than MaxConns, the ones waiting in
+// the accept queue get their turn, and then a real client is served.
+func TestAdminSilentConnsTimeOut(t *testing.T) {
+	addr, cl := serveAdmin(t, okHandler(), api.HTTPConfig{MaxConns: 2, ReadHeaderTimeout: 100 * time.Millisecond})
+	var silent []net.Conn
+	for range 5 {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		silent = append(silent, nc)
+	}
+	for i, nc := range silent {
+		expectClosedByServer(t, nc, fmt.Sprintf("silent connection %d", i))
+	}
+	if code, _ := get(t, "http://"+addr+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz after the silent ones: %d", code)
+	}
+	if n := cl.most(); n > 2 {
+		t.Fatalf("%d connections open at once, over MaxConns 2", n)
+	}
+}
+
+// At MaxConns, an idle keep-alive connection makes room for a new client:
+// a health check is answered at once even when scrapers and backends keep
+// every slot (it does not wait for IdleTimeout), and no more than
+// MaxConns connections are ever open.
+func TestAdminMaxConns(t *testing.T) {
+	addr, cl := serveAdmin(t, okHandler(), api.HTTPConfig{MaxConns: 2, IdleTimeout: time.Minute})
+	a, b := keptAlive(t, addr), keptAlive(t, addr)
+	for i := range 4 {
+		if code, _ := get(t, "http://"+addr+"/healthz"); code != http.StatusOK {
+			t.Fatalf("/healthz %d with the slots kept alive: %d", i, code)
+		}
+		http.DefaultClient.CloseIdleConnections()
+	}
+	expectClosedByServer(t, a, "the first idle keep-alive")
+	expectClosedByServer(t, b, "the second idle keep-alive")
+	if n := cl.most(); n > 2 {
+		t.Fatalf("%d connections open at once, over MaxConns 2", n)
+	}
+}
+
+// Many clients at once, more than MaxConns, each making a request and
+// leaving: every one is served, never more than MaxConns at a time.
+func TestAdminMaxConnsUnderLoad(t *testing.T) {
+	addr, cl := serveAdmin(t, okHandler(), api.HTTPConfig{MaxConns: 3, IdleTimeout: time.Minute})
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + addr + "/healthz")
+			if err != nil {
+				errs <- err
+				return
+			}
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := cl.most(); n > 3 {
+		t.Fatalf("%d connections open at once, over MaxConns 3", n)
+	}
+}
+
+// A request body that stalls holds its connection until ReadTimeout; a
+// header block over MaxHeaderBytes is refused.
+func TestAdminSlowBodyAndBigHeaders(t *testing.T) {
+	addr, _ := serveAdmin(t, okHandler(), api.HTTPConfig{ReadTimeout: 200 * time.Millisecond})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "POST /publish HTTP/1.1\r\nHost: admin\r\nContent-Length: 1000\r\n\r\nonly this much")
+	expectClosedByServer(t, nc, "stalled body")
+
+	req, _ := http.NewRequest("GET", "http://"+addr+"/healthz", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 64<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("64 KiB of headers: %d, want 431", resp.StatusCode)
+	}
+}
+
+// okHandler answers 200 to every request, reading its body first.
+func okHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok\n")
+	})
 }

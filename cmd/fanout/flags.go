@@ -14,6 +14,7 @@ import (
 
 	"github.com/fanout/fanout/broadcast"
 	"github.com/fanout/fanout/broadcast/admit"
+	"github.com/fanout/fanout/broadcast/api"
 	"github.com/fanout/fanout/broadcast/bus"
 )
 
@@ -22,6 +23,7 @@ import (
 // applyEnv, readSecrets, validate, configure).
 type options struct {
 	addr, adminAddr string
+	adminMaxConns   int
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
@@ -59,6 +61,7 @@ func defaults() *options {
 	return &options{
 		addr:            "127.0.0.1:8080",
 		adminAddr:       "127.0.0.1:8081",
+		adminMaxConns:   api.DefaultHTTPConfig().MaxConns,
 		shutdownTimeout: 10 * time.Second,
 		logLevel:        "info",
 		logFormat:       "text",
@@ -112,6 +115,7 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	c := &o.cfg
 	fs.StringVar(&o.addr, "addr", o.addr, "WebSocket listen `address` (host:port; port 0 picks one and logs it)")
 	fs.StringVar(&o.adminAddr, "admin-addr", o.adminAddr, "admin HTTP listen `address` (/healthz, /readyz, /metrics); empty disables it")
+	fs.IntVar(&o.adminMaxConns, "admin-max-conns", o.adminMaxConns, "admin connections open at once (`n`); at the cap the one idle longest is closed for the next client, else new ones wait unaccepted")
 	fs.StringVar(&c.Path, "path", c.Path, "URL `path` that upgrades to WebSocket; others get 404")
 	fs.BoolVar(&o.clientPublish, "client-publish", o.clientPublish, "clients may publish; false makes them receive-only (their data frames close with 1008)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "read worker pool size (`n`); 0 means max(8, 4×GOMAXPROCS)")
@@ -282,6 +286,7 @@ func validate(o *options) error {
 		{"backlog", c.Backlog, 1},
 		{"max-handshakes", c.MaxHandshakes, 1},
 		{"read-buffer", c.ReadBufferSize, 64},
+		{"admin-max-conns", o.adminMaxConns, 1},
 	} {
 		if v.val < v.min {
 			return fmt.Errorf("-%s: %d is below the minimum %d", v.name, v.val, v.min)

@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/gobwas/ws"
 
@@ -157,12 +156,7 @@ func (n *node) startAdmin() error {
 		return err
 	}
 	n.adminAddr = aln.Addr().String()
-	n.adminHTTP = &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := n.adminHTTP.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("admin server", "err", err)
-		}
-	}()
+	n.adminHTTP = api.Serve(aln, admin.Handler(), api.HTTPConfig{MaxConns: n.o.adminMaxConns, Logger: n.log})
 	return nil
 }
 
@@ -185,12 +179,9 @@ func (n *node) startPprof() error {
 		return err
 	}
 	n.pprofAddr = ln.Addr().String()
-	n.pprofHTTP = &http.Server{Handler: api.PprofHandler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := n.pprofHTTP.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("pprof server", "err", err)
-		}
-	}()
+	// A profile or trace takes as long as asked (?seconds=30): no write
+	// deadline; a few connections are plenty for one operator.
+	n.pprofHTTP = api.Serve(ln, api.PprofHandler(), api.HTTPConfig{MaxConns: 4, WriteTimeout: -1, Logger: n.log})
 	return nil
 }
 

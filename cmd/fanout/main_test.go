@@ -43,6 +43,7 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"-log-level", "loud"},
 		{"-max-handshakes-per-ip", "-1"},
 		{"-handshake-first-byte-timeout", "0s"},
+		{"-admin-max-conns", "0"},
 		{"-origins", "app.example.com:8443"},
 		{"-public-host", "*.example.com"},
 		{"stray-argument"},
@@ -89,7 +90,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		"-queue-bytes", "-slow-policy", "-max-message", "-ping-interval", "-idle-timeout",
 		"-handshake-timeout", "-max-conns", "-shutdown-timeout", "-max-conns-per-ip", "-client-rate",
 		"-client-burst", "-origins", "-publish-keys", "-auth-secret", "-log-format", "-pprof",
-		"-max-handshakes-per-ip", "-handshake-first-byte-timeout", "-public-host", "-auth-audience", "-auth-issuer"} {
+		"-max-handshakes-per-ip", "-handshake-first-byte-timeout", "-public-host", "-auth-audience", "-auth-issuer", "-admin-max-conns", "-pprof-addr"} {
 		if !regexp.MustCompile(`(?m)^\s+` + f + `\b`).MatchString(out.String()) {
 			t.Errorf("help does not document %s", f)
 		}
@@ -320,4 +321,37 @@ func TestTierOverNATS(t *testing.T) {
 // os.LookupEnv.
 func mapEnv(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// The admin listener is capped by -admin-max-conns: with every slot held
+// by idle keep-alive connections, a health check is still answered (the
+// one idle longest makes room for it).
+func TestAdminMaxConnsFlag(t *testing.T) {
+	_, _, admin := startFanout(t, nil, "-admin-max-conns", "2")
+	var held []net.Conn
+	for range 2 {
+		nc, err := net.Dial("tcp", admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		io.WriteString(nc, "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("keep-alive /healthz: %v %v", resp, err)
+		}
+		held = append(held, nc)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + admin + "/readyz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz with the slots held: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	// The first one held was idle longest: closed for it.
+	_ = held[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := held[0].Read(make([]byte, 1)); n != 0 || err == nil || os.IsTimeout(err) {
+		t.Fatalf("the longest-idle connection: read %d, %v; want it closed", n, err)
+	}
 }
