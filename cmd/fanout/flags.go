@@ -25,6 +25,7 @@ type options struct {
 	addr, adminAddr string
 	adminMaxConns   int
 	shutdownTimeout time.Duration
+	drainDelay      time.Duration // -drain-delay: serve on after SIGTERM, not ready
 	logLevel        string
 	logFormat       string
 	level           slog.Level // logLevel, parsed by validate
@@ -63,6 +64,7 @@ func defaults() *options {
 		adminAddr:       "127.0.0.1:8081",
 		adminMaxConns:   api.DefaultHTTPConfig().MaxConns,
 		shutdownTimeout: 10 * time.Second,
+		drainDelay:      5 * time.Second,
 		logLevel:        "info",
 		logFormat:       "text",
 		natsSubject:     bc.Subject,
@@ -137,6 +139,8 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.MessageTimeout, "message-timeout", c.MessageTimeout, "close (1008) a client whose frame or message stays incomplete this long (`duration`); only complete frames count as liveness; negative disables")
 	fs.Int64Var(&c.MaxPartialBytes, "max-partial-bytes", c.MaxPartialBytes, "server-wide cap on read buffers held for incomplete frames (`bytes`); the client that would pass it is closed (1008); negative: no cap")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", o.shutdownTimeout, "on SIGTERM/SIGINT, how long to wait for clients to close (`duration`)")
+	fs.DurationVar(&o.drainDelay, "drain-delay", o.drainDelay, "on SIGTERM, keep accepting and serving this `duration` with /readyz at 503 \"draining\" (for the load balancer to notice) before shutting down; SIGINT does not wait; 0 shuts down at once")
+	fs.DurationVar(&c.DrainSpread, "drain-spread", c.DrainSpread, "spread the shutdown's 1001 closes over this `duration`, in a random order, so clients do not all reconnect at once; under -shutdown-timeout; 0 closes all at once")
 	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log `format`: text or json")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", o.pprofAddr, "serve /debug/pprof/ (never cmdline) on this loopback `address` (127.0.0.1:6060, [::1]:6060, localhost:6060); empty disables")
@@ -303,6 +307,12 @@ func validate(o *options) error {
 		if v.val <= 0 {
 			return fmt.Errorf("-%s: must be positive, got %s", v.name, v.val)
 		}
+	}
+	if o.drainDelay < 0 {
+		return fmt.Errorf("-drain-delay: must not be negative, got %s", o.drainDelay)
+	}
+	if c.DrainSpread < 0 || c.DrainSpread >= o.shutdownTimeout {
+		return fmt.Errorf("-drain-spread: %s: want 0 or more and under -shutdown-timeout (%s), which must also leave the last clients time for their close handshake", c.DrainSpread, o.shutdownTimeout)
 	}
 	if c.FlushDelay < 0 || c.FlushDelay > time.Second {
 		return fmt.Errorf("-flush-delay: %s: want 0 to 1s", c.FlushDelay)

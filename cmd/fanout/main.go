@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -55,10 +56,11 @@ func run(args []string, env func(string) (string, bool), stderr io.Writer) int {
 	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	if err := n.serve(sigs); err != nil {
+	sig, err := n.serve(sigs)
+	if err != nil {
 		return 1
 	}
-	n.drain(sigs)
+	n.drain(sigs, sig)
 	return 0
 }
 
@@ -185,9 +187,9 @@ func (n *node) startPprof() error {
 	return nil
 }
 
-// serve accepts clients until a signal arrives (nil: time to drain) or
-// the listener fails.
-func (n *node) serve(sigs <-chan os.Signal) error {
+// serve accepts clients until a signal arrives (returned: time to drain)
+// or the listener fails. Serving goes on through drain's delay.
+func (n *node) serve(sigs <-chan os.Signal) (os.Signal, error) {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- n.srv.Serve(n.ln) }()
 	n.admin.SetReady()
@@ -198,24 +200,32 @@ func (n *node) serve(sigs <-chan os.Signal) error {
 		"publish_api", len(o.publishKeys) > 0, "client_auth", o.authSecret != "", "nats", o.nats)
 	select {
 	case sig := <-sigs:
-		n.log.Info("signal: shutting down", "signal", sig.String(), "timeout", o.shutdownTimeout)
-		return nil
+		return sig, nil
 	case err := <-serveErr:
 		n.log.Error("serve", "err", err)
-		return err
+		return nil, err
 	}
 }
 
-// drain reports not ready, delivers what was published, closes every
-// client with 1001 within -shutdown-timeout (the rest at once after it),
-// then stops the admin listener. A second signal exits at once.
-func (n *node) drain(sigs <-chan os.Signal) {
+// drain reports not ready at once; after SIGTERM it keeps accepting and
+// serving for -drain-delay, so that a load balancer sees /readyz fail and
+// stops sending clients before the listener closes (SIGINT, a Ctrl-C at a
+// terminal, does not wait). Then it delivers what was published, closes
+// every client with 1001 (spread over -drain-spread) within
+// -shutdown-timeout (the rest at once after it), and stops the admin
+// listener. A second signal exits at once.
+func (n *node) drain(sigs <-chan os.Signal, sig os.Signal) {
 	n.admin.SetDraining()
 	go func() {
 		sig := <-sigs
 		n.log.Warn("second signal: exiting now", "signal", sig.String())
 		os.Exit(1)
 	}()
+	if d := n.o.drainDelay; sig == syscall.SIGTERM && d > 0 {
+		n.log.Info("signal: draining; /readyz answers 503, still serving", "signal", sig.String(), "drain_delay", d)
+		time.Sleep(d) // the delay itself, asked for by the operator
+	}
+	n.log.Info("shutting down", "signal", sig.String(), "timeout", n.o.shutdownTimeout, "drain_spread", n.o.cfg.DrainSpread)
 	ctx, cancel := context.WithTimeout(context.Background(), n.o.shutdownTimeout)
 	defer cancel()
 	err := n.srv.Shutdown(ctx)

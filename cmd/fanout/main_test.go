@@ -44,6 +44,7 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"-max-handshakes-per-ip", "-1"},
 		{"-handshake-first-byte-timeout", "0s"},
 		{"-admin-max-conns", "0"},
+		{"-drain-spread", "1m"},
 		{"-origins", "app.example.com:8443"},
 		{"-public-host", "*.example.com"},
 		{"stray-argument"},
@@ -90,7 +91,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		"-queue-bytes", "-slow-policy", "-max-message", "-ping-interval", "-idle-timeout",
 		"-handshake-timeout", "-max-conns", "-shutdown-timeout", "-max-conns-per-ip", "-client-rate",
 		"-client-burst", "-origins", "-publish-keys", "-auth-secret", "-log-format", "-pprof",
-		"-max-handshakes-per-ip", "-handshake-first-byte-timeout", "-public-host", "-auth-audience", "-auth-issuer", "-admin-max-conns", "-pprof-addr"} {
+		"-max-handshakes-per-ip", "-handshake-first-byte-timeout", "-public-host", "-auth-audience", "-auth-issuer", "-admin-max-conns", "-pprof-addr", "-drain-delay", "-drain-spread"} {
 		if !regexp.MustCompile(`(?m)^\s+` + f + `\b`).MatchString(out.String()) {
 			t.Errorf("help does not document %s", f)
 		}
@@ -100,7 +101,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 // The binary starts on random ports, logs where, serves, and on SIGTERM
 // closes its clients with 1001 and exits 0.
 func TestRunAndSIGTERM(t *testing.T) {
-	cmd, wsURL, admin := startFanout(t, []string{"FANOUT_PUBLISH_KEYS=test-key"}, "-close-timeout", "2s")
+	cmd, wsURL, admin := startFanout(t, []string{"FANOUT_PUBLISH_KEYS=test-key"}, "-close-timeout", "2s", "-drain-delay", "50ms")
 
 	for _, path := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get("http://" + admin + path)
@@ -170,7 +171,7 @@ func TestRunAndSIGTERM(t *testing.T) {
 }
 
 func TestJSONLogs(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-admin-addr", "", "-log-format", "json")
+	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-admin-addr", "", "-log-format", "json", "-drain-delay", "0")
 	cmd.Env = append(os.Environ(), "FANOUT_RUN_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
