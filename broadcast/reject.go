@@ -25,7 +25,7 @@ const (
 	RejectPerIP                          // 429: MaxConnsPerIP reached
 	RejectBusy                           // closed unread: MaxHandshakes in progress
 	RejectBusySource                     // closed unread: MaxHandshakesPerIP in progress from its source
-	RejectSilent                         // closed: nothing sent within HandshakeFirstByteTimeout
+	RejectSilent                         // closed: nothing sent before the deadline (HandshakeFirstByteTimeout)
 	numRejects
 )
 
