@@ -22,7 +22,7 @@ Usage: scripts/compare.sh [options]
   --profile          also take a 10 s CPU profile of fanout during its fanout run (pprof -top saved in --out)
   -h, --help         this text
 
-Ports 18080/18081 (fanout) and 19090 (baseline) must be free.
+Ports 18080/18081/18082 (fanout: WebSocket, admin, pprof) and 19090 (baseline) must be free.
 TXT
 }
 
@@ -52,7 +52,7 @@ mkdir -p "$out"
 build
 
 # shellcheck disable=SC2086
-start 18080 "$out/fanout.log" "$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level warn -pprof $fflags
+start 18080 "$out/fanout.log" "$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level warn -pprof-addr 127.0.0.1:18082 $fflags
 fpid=$started_pid
 start 19090 "$out/baseline.log" "$bin/fanout-bench" baseline -addr 127.0.0.1:19090
 bpid=$started_pid
@@ -73,7 +73,7 @@ for target in fanout baseline; do
   run $target $url $pid $metrics connect ${target}-connect -conns "$conns" -hold "$hold"
   if [ $target = fanout ] && [ $profile = 1 ]; then
     # Profile the middle of the publishing phase (the connect ramp takes ~1-2 s).
-    (sleep 4; curl -s -o "$out/fanout-cpu.pprof" "http://127.0.0.1:18081/debug/pprof/profile?seconds=10") &
+    (sleep 4; curl -s -o "$out/fanout-cpu.pprof" "http://127.0.0.1:18082/debug/pprof/profile?seconds=10") &
     profiler=$!
   fi
   run $target $url $pid $metrics fanout ${target}-fanout -conns "$fconns" -publishers "$pubs" \

@@ -4,6 +4,9 @@
 # everything that was started when the script ends, however it ends.
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The servers these scripts start are stopped with SIGTERM: no load
+# balancer to wait for (fanout's -drain-delay), stop at once.
+export FANOUT_DRAIN_DELAY=0
 bin=$(mktemp -d)
 pids=()
 me=$(basename "$0")

@@ -9,8 +9,11 @@
 //	GET  /readyz         200 "ready"; 503 "starting", "draining" or "bus disconnected"
 //	GET  /metrics        Prometheus: the server's Stats (fanout_*), the bus's, Go and process
 //	POST /publish        a backend's message to every client (see PublishHandler)
-//	     /debug/pprof/   only with Config.Pprof
 //
 // New wires them into one handler; PublishHandler and NewCollector are
 // the two pieces on their own, for a caller with its own mux or registry.
+// Serve runs a handler on a listener with the bounds an admin port needs
+// (HTTPConfig: header, request and idle deadlines, a connection cap).
+// PprofHandler serves /debug/pprof/ (never cmdline) for a listener of its
+// own, which cmd/fanout keeps on loopback.
 package api
