@@ -69,9 +69,17 @@ type Request struct {
 // Ticket is an admitted connection's hold on the limits, and what its
 // token said about it. The zero Ticket holds nothing.
 type Ticket struct {
-	ip      netip.Addr // counted in perIP; zero without MaxConnsPerIP
-	expires int64      // unix nanoseconds; 0 for never
+	ip      *ipCount // the count it is in; nil without MaxConnsPerIP
+	expires int64    // unix nanoseconds; 0 for never
 	held    bool
+}
+
+// ipCount is the connections admitted from one address. A Ticket points
+// at it instead of holding the address: a Ticket lives in every
+// connection, so its size counts.
+type ipCount struct {
+	addr netip.Addr
+	n    int // guarded by Controller.ipMu
 }
 
 // Expires is when the connection's token stops being valid, in unix
@@ -97,8 +105,8 @@ type Controller struct {
 	// ipMu guards the per-address counts. It is never held with another
 	// lock.
 	ipMu      sync.Mutex
-	perIP     map[netip.Addr]int   // guarded by ipMu; only with MaxConnsPerIP
-	perSource map[netip.Prefix]int // guarded by ipMu; only with MaxHandshakesPerSource
+	perIP     map[netip.Addr]*ipCount // guarded by ipMu; only with MaxConnsPerIP
+	perSource map[netip.Prefix]int    // guarded by ipMu; only with MaxHandshakesPerSource
 }
 
 // New returns a Controller for cfg, or an error naming an Origins entry
@@ -187,10 +195,9 @@ func (a *Controller) Admit(r Request) (t Ticket, authErr, refusal error) {
 		}
 	}
 	if a.cfg.MaxConnsPerIP > 0 {
-		if !a.reserveIP(r.IP) {
+		if t.ip = a.reserveIP(r.IP); t.ip == nil {
 			return Ticket{}, nil, ErrPerIP
 		}
-		t.ip = r.IP
 	}
 	t.held = true
 	if n := a.admitted.Add(1); a.cfg.MaxConns > 0 && n > int64(a.cfg.MaxConns) {
@@ -207,23 +214,29 @@ func (a *Controller) Release(t Ticket) {
 		return
 	}
 	a.admitted.Add(-1)
-	if a.cfg.MaxConnsPerIP > 0 {
+	if t.ip != nil {
 		a.releaseIP(t.ip)
 	}
 }
 
-// reserveIP counts one more connection from ip, if MaxConnsPerIP allows.
-func (a *Controller) reserveIP(ip netip.Addr) bool {
+// reserveIP counts one more connection from ip, if MaxConnsPerIP allows,
+// and returns the count it is in; nil if it does not.
+func (a *Controller) reserveIP(ip netip.Addr) *ipCount {
 	a.ipMu.Lock()
 	defer a.ipMu.Unlock()
-	if a.perIP[ip] >= a.cfg.MaxConnsPerIP {
-		return false
+	c := a.perIP[ip]
+	if c == nil {
+		c = &ipCount{addr: ip}
+		if a.perIP == nil {
+			a.perIP = make(map[netip.Addr]*ipCount)
+		}
+		a.perIP[ip] = c
 	}
-	if a.perIP == nil {
-		a.perIP = make(map[netip.Addr]int)
+	if c.n >= a.cfg.MaxConnsPerIP {
+		return nil
 	}
-	a.perIP[ip]++
-	return true
+	c.n++
+	return c
 }
 
 func (a *Controller) reserveSource(src netip.Prefix) bool {
@@ -249,12 +262,10 @@ func (a *Controller) releaseSource(src netip.Prefix) {
 	a.perSource[src]--
 }
 
-func (a *Controller) releaseIP(ip netip.Addr) {
+func (a *Controller) releaseIP(c *ipCount) {
 	a.ipMu.Lock()
 	defer a.ipMu.Unlock()
-	if a.perIP[ip] <= 1 {
-		delete(a.perIP, ip)
-		return
+	if c.n--; c.n <= 0 {
+		delete(a.perIP, c.addr)
 	}
-	a.perIP[ip]--
 }
