@@ -1,13 +1,17 @@
 package api
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
@@ -17,7 +21,9 @@ import (
 
 // Publisher is what POST /publish needs of a server: *broadcast.Server is
 // one. Publish returns the number of local recipients, or one of the
-// broadcast package's errors.
+// broadcast package's errors. It must not keep payload once it returns
+// (the handler reuses the buffer): *broadcast.Server copies it into the
+// message's frame, or into the bus's buffer.
 type Publisher interface {
 	Publish(op ws.OpCode, payload []byte) (recipients int, err error)
 }
@@ -33,6 +39,19 @@ type Publisher interface {
 // ErrServerClosed, ErrBus). Every refusal is a JSON {"error": "..."} that
 // says why.
 //
+// A body of Content-Type application/x-ndjson is a batch: every line (LF
+// ends one; a CR before it is dropped; blank lines are skipped) is one
+// text message, published in this order (one Publish each). This is how
+// a backend gets several messages in per round trip, as a WebSocket
+// client does by writing frames without waiting: a keep-alive connection
+// carries one request at a time. The body as a whole is still at most
+// maxMessage bytes. A batch that is not UTF-8 or holds no message is
+// refused whole (400). The answer says how many went in: 202
+// {"recipients": n, "published": k} with k the number of lines; a refusal
+// by p partway (503 with Retry-After, as above) is {"error": "...",
+// "published": k}, the first k lines published and the rest to be sent
+// again.
+//
 // maxMessage should be the server's Config.MaxMessage; zero means
 // broadcast.DefaultConfig().MaxMessage.
 func PublishHandler(p Publisher, keys []string, maxMessage int) http.Handler {
@@ -44,9 +63,34 @@ func PublishHandler(p Publisher, keys []string, maxMessage int) http.Handler {
 
 type publishHandler struct {
 	p    Publisher
-	keys []string // bearer keys; none disables publishing
-	max  int      // largest body, bytes
+	keys []string  // bearer keys; none disables publishing
+	max  int       // largest body, bytes
+	bufs sync.Pool // *publishBuf, reused across requests
 }
+
+// publishBuf is one request's memory: its body, then its answer; and a
+// batch's lines (slices of the body).
+type publishBuf struct {
+	b     []byte
+	lines [][]byte
+}
+
+// keepBuf is the largest body buffer kept for the next request (room for
+// the default 64 KiB message, in its allocation size class); a larger one
+// is left to the garbage collector.
+const keepBuf = 128 << 10
+
+// Header values set on every answer, shared: net/http only reads them.
+var (
+	jsonType   = []string{"application/json"}
+	retryAfter = []string{"1"}
+)
+
+// Media types of a request body.
+const (
+	typeBinary = "application/octet-stream"
+	typeBatch  = "application/x-ndjson"
+)
 
 func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
@@ -67,40 +111,187 @@ func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "unknown publish key")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(h.max)))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("message over %d bytes", h.max))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+	buf, _ := h.bufs.Get().(*publishBuf)
+	if buf == nil {
+		buf = &publishBuf{}
+	}
+	defer h.putBuf(buf)
+	if !h.readBody(w, r, buf) {
+		return
+	}
+	ct := r.Header.Get("Content-Type")
+	if mediaType(ct, typeBatch) {
+		h.serveBatch(w, buf)
 		return
 	}
 	op := ws.OpText
-	if ct := r.Header.Get("Content-Type"); strings.HasPrefix(strings.ToLower(ct), "application/octet-stream") {
+	if hasPrefixFold(ct, typeBinary) {
 		op = ws.OpBinary
-	} else if !utf8.Valid(body) {
+	} else if !utf8.Valid(buf.b) {
 		writeError(w, http.StatusBadRequest, "text message is not valid UTF-8 (send binary as application/octet-stream)")
 		return
 	}
-	n, err := h.p.Publish(op, body)
-	switch {
-	case errors.Is(err, broadcast.ErrBacklog), errors.Is(err, broadcast.ErrServerClosed), errors.Is(err, broadcast.ErrBus):
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-		return
-	case errors.Is(err, broadcast.ErrTooBig):
-		// Only when maxMessage is above the server's own limit.
-		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
-		return
-	case err != nil:
-		writeError(w, http.StatusBadRequest, err.Error())
+	n, err := h.p.Publish(op, buf.b)
+	if err != nil {
+		refuse(w, err, -1)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	accepted(w, buf, n, -1)
+}
+
+// readBody reads the request's body into buf.b; when it cannot, it
+// answers and returns false. A body that says its length is read in one
+// buffer of that size, without a limit reader (net/http already stops at
+// the length); a chunked one through http.MaxBytesReader.
+func (h *publishHandler) readBody(w http.ResponseWriter, r *http.Request, buf *publishBuf) bool {
+	body := r.Body
+	b := buf.b[:0]
+	switch cl := r.ContentLength; {
+	case cl > int64(h.max):
+		h.tooBig(w)
+		return false
+	case cl >= 0:
+		b = slices.Grow(b, int(cl)+1) // +1: the read that sees EOF needs room too
+	default:
+		body = http.MaxBytesReader(w, r.Body, int64(h.max))
+		b = slices.Grow(b, 512)
+	}
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, len(b))
+		}
+		n, err := body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			buf.b = b
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				h.tooBig(w)
+				return false
+			}
+			writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+			return false
+		}
+	}
+	buf.b = b
+	if len(b) > h.max { // a body longer than it said: not from net/http's server
+		h.tooBig(w)
+		return false
+	}
+	return true
+}
+
+func (h *publishHandler) tooBig(w http.ResponseWriter) {
+	writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("message over %d bytes", h.max))
+}
+
+func (h *publishHandler) putBuf(buf *publishBuf) {
+	if cap(buf.b) > keepBuf {
+		return
+	}
+	clear(buf.lines) // the lines point into the body
+	buf.b, buf.lines = buf.b[:0], buf.lines[:0]
+	h.bufs.Put(buf)
+}
+
+// serveBatch publishes the lines of buf.b, an application/x-ndjson body.
+func (h *publishHandler) serveBatch(w http.ResponseWriter, buf *publishBuf) {
+	if !utf8.Valid(buf.b) { // line by line is the same: '\n' is never inside a UTF-8 sequence
+		writeError(w, http.StatusBadRequest, "batch is not valid UTF-8 (every line is a text message)")
+		return
+	}
+	lines := buf.lines[:0]
+	for rest := buf.b; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if len(line) > 0 {
+			lines = append(lines, line)
+		}
+	}
+	buf.lines = lines
+	if len(lines) == 0 {
+		writeError(w, http.StatusBadRequest, "empty batch: an application/x-ndjson body holds one message per line")
+		return
+	}
+	var n, published int
+	var err error
+	for _, line := range lines {
+		if n, err = h.p.Publish(ws.OpText, line); err != nil {
+			break
+		}
+		published++
+	}
+	if err != nil {
+		refuse(w, err, published)
+		return
+	}
+	accepted(w, buf, n, published)
+}
+
+// accepted answers 202 {"recipients": n}, with "published" when it is a
+// batch's count (published ≥ 0), in the bytes json.Encoder would write. The
+// answer is built in buf's body, which was published already: no
+// allocation.
+func accepted(w http.ResponseWriter, buf *publishBuf, recipients, published int) {
+	b := append(buf.b[:0], `{"recipients":`...)
+	b = strconv.AppendInt(b, int64(recipients), 10)
+	if published >= 0 {
+		b = append(b, `,"published":`...)
+		b = strconv.AppendInt(b, int64(published), 10)
+	}
+	b = append(b, "}\n"...)
+	buf.b = b
+	w.Header()["Content-Type"] = jsonType
 	w.WriteHeader(http.StatusAccepted)
-	_ = json.NewEncoder(w).Encode(map[string]int{"recipients": n})
+	_, _ = w.Write(b)
+}
+
+// refuse answers a refusal by the Publisher: 503 with Retry-After for what
+// may pass later, 413 or 400 for what never will. published ≥ 0 is a
+// batch's count of messages published before it.
+func refuse(w http.ResponseWriter, err error, published int) {
+	code := http.StatusBadRequest
+	switch {
+	case errors.Is(err, broadcast.ErrBacklog), errors.Is(err, broadcast.ErrServerClosed), errors.Is(err, broadcast.ErrBus):
+		w.Header()["Retry-After"] = retryAfter
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, broadcast.ErrTooBig):
+		// Only when maxMessage is above the server's own limit.
+		code = http.StatusRequestEntityTooLarge
+	}
+	if published < 0 {
+		writeError(w, code, err.Error())
+		return
+	}
+	w.Header()["Content-Type"] = jsonType
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error     string `json:"error"`
+		Published int    `json:"published"`
+	}{err.Error(), published})
+}
+
+// mediaType reports whether the Content-Type value ct names the media
+// type want (which is lowercase), whatever its parameters and case.
+func mediaType(ct, want string) bool {
+	t, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(t), want)
+}
+
+// hasPrefixFold is strings.HasPrefix(strings.ToLower(s), prefix) for a
+// lowercase prefix, without the copy.
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // bearer extracts the token of an "Authorization: Bearer <token>" value.
@@ -125,7 +316,7 @@ func keyMatches(keys []string, tok string) bool {
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonType
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -176,4 +177,171 @@ func TestPublishWhileShuttingDown(t *testing.T) {
 	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") != "1" || out["error"] == nil {
 		t.Fatalf("publish after shutdown: %d Retry-After %q %v", code, hdr.Get("Retry-After"), out)
 	}
+}
+
+// A batch is one text message per line, in order; CR before LF and blank
+// lines are dropped; the answer counts what was published.
+func TestPublishBatch(t *testing.T) {
+	s := startServer(t, broadcast.Config{MaxMessage: 100})
+	_, admin := startAdmin(t, api.Config{Server: s, PublishKeys: []string{"k"}, MaxMessage: 100})
+	a, b := dialGorilla(t, s.url), dialGorilla(t, s.url)
+	s.waitConns(t, 2)
+
+	body := "{\"n\":1}\n\n{\"n\":2}\r\nhéllo\n   \nlast without LF"
+	code, hdr, out := post(t, admin+"/publish", "Bearer k", "application/x-ndjson; charset=utf-8", []byte(body))
+	if code != http.StatusAccepted || out["recipients"] != float64(2) || out["published"] != float64(5) {
+		t.Fatalf("batch: %d %v, want 202 with recipients 2, published 5", code, out)
+	}
+	if ct := hdr.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	for _, c := range []*gorilla.Conn{a, b} {
+		for _, want := range []string{`{"n":1}`, `{"n":2}`, "héllo", "   ", "last without LF"} {
+			expectMessage(t, c, gorilla.TextMessage, []byte(want))
+		}
+	}
+	if st := s.Stats(); st.Published != 5 {
+		t.Fatalf("published %d, want 5", st.Published)
+	}
+
+	// Refused whole: nothing of these is published.
+	for _, tc := range []struct {
+		name   string
+		body   []byte
+		status int
+	}{
+		{"invalid UTF-8 on a line", []byte("ok\n\xff\n"), http.StatusBadRequest},
+		{"no message", []byte("\n\r\n\n"), http.StatusBadRequest},
+		{"empty body", nil, http.StatusBadRequest},
+		{"over the limit as a whole", bytes.Repeat([]byte("0123456789\n"), 10), http.StatusRequestEntityTooLarge},
+	} {
+		code, _, out := post(t, admin+"/publish", "Bearer k", "application/x-ndjson", tc.body)
+		if code != tc.status || out["error"] == "" || out["published"] != nil {
+			t.Errorf("%s: %d %v, want %d with an error and no count", tc.name, code, out, tc.status)
+		}
+	}
+	if st := s.Stats(); st.Published != 5 {
+		t.Fatalf("refused batches were published: %d, want still 5", st.Published)
+	}
+}
+
+// countingPublisher publishes the first ok messages, then refuses with err.
+type countingPublisher struct {
+	ok  int
+	err error
+	got [][]byte
+}
+
+func (c *countingPublisher) Publish(_ ws.OpCode, p []byte) (int, error) {
+	if len(c.got) >= c.ok {
+		return 0, c.err
+	}
+	c.got = append(c.got, append([]byte(nil), p...))
+	return 3, nil
+}
+
+// A batch refused partway says how much of it went in, with the status
+// and Retry-After of the reason.
+func TestPublishBatchRefusedPartway(t *testing.T) {
+	type result struct {
+		status     int
+		published  any
+		retryAfter string
+	}
+	for _, tc := range []struct {
+		err  error
+		want result
+	}{
+		{broadcast.ErrBacklog, result{http.StatusServiceUnavailable, float64(2), "1"}},
+		{broadcast.ErrServerClosed, result{http.StatusServiceUnavailable, float64(2), "1"}},
+		{fmt.Errorf("%w: %w", broadcast.ErrBus, errors.New("bus: buffer full")), result{http.StatusServiceUnavailable, float64(2), "1"}},
+		{broadcast.ErrTooBig, result{http.StatusRequestEntityTooLarge, float64(2), ""}},
+	} {
+		cp := &countingPublisher{ok: 2, err: tc.err}
+		h := httptest.NewServer(api.PublishHandler(cp, []string{"k"}, 0))
+		code, hdr, out := post(t, h.URL, "Bearer k", "application/x-ndjson", []byte("a\nb\nc\nd\n"))
+		h.Close()
+		got := result{code, out["published"], hdr.Get("Retry-After")}
+		if got != tc.want || out["error"] != tc.err.Error() {
+			t.Errorf("%v: %+v %v, want %+v with the server's reason", tc.err, got, out, tc.want)
+		}
+		if len(cp.got) != 2 || string(cp.got[0]) != "a" || string(cp.got[1]) != "b" {
+			t.Errorf("%v: published %q, want a, b", tc.err, cp.got)
+		}
+	}
+}
+
+// The 202 goes out with a Content-Length, not chunked, on a connection
+// that stays open for the next request.
+func TestPublishAnswerFraming(t *testing.T) {
+	h := httptest.NewServer(api.PublishHandler(fakePublisher{}, []string{"k"}, 0))
+	defer h.Close()
+	for _, ctype := range []string{"application/octet-stream", "application/x-ndjson"} {
+		req, _ := http.NewRequest(http.MethodPost, h.URL, strings.NewReader("x\ny\n"))
+		req.Header.Set("Authorization", "Bearer k")
+		req.Header.Set("Content-Type", ctype)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := `{"recipients":7}` + "\n"
+		if ctype == "application/x-ndjson" {
+			want = `{"recipients":7,"published":2}` + "\n"
+		}
+		if resp.StatusCode != http.StatusAccepted || string(body) != want {
+			t.Errorf("%s: %d %q, want 202 %q", ctype, resp.StatusCode, body, want)
+		}
+		if resp.ContentLength != int64(len(want)) || len(resp.TransferEncoding) != 0 || resp.Close {
+			t.Errorf("%s: Content-Length %d, Transfer-Encoding %v, Close %v: want %d, none, keep-alive",
+				ctype, resp.ContentLength, resp.TransferEncoding, resp.Close, len(want))
+		}
+	}
+}
+
+// discardWriter is the least an http.ResponseWriter can be: the handler's
+// own cost is what the benchmarks measure.
+type discardWriter struct {
+	h    http.Header
+	code int
+	n    int
+}
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) WriteHeader(code int)        { d.code = code }
+func (d *discardWriter) Write(b []byte) (int, error) { d.n += len(b); return len(b), nil }
+
+// benchmarkPublish serves the same request b.N times, as net/http would
+// hand it over (a fresh body and response headers each time).
+func benchmarkPublish(b *testing.B, ctype string, body []byte) {
+	h := api.PublishHandler(fakePublisher{}, []string{"k"}, 0)
+	req := httptest.NewRequest(http.MethodPost, "/publish", nil)
+	req.Header.Set("Authorization", "Bearer k")
+	req.Header.Set("Content-Type", ctype)
+	req.ContentLength = int64(len(body))
+	rd := bytes.NewReader(body)
+	body0 := io.NopCloser(rd)
+	w := &discardWriter{}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		rd.Reset(body)
+		req.Body = body0
+		w.h, w.code = http.Header{}, 0
+		h.ServeHTTP(w, req)
+		if w.code != http.StatusAccepted {
+			b.Fatalf("status %d", w.code)
+		}
+	}
+}
+
+func BenchmarkPublishHandler(b *testing.B) {
+	b.Run("binary-64B", func(b *testing.B) {
+		benchmarkPublish(b, "application/octet-stream", bytes.Repeat([]byte("x"), 64))
+	})
+	b.Run("text-64B", func(b *testing.B) { benchmarkPublish(b, "text/plain", bytes.Repeat([]byte("x"), 64)) })
+	b.Run("batch-16x64B", func(b *testing.B) {
+		benchmarkPublish(b, "application/x-ndjson", bytes.Repeat(append(bytes.Repeat([]byte("x"), 64), '\n'), 16))
+	})
 }
