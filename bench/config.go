@@ -71,6 +71,25 @@ type Config struct {
 	// the way. Zero means 5s.
 	Drain time.Duration `json:"drain_ns"`
 
+	// PublishURL, if set, makes the publishers POST their messages to this
+	// http(s) URL (fanout's POST /publish: keep-alive, one connection per
+	// publisher) instead of writing them as WebSocket frames. Each
+	// publisher still holds its WebSocket connection and reads its own
+	// messages back on it, so the closed loop, the number of subscribers
+	// and every receiver-side figure are those of client publishing. Empty:
+	// publishers write frames.
+	PublishURL string `json:"publish_url,omitempty"`
+	// PublishKey is the bearer key sent with every POST. Never stored in
+	// results (nor passed to child processes, which do not publish).
+	PublishKey string `json:"-"`
+	// PublishBatch is the most messages one POST carries. 1 (the default,
+	// for zero) sends each message alone as application/octet-stream; more
+	// sends application/x-ndjson, one text message per line (the bench's
+	// header then in text, see putTextPayload, and Size at least
+	// textPayloadHeader): as many as are due at a fixed Rate, or as the
+	// window has room for at Rate 0.
+	PublishBatch int `json:"publish_batch,omitempty"`
+
 	// SlowFraction of receivers never read (scenario slow). Zero: 0.1.
 	SlowFraction float64 `json:"slow_fraction"`
 	// ChurnRate is receivers replaced per second (scenario churn).
@@ -105,8 +124,20 @@ func (c Config) WithDefaults() (Config, error) {
 		}
 		c.urls = append(c.urls, one)
 	}
-	if c.Conns < 0 || c.Publishers < 0 || c.Size < 0 || c.Rate < 0 || c.Window < 0 || c.Messages < 0 {
-		return c, fmt.Errorf("conns, publishers, size, rate, window and messages must not be negative")
+	if c.Conns < 0 || c.Publishers < 0 || c.Size < 0 || c.Rate < 0 || c.Window < 0 || c.Messages < 0 || c.PublishBatch < 0 {
+		return c, fmt.Errorf("conns, publishers, size, rate, window, messages and publish batch must not be negative")
+	}
+	if c.PublishURL != "" {
+		u, err := url.Parse(c.PublishURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c, fmt.Errorf("publish url %q: want http://host:port/publish", c.PublishURL)
+		}
+	}
+	if c.PublishBatch == 0 {
+		c.PublishBatch = 1
+	}
+	if c.PublishBatch > 1 && c.PublishURL == "" {
+		return c, fmt.Errorf("publish batch %d: only with a publish url (client publishers write every message as its own frame)", c.PublishBatch)
 	}
 	if c.Conns == 0 {
 		c.Conns = 1000
@@ -135,6 +166,9 @@ func (c Config) WithDefaults() (Config, error) {
 	if c.Size < payloadHeader {
 		return c, fmt.Errorf("size %d: at least %d bytes (the bench header)", c.Size, payloadHeader)
 	}
+	if c.textPayload() && c.Size < textPayloadHeader {
+		return c, fmt.Errorf("size %d: at least %d bytes with a publish batch (the bench header as text)", c.Size, textPayloadHeader)
+	}
 	if c.Window == 0 {
 		c.Window = 16
 	}
@@ -155,6 +189,10 @@ func (c Config) WithDefaults() (Config, error) {
 	}
 	return c, nil
 }
+
+// textPayload reports whether publishers send text messages (the bench
+// header as text): only in batches, which are lines of text.
+func (c Config) textPayload() bool { return c.PublishURL != "" && c.PublishBatch > 1 }
 
 // urlFor is the server the idx-th connection goes to.
 func (c Config) urlFor(idx int) string {

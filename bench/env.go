@@ -88,6 +88,11 @@ type ServerSample struct {
 	Goroutines int64   `json:"goroutines,omitempty"`
 	CPU        float64 `json:"cpu_seconds"` // user+system since the server started
 	Conns      int64   `json:"client_conns"`
+	// From fanout's metrics (MetricsURL), counted since it started:
+	// deliveries (fanout_deliveries_total) and the socket writes that
+	// carried them (fanout_socket_writes_total).
+	Deliveries int64 `json:"deliveries,omitempty"`
+	Writes     int64 `json:"socket_writes,omitempty"`
 }
 
 // sampleServer reads the server's RSS, fds and threads from /proc (pid)
@@ -191,5 +196,7 @@ func scrape(url string, s *ServerSample) error {
 		s.CPU = f.GetMetric()[0].GetCounter().GetValue()
 	}
 	s.Conns = get("fanout_connections")
+	s.Deliveries = get("fanout_deliveries_total")
+	s.Writes = get("fanout_socket_writes_total")
 	return nil
 }

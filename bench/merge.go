@@ -63,6 +63,11 @@ func (r *run) fanoutStats(fs *FanoutStats, perPub []pubCounts, lat *Histogram) {
 		fs.Reordered += ps.Reordered
 		fs.WindowTimeouts += p.timeouts.Load()
 	}
+	if r.api != nil {
+		fs.PublishRequests, fs.PublishRefused = r.api.requests.Load(), r.api.refused.Load()
+		l := r.api.latency.Summary()
+		fs.PublishLatency = &l
+	}
 	fs.Expected = fs.Sent * uint64(fs.Receivers)
 	if fs.Expected > fs.Received {
 		fs.Lost = fs.Expected - fs.Received
@@ -87,6 +92,9 @@ func (r *run) serverCost() {
 	}
 	if res.Fanout != nil && res.Fanout.Received > 0 && sv.End.CPU > 0 {
 		sv.CPUPerDelivery = time.Duration((sv.End.CPU - sv.PublishStart.CPU) / float64(res.Fanout.Received) * 1e9)
+	}
+	if w := sv.End.Writes - sv.PublishStart.Writes; w > 0 && sv.End.Deliveries > sv.PublishStart.Deliveries {
+		sv.DeliveriesPerWrite = float64(sv.End.Deliveries-sv.PublishStart.Deliveries) / float64(w)
 	}
 	if c := int64(res.Connect.Connected); c > 0 && sv.Connected.RSS > 0 {
 		sv.BytesPerConn = float64(sv.Connected.RSS-sv.Before.RSS) / float64(c)

@@ -28,8 +28,79 @@ func putPayload(p []byte, pub uint16, seq uint64, sent int64) {
 	binary.BigEndian.PutUint64(p[12:], uint64(sent))
 }
 
-// parsePayload reads a message header back.
+// A text message (what a publish batch carries: lines of text, see
+// Config.PublishBatch) holds the same header in hex, as a JSON string so
+// that a batch is valid NDJSON; the padding is inside the quotes:
+//
+//	'"' "FT" | publisher 4 hex | sequence 16 hex | send time 16 hex | padding '"'
+const textPayloadHeader = 40
+
+// newPayload returns the buffer a publisher fills with putPayload (or
+// putTextPayload, for text): Size bytes, the padding already in place.
+func newPayload(cfg Config) []byte {
+	p := make([]byte, cfg.Size)
+	for i := range p {
+		p[i] = 'x'
+	}
+	if cfg.textPayload() {
+		p[len(p)-1] = '"'
+	}
+	return p
+}
+
+// putTextPayload fills p (from newPayload, len ≥ textPayloadHeader) with a
+// text message header.
+func putTextPayload(p []byte, pub uint16, seq uint64, sent int64) {
+	p[0], p[1], p[2] = '"', 'F', 'T'
+	putHex(p[3:7], uint64(pub))
+	putHex(p[7:23], seq)
+	putHex(p[23:39], uint64(sent))
+}
+
+const hexDigits = "0123456789abcdef"
+
+// putHex writes v into b as len(b) lowercase hex digits.
+func putHex(b []byte, v uint64) {
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = hexDigits[v&0xf]
+		v >>= 4
+	}
+}
+
+// hexValue maps a byte to its value as a hex digit, 0xff if it is none.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i := 0; i < 16; i++ {
+		t[hexDigits[i]] = byte(i)
+	}
+	return t
+}()
+
+// getHex reads the hex digits of b (putHex's) back.
+func getHex(b []byte) (v uint64, ok bool) {
+	for _, c := range b {
+		d := hexValue[c]
+		if d == 0xff {
+			return 0, false
+		}
+		v = v<<4 | uint64(d)
+	}
+	return v, true
+}
+
+// parsePayload reads a message header back, binary or text.
 func parsePayload(p []byte) (pub uint16, seq uint64, sent int64, err error) {
+	if len(p) >= textPayloadHeader && p[0] == '"' && p[1] == 'F' && p[2] == 'T' {
+		pu, ok1 := getHex(p[3:7])
+		sq, ok2 := getHex(p[7:23])
+		st, ok3 := getHex(p[23:39])
+		if !ok1 || !ok2 || !ok3 {
+			return 0, 0, 0, errNotBench
+		}
+		return uint16(pu), sq, int64(st), nil
+	}
 	if len(p) < payloadHeader || p[0] != payloadMagic[0] || p[1] != payloadMagic[1] {
 		return 0, 0, 0, errNotBench
 	}

@@ -13,28 +13,36 @@ import (
 	"github.com/fanout/fanout/broadcast/frame"
 )
 
-// publisher is one publishing connection. It also reads: the server sends
-// every message back to it (the sender is a client like any other), which
-// closes the loop for Rate 0 and keeps it from being a slow consumer.
+// publisher is one publisher. It holds a WebSocket connection and reads on
+// it: the server sends every message back to it (the sender is a client
+// like any other), which closes the loop for Rate 0 and keeps it from
+// being a slow consumer. Its messages go out on that connection as
+// frames, or, with Config.PublishURL, as POSTs to the publish API (api).
 type publisher struct {
 	id   uint16
 	cfg  Config
 	nc   net.Conn
+	api  *apiClient // nil: messages go out as frames on nc
 	wmu  sync.Mutex
-	sent atomic.Uint64
+	sent atomic.Uint64 // messages the server took, in order: seq 0 … sent-1
 	// acks carries one token per own message seen back (Rate 0 only).
 	acks     chan struct{}
 	timeouts atomic.Uint64 // window slots given up on (own message never seen back)
 	done     chan struct{}
 	err      error
+
+	// Owned by run (and warmUp, before run starts).
+	payload []byte // one message, refilled for each (newPayload)
+	out     []byte // one write's frames, or one request's body
 }
 
-func connectPublisher(ctx context.Context, cfg Config, id int) (*publisher, error) {
+func connectPublisher(ctx context.Context, cfg Config, id int, api *apiClient) (*publisher, error) {
 	nc, extra, err := dial(ctx, cfg, id)
 	if err != nil {
 		return nil, err
 	}
-	p := &publisher{id: uint16(id), cfg: cfg, nc: nc, acks: make(chan struct{}, cfg.Window+1), done: make(chan struct{})}
+	p := &publisher{id: uint16(id), cfg: cfg, nc: nc, api: api, acks: make(chan struct{}, cfg.Window+1),
+		done: make(chan struct{}), payload: newPayload(cfg)}
 	go p.read(append(make([]byte, 0, 64<<10), extra...))
 	return p, nil
 }
@@ -82,56 +90,88 @@ func (p *publisher) write(b []byte) error {
 // time it actually left: a publisher that falls behind shows up as
 // latency instead of hiding it (no coordinated omission).
 func (p *publisher) run(ctx context.Context, t0 time.Time) error {
-	payload := make([]byte, p.cfg.Size)
-	for i := payloadHeader; i < len(payload); i++ {
-		payload[i] = 'x'
-	}
-	limit := uint64(p.cfg.Messages)
-	over := func(seq uint64) bool {
-		return ctx.Err() != nil || (limit > 0 && seq >= limit) || time.Since(t0) >= p.cfg.Duration
-	}
-	var out []byte // the frames of one write, masked into the same buffer each time
 	if p.cfg.Rate == 0 {
-		inflight := 0
-		for seq := uint64(0); !over(seq); seq++ {
-			for inflight >= p.cfg.Window {
+		return p.runClosed(ctx, t0)
+	}
+	return p.runRate(ctx, t0)
+}
+
+// over reports whether the publisher is done at sequence seq.
+func (p *publisher) over(ctx context.Context, t0 time.Time, seq uint64) bool {
+	limit := uint64(p.cfg.Messages)
+	return ctx.Err() != nil || (limit > 0 && seq >= limit) || time.Since(t0) >= p.cfg.Duration
+}
+
+// runClosed is Rate 0: Window messages in flight, a slot freed by each own
+// message seen back (or given up on after a second). Frames go one per
+// write; through the publish API, a request carries as many messages as
+// the window has room for, up to PublishBatch.
+func (p *publisher) runClosed(ctx context.Context, t0 time.Time) error {
+	deadline := t0.Add(p.cfg.Duration)
+	inflight := 0
+	for seq := uint64(0); !p.over(ctx, t0, seq); {
+		for inflight >= p.cfg.Window {
+			select {
+			case <-p.acks:
+				inflight--
+			case <-time.After(time.Second):
+				p.timeouts.Add(1) // lost or very late: free the slot
+				inflight--
+			case <-p.done:
+				return p.err
+			}
+		}
+		n := 1
+		if p.cfg.PublishBatch > 1 {
+		free:
+			for inflight > 0 {
 				select {
 				case <-p.acks:
 					inflight--
-				case <-time.After(time.Second):
-					p.timeouts.Add(1) // lost or very late: free the slot
-					inflight--
-				case <-p.done:
-					return p.err
+				default:
+					break free
 				}
 			}
-			putPayload(payload, p.id, seq, time.Now().UnixNano())
-			out = frame.AppendMasked(out[:0], ws.OpBinary, payload, ws.NewMask())
-			if err := p.write(out); err != nil {
-				return err
-			}
-			p.sent.Add(1)
-			inflight++
+			n = min(p.cfg.Window-inflight, p.cfg.PublishBatch)
 		}
-		return nil
+		if limit := uint64(p.cfg.Messages); limit > 0 {
+			n = int(min(uint64(n), limit-seq))
+		}
+		now := time.Now().UnixNano()
+		got, err := p.send(ctx, seq, n, func(uint64) int64 { return now }, deadline)
+		seq += uint64(got)
+		p.sent.Add(uint64(got))
+		inflight += got
+		if err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// runRate is a fixed Rate: every millisecond, what is due goes out (in
+// one write, or in requests of up to PublishBatch messages).
+func (p *publisher) runRate(ctx context.Context, t0 time.Time) error {
+	deadline := t0.Add(p.cfg.Duration)
 	perPub := p.cfg.Rate / float64(p.cfg.Publishers)
 	interval := time.Duration(float64(time.Second) / perPub)
+	scheduled := func(seq uint64) int64 { return t0.Add(time.Duration(seq) * interval).UnixNano() }
+	limit := uint64(p.cfg.Messages)
 	seq := uint64(0)
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
-	for !over(seq) {
+	for !p.over(ctx, t0, seq) {
 		due := uint64(time.Since(t0)/interval) + 1
-		out = out[:0]
-		for ; seq < due && !(limit > 0 && seq >= limit); seq++ {
-			putPayload(payload, p.id, seq, t0.Add(time.Duration(seq)*interval).UnixNano())
-			out = frame.AppendMasked(out, ws.OpBinary, payload, ws.NewMask())
+		if limit > 0 {
+			due = min(due, limit)
 		}
-		if len(out) > 0 {
-			if err := p.write(out); err != nil {
+		if due > seq {
+			got, err := p.send(ctx, seq, int(due-seq), scheduled, deadline)
+			seq += uint64(got)
+			p.sent.Add(uint64(got))
+			if err != nil {
 				return err
 			}
-			p.sent.Store(seq)
 		}
 		select {
 		case <-tick.C:
@@ -141,6 +181,77 @@ func (p *publisher) run(ctx context.Context, t0 time.Time) error {
 		}
 	}
 	return nil
+}
+
+// send publishes messages seq … seq+n-1, message q sent at at(q): as
+// frames in one write, or through the publish API in requests of up to
+// PublishBatch messages. A request the server refuses for now (503) is
+// sent again from its first unpublished message after the server's
+// Retry-After, unless that would pass deadline. It returns how many were
+// published, which are the first ones, in order.
+func (p *publisher) send(ctx context.Context, seq uint64, n int, at func(uint64) int64, deadline time.Time) (int, error) {
+	if p.api == nil {
+		p.out = p.out[:0]
+		for q := seq; q < seq+uint64(n); q++ {
+			putPayload(p.payload, p.id, q, at(q))
+			p.out = frame.AppendMasked(p.out, ws.OpBinary, p.payload, ws.NewMask())
+		}
+		if err := p.write(p.out); err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
+	done := 0
+	for done < n {
+		k := min(n-done, p.cfg.PublishBatch)
+		p.out = p.body(p.out[:0], seq+uint64(done), k, at)
+		got, wait, err := p.api.post(ctx, p.out, k, p.cfg.PublishBatch > 1)
+		done += got
+		if err != nil {
+			return done, err
+		}
+		if got == k {
+			continue
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return done, nil
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return done, nil
+		case <-p.done:
+			return done, p.err
+		}
+	}
+	return done, nil
+}
+
+// body appends the body of one request carrying messages seq … seq+n-1 to
+// dst: the message itself when requests carry one, else one text message
+// per line (NDJSON).
+func (p *publisher) body(dst []byte, seq uint64, n int, at func(uint64) int64) []byte {
+	for q := seq; q < seq+uint64(n); q++ {
+		if p.cfg.textPayload() {
+			putTextPayload(p.payload, p.id, q, at(q))
+			dst = append(append(dst, p.payload...), '\n')
+			continue
+		}
+		putPayload(p.payload, p.id, q, at(q))
+		dst = append(dst, p.payload...)
+	}
+	return dst
+}
+
+// warm publishes one uncounted warm-up message (payload, from putPayload
+// with warmPub) the way the publisher publishes: as a frame, or alone in
+// a POST. A refused warm-up is not an error: the next one will do.
+func (p *publisher) warm(ctx context.Context, payload []byte) error {
+	if p.api == nil {
+		return p.write(frame.CompileMasked(ws.OpBinary, payload))
+	}
+	_, _, err := p.api.post(ctx, payload, 1, false)
+	return err
 }
 
 func (p *publisher) close() {

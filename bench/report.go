@@ -34,6 +34,12 @@ func (r *Result) WriteText(w io.Writer) {
 			rate = fmt.Sprintf("%.0f msg/s", c.Rate)
 		}
 		fmt.Fprintf(tw, "publishing\t%d publishers, %d B messages, %s\n", f.Publishers, c.Size, rate)
+		if c.PublishURL != "" {
+			fmt.Fprintf(tw, "publish API\tPOST %s, up to %d messages per request: %d requests, %d refused (503)\n", c.PublishURL, c.PublishBatch, f.PublishRequests, f.PublishRefused)
+			if l := f.PublishLatency; l != nil {
+				fmt.Fprintf(tw, "publish API latency\tp50 %s  p99 %s  max %s (request sent to answer read)\n", ms(l.P50), ms(l.P99), ms(l.Max))
+			}
+		}
 		fmt.Fprintf(tw, "messages sent\t%d\n", f.Sent)
 		fmt.Fprintf(tw, "receivers counted\t%d\n", f.Receivers)
 		fmt.Fprintf(tw, "deliveries\t%d of %d expected (%.0f/s over %.1f s)\n", f.Received, f.Expected, f.PerSecond, f.Seconds)
@@ -73,6 +79,9 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(tw, "server threads\t%d before, %d connected\n", s.Before.Threads, s.Connected.Threads)
 		if s.CPUPerDelivery > 0 {
 			fmt.Fprintf(tw, "server CPU per delivery\t%.2f µs (%.2f s user+sys while publishing and draining)\n", float64(s.CPUPerDelivery)/1e3, s.End.CPU-s.PublishStart.CPU)
+		}
+		if s.DeliveriesPerWrite > 0 {
+			fmt.Fprintf(tw, "server deliveries per write\t%.2f (%d deliveries in %d socket writes)\n", s.DeliveriesPerWrite, s.End.Deliveries-s.PublishStart.Deliveries, s.End.Writes-s.PublishStart.Writes)
 		}
 		if s.Connected.Goroutines > 0 {
 			fmt.Fprintf(tw, "server goroutines\t%d before, %d connected\n", s.Before.Goroutines, s.Connected.Goroutines)
@@ -294,6 +303,7 @@ func compareRows() []compareRow {
 		{"latency p99", fan(func(f *FanoutStats) float64 { return float64(f.Latency.P99) / 1e6 }), "ms"},
 		{"latency p99.9", fan(func(f *FanoutStats) float64 { return float64(f.Latency.P999) / 1e6 }), "ms"},
 		{"server CPU per delivery", srv(func(s *ServerCost) float64 { return float64(s.CPUPerDelivery) / 1e3 }), "µs"},
+		{"server deliveries per write", srv(func(s *ServerCost) float64 { return s.DeliveriesPerWrite }), ""},
 	}
 }
 

@@ -20,7 +20,17 @@ type FanoutStats struct {
 	Seconds        float64 `json:"seconds"` // first send to last delivery
 	PerSecond      float64 `json:"deliveries_per_second"`
 	WindowTimeouts uint64  `json:"window_timeouts,omitempty"`
-	Latency        Summary `json:"latency"`
+	// PublishRequests and PublishRefused count the POSTs the publish API
+	// answered (the warm-ups' included), and the 503s among them (sent
+	// again after Retry-After), when publishers publish through it
+	// (Config.PublishURL).
+	PublishRequests uint64 `json:"publish_requests,omitempty"`
+	PublishRefused  uint64 `json:"publish_refused,omitempty"`
+	// PublishLatency is the time from sending a POST to reading its
+	// answer: what a message waits before the next one of its publisher
+	// may go (requests are sequential).
+	PublishLatency *Summary `json:"publish_latency,omitempty"`
+	Latency        Summary  `json:"latency"`
 	// PerPublisher splits the counts by publisher: each publisher's own
 	// loss, duplicates and reordering, over all counted receivers.
 	PerPublisher []PublisherStats `json:"per_publisher"`
@@ -58,6 +68,9 @@ type ServerCost struct {
 	// CPUPerDelivery is server CPU (user+system) from the first publish to
 	// the end of the drain, divided by the deliveries counted.
 	CPUPerDelivery time.Duration `json:"cpu_per_delivery_ns,omitempty"`
+	// DeliveriesPerWrite is the server's coalescing over the same span:
+	// its deliveries per socket write (from fanout's metrics; 0 without).
+	DeliveriesPerWrite float64 `json:"deliveries_per_write,omitempty"`
 }
 
 // Point is one second of the run.

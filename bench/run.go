@@ -6,10 +6,6 @@ import (
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/gobwas/ws"
-
-	"github.com/fanout/fanout/broadcast/frame"
 )
 
 // Progress, if set, gets one line per second while the run goes.
@@ -55,6 +51,9 @@ func Run(ctx context.Context, cfg Config, progress Progress) (*Result, error) {
 	for _, p := range r.pubs {
 		p.close()
 	}
+	if r.api != nil {
+		r.api.close()
+	}
 	r.buildSeries()
 	r.merge()
 	if r.watchServer {
@@ -76,6 +75,7 @@ type run struct {
 	events chan procMsg // from every proc, each message stamped with its proc
 	procs  []proc
 	pubs   []*publisher
+	api    *apiClient // the publishers' publish API client (Config.PublishURL), or nil
 
 	// From the procs' "connected" reports.
 	stableTotal  uint64 // receivers counted for loss
@@ -204,8 +204,11 @@ func (r *run) connectPublishers(ctx context.Context) error {
 	if r.cfg.Scenario == ScenarioConnect {
 		return nil
 	}
+	if r.cfg.PublishURL != "" {
+		r.api = newAPIClient(r.cfg)
+	}
 	for i := 0; i < r.cfg.Publishers; i++ {
-		p, err := connectPublisher(ctx, r.cfg, 1_000_000+i)
+		p, err := connectPublisher(ctx, r.cfg, 1_000_000+i, r.api)
 		if err != nil {
 			return fmt.Errorf("bench: publisher %d: %w", i, err)
 		}
@@ -255,7 +258,7 @@ func (r *run) warmUp(ctx context.Context) error {
 			putPayload(payload, warmPub, seq, time.Now().UnixNano())
 			seq++
 			r.res.WarmupSent++
-			if err := r.pubs[0].write(frame.CompileMasked(ws.OpBinary, payload)); err != nil {
+			if err := r.pubs[0].warm(ctx, payload); err != nil {
 				return fmt.Errorf("bench: warm-up: %w", err)
 			}
 		case <-deadline:

@@ -1,0 +1,119 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// apiClient posts publishers' messages to a publish API (Config.PublishURL:
+// fanout's POST /publish). One is shared by a run's publishers; its
+// Transport keeps an idle keep-alive connection for each of them, and each
+// publisher's requests are sequential (one in flight), so its messages are
+// published in order.
+type apiClient struct {
+	url  string
+	auth []string // the Authorization header's value
+	hc   *http.Client
+
+	requests atomic.Uint64 // requests answered
+	refused  atomic.Uint64 // of which 503: retried after Retry-After
+	latency  Histogram     // request sent to answer read, per answered request
+}
+
+// Content types of the two kinds of request.
+var (
+	ctypeOne   = []string{"application/octet-stream"}
+	ctypeBatch = []string{"application/x-ndjson"}
+)
+
+func newAPIClient(cfg Config) *apiClient {
+	conns := cfg.Publishers + 1
+	tr := &http.Transport{
+		Proxy:               nil, // a loopback bench never goes through $HTTP_PROXY
+		DialContext:         (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        conns,
+		MaxIdleConnsPerHost: conns, // the default (2) would close and redial most requests' connections
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+	return &apiClient{
+		url:  cfg.PublishURL,
+		auth: []string{"Bearer " + cfg.PublishKey},
+		hc:   &http.Client{Transport: tr, Timeout: 10 * time.Second},
+	}
+}
+
+// answer is what the publish API says in its JSON body.
+type answer struct {
+	Recipients *int   `json:"recipients"`
+	Published  *int   `json:"published"` // batches only
+	Error      string `json:"error"`
+}
+
+// post sends one request whose body carries n messages (an NDJSON batch
+// when batch is set, else exactly one message) and returns how many the
+// server published: n on 202; on 503 (it cannot take them now) the
+// batch's published count, or 0, and how long to wait before sending the
+// rest again (Retry-After, 1 s when absent); any other answer is an
+// error, with what the server published before it.
+func (a *apiClient) post(ctx context.Context, body []byte, n int, batch bool) (published int, retry time.Duration, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header["Authorization"] = a.auth
+	req.Header["Content-Type"] = ctypeOne
+	if batch {
+		req.Header["Content-Type"] = ctypeBatch
+	}
+	start := time.Now()
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return 0, 0, fmt.Errorf("bench: publish API: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10)) // all of it: the connection is reused
+	if err != nil {
+		return 0, 0, fmt.Errorf("bench: publish API: reading the answer: %w", err)
+	}
+	a.latency.Record(time.Since(start))
+	a.requests.Add(1)
+	var ans answer
+	_ = json.Unmarshal(b, &ans) // absent fields say what is wrong below
+	if batch && ans.Published != nil {
+		published = min(max(*ans.Published, 0), n)
+	}
+	switch resp.StatusCode {
+	case http.StatusAccepted:
+		if batch && (ans.Published == nil || *ans.Published != n) {
+			// A server that takes no batches would have published the
+			// whole body as one message.
+			return published, 0, fmt.Errorf("bench: publish API took a batch of %d as %s: does it take %s?", n, strings.TrimSpace(string(b)), ctypeBatch[0])
+		}
+		return n, 0, nil
+	case http.StatusServiceUnavailable:
+		a.refused.Add(1)
+		retry = time.Second
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
+			retry = time.Duration(s) * time.Second
+		}
+		return published, retry, nil
+	}
+	msg := ans.Error
+	if msg == "" {
+		msg = strings.TrimSpace(string(b))
+	}
+	return published, 0, fmt.Errorf("bench: publish API answered %d: %s", resp.StatusCode, msg)
+}
+
+func (a *apiClient) close() { a.hc.CloseIdleConnections() }
