@@ -5,6 +5,7 @@
 //	fanout-bench fanout   -url ws://127.0.0.1:8080/ws -conns 1000 -publishers 2 -rate 1000 -size 64
 //	fanout-bench slow     -url ... -conns 1000 -slow-fraction 0.1
 //	fanout-bench churn    -url ... -conns 1000 -churn-rate 50
+//	fanout-bench fanout   -url ... -publish-url http://127.0.0.1:8081/publish -publish-key K   (publishers POST)
 //	fanout-bench baseline -addr 127.0.0.1:9090      (the classic hub, for side-by-side runs)
 //
 // Every run prints its environment first, then a table; -json and -report
@@ -121,8 +122,12 @@ func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintf(stdout, "# env: %s\n", bench.ReadEnv())
-	fmt.Fprintf(stdout, "# params: scenario=%s url=%s conns=%d conns-per-proc=%d publishers=%d size=%d rate=%s window=%d duration=%s messages=%d source-ips=%d\n",
+	fmt.Fprintf(stdout, "# params: scenario=%s url=%s conns=%d conns-per-proc=%d publishers=%d size=%d rate=%s window=%d duration=%s messages=%d source-ips=%d",
 		full.Scenario, full.URL, full.Conns, full.ConnsPerProc, full.Publishers, full.Size, rateFlag{&full.Rate}, full.Window, full.Duration, full.Messages, len(full.SourceIPs))
+	if full.PublishURL != "" {
+		fmt.Fprintf(stdout, " publish-url=%s publish-batch=%d", full.PublishURL, full.PublishBatch)
+	}
+	fmt.Fprintln(stdout)
 
 	progress := progressLine(stderr, a.quiet)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -176,6 +181,9 @@ func scenarioFlags(scenario string, stderr io.Writer) (*flag.FlagSet, *scenarioA
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish")
 	fs.IntVar(&cfg.Messages, "messages", 0, "stop each publisher after `n` messages (0: use -duration)")
 	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "wait this long at most for deliveries after publishing")
+	fs.StringVar(&cfg.PublishURL, "publish-url", "", "publishers POST to this publish API `URL` (e.g. http://127.0.0.1:8081/publish, keep-alive) instead of writing WebSocket frames; they still read their own messages back over WebSocket")
+	fs.StringVar(&cfg.PublishKey, "publish-key", "", "bearer `key` for -publish-url (default: the first of $FANOUT_PUBLISH_KEYS, which fanout reads too: flags show in ps)")
+	fs.IntVar(&cfg.PublishBatch, "publish-batch", 1, "messages per POST (`n`): 1 sends each alone (application/octet-stream); more sends them as application/x-ndjson, one text message per line")
 	fs.Float64Var(&cfg.SlowFraction, "slow-fraction", 0.1, "slow: fraction of receivers that never read")
 	fs.Float64Var(&cfg.ChurnRate, "churn-rate", 0, "churn: receivers replaced per `second` (0: 5% of -conns)")
 	fs.StringVar(&a.pids, "server-pid", "", "sample these `pids` (comma-separated: a tier's processes, added up) for RSS, fds, threads and CPU from /proc")
@@ -206,6 +214,17 @@ func (a *scenarioArgs) config() (bench.Config, error) {
 			return bench.Config{}, fmt.Errorf("-source-ips: %v", err)
 		}
 		a.cfg.SourceIPs = ips
+	}
+	if a.cfg.PublishURL != "" && a.cfg.PublishKey == "" {
+		for _, k := range strings.Split(os.Getenv("FANOUT_PUBLISH_KEYS"), ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				a.cfg.PublishKey = k
+				break
+			}
+		}
+		if a.cfg.PublishKey == "" {
+			return bench.Config{}, errors.New("-publish-url needs -publish-key (or FANOUT_PUBLISH_KEYS)")
+		}
 	}
 	return a.cfg.WithDefaults()
 }

@@ -19,6 +19,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestBadArgumentsExit2(t *testing.T) {
+	t.Setenv("FANOUT_PUBLISH_KEYS", "") // -publish-url without a key must fail
 	for _, args := range [][]string{
 		nil,
 		{"nonsense"},
@@ -26,6 +27,10 @@ func TestBadArgumentsExit2(t *testing.T) {
 		{"fanout", "-rate", "fast"},
 		{"fanout", "-url", "http://x/ws"},
 		{"fanout", "-size", "10"},
+		{"fanout", "-publish-url", "ws://x/publish", "-publish-key", "k"},
+		{"fanout", "-publish-url", "http://x/publish"},
+		{"fanout", "-publish-batch", "4"},
+		{"fanout", "-publish-url", "http://x/publish", "-publish-key", "k", "-publish-batch", "4", "-size", "39"},
 		{"slow", "-slow-fraction", "1.5"},
 		{"connect", "-source-ips", "10.0.0.0/8"},
 		{"connect", "-server-pid", "abc"},
