@@ -101,11 +101,16 @@ one() {
   stop "$pid"
 }
 
-# table TITLE LABEL FILE...: fanout-bench compare, labels then files.
+# table TITLE LABEL FILE...: fanout-bench compare, labels then files
+# (fanout-bench summary for one).
 table() {
   local title=$1 n=$(( ($# - 1) / 2 )); shift
   echo
   echo "### $title"
+  if [ "$n" -lt 2 ]; then
+    echo "$1: deliveries/s, loss ratio, p99 (ms), server CPU/delivery (µs): $("$bin/fanout-bench" summary "$2")"
+    return
+  fi
   (IFS=,; "$bin/fanout-bench" compare -labels "${*:1:n}" "${@:n+1}")
 }
 
