@@ -8,7 +8,7 @@
 //	GET  /healthz        200 "ok" while the process runs
 //	GET  /readyz         200 "ready"; 503 "starting", "draining" or "bus disconnected"
 //	GET  /metrics        Prometheus: the server's Stats (fanout_*), the bus's, Go and process
-//	POST /publish        a backend's message to every client (see PublishHandler)
+//	POST /publish        a backend's message, or an NDJSON batch of them, to every client (see PublishHandler)
 //
 // New wires them into one handler; PublishHandler and NewCollector are
 // the two pieces on their own, for a caller with its own mux or registry.
