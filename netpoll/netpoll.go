@@ -14,7 +14,8 @@
 // writes or re-arms: that is the worker's job.
 //
 // Invariants:
-//   - goroutines are O(workers + 2), whatever the number of descriptors;
+//   - goroutines are O(workers + 3) (two epoll loops and the overload
+//     drain), whatever the number of descriptors;
 //   - no descriptor is duplicated (no conn.File(), no easygo Handle):
 //     callers pass the raw fd from syscall.RawConn.Control;
 //   - a Watch must be stopped (Stop) before its fd is closed, since fd
@@ -169,8 +170,10 @@ type funcs struct{ read, write func(Event) }
 func (f funcs) OnRead(ev Event)  { f.read(ev) }
 func (f funcs) OnWrite(ev Event) { f.write(ev) }
 
-// Watch is one descriptor's registration. Its handlers run on the pool,
-// at most one per side at a time.
+// Watch is one descriptor's registration. Its handlers run on the pool:
+// at most one read handler at a time (flagReading); a write handler may
+// be run by a stale event too, so its owner serializes them (outbound
+// does, under the connection's lock).
 //
 // A Watch costs no allocation but itself, 48 bytes (and the callback
 // easygo keeps per registration): the tasks handed to the pool are the
@@ -211,6 +214,7 @@ const (
 	flagReading  = 1 << iota // a read handler is in flight
 	flagStopped              // Stop was called
 	flagWriteReg             // fd is in the write epoll
+	flagReadReg              // fd is in the read epoll (Start succeeded)
 )
 
 func (w *Watch) is(f uint32) bool { return w.flags.Load()&f != 0 }
@@ -233,12 +237,19 @@ func (p *Poller) Watch(fd int, onRead, onWrite func(Event)) *Watch {
 	return p.WatchHandler(fd, funcs{onRead, onWrite})
 }
 
-// Start adds fd to the read epoll instance, armed for one event.
+// Start adds fd to the read epoll instance, armed for one event. It
+// fails with ErrClosed after Stop: by then the fd may be closed and its
+// number another descriptor's.
 func (w *Watch) Start() error {
-	if w.p.closed.Load() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.p.closed.Load() || w.is(flagStopped) {
 		return ErrClosed
 	}
 	err := add(w.p.in, int(w.fd), readEvents, w.readReady)
+	if err == nil {
+		w.flags.Or(flagReadReg)
+	}
 	switch {
 	case errors.Is(err, netpoll.ErrRegistered):
 		return fmt.Errorf("%w: fd %d", ErrRegistered, w.fd)
@@ -339,7 +350,8 @@ func (w *Watch) ArmWrite() error {
 	return nil
 }
 
-// Stop removes fd from both epoll instances. Call it before closing fd.
+// Stop removes fd from the epoll instances it was added to. Call it
+// before closing fd.
 // It is idempotent; handlers already submitted still run and must check
 // their own closed state.
 func (w *Watch) Stop() {
@@ -351,7 +363,11 @@ func (w *Watch) Stop() {
 	w.flags.Or(flagStopped)
 	// Errors here mean the poller is closing (ErrClosed) or the fd is
 	// already gone from the set; either way it is no longer watched.
-	_ = w.p.in.Del(int(w.fd))
+	// Only what this Watch registered: the fd number may be another
+	// descriptor's registration otherwise.
+	if w.is(flagReadReg) {
+		_ = w.p.in.Del(int(w.fd))
+	}
 	if w.is(flagWriteReg) {
 		_ = w.p.out.Del(int(w.fd))
 	}

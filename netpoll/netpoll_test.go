@@ -266,3 +266,29 @@ func TestFailedAddDoesNotPoisonTheFD(t *testing.T) {
 	}
 	w2.Stop()
 }
+
+// A Watch stopped before it was started never registers its fd (the fd
+// may be closed and its number reused by then), and its Stop leaves alone
+// a registration it did not make: that of the descriptor now holding the
+// number.
+func TestStopBeforeStartTouchesNoOtherRegistration(t *testing.T) {
+	p := newPoller(t, Config{Workers: 2})
+	a, b := socketpair(t)
+	defer unix.Close(a)
+	defer unix.Close(b)
+	old := p.Watch(a, func(Event) { t.Error("the stopped Watch got an event") }, nil)
+	events := make(chan Event, 4)
+	reuse := p.Watch(a, func(ev Event) { events <- ev }, nil) // the number's new owner
+	if err := reuse.Start(); err != nil {
+		t.Fatal(err)
+	}
+	old.Stop()
+	if err := old.Start(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Stop: %v, want ErrClosed", err)
+	}
+	unix.Write(b, []byte("x"))
+	if ev := recv(t, events); ev&EventRead == 0 {
+		t.Fatalf("event %v, want readable", ev)
+	}
+	reuse.Stop()
+}

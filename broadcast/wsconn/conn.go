@@ -13,6 +13,7 @@
 package wsconn
 
 import (
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -163,6 +164,12 @@ func (c *Conn) Start(first []byte) error {
 	c.env.hub.Add(c, c.ID())
 	c.Lock()
 	defer c.Unlock()
+	if c.State() != outbound.StateOpen {
+		// Its shard took it in and its 101 failed (the client reset):
+		// torn down and counted already, and its fd is closed, so its
+		// number may be another descriptor's. Nothing to arm.
+		return errTornDown
+	}
 	if err := c.Watch().Start(); err != nil {
 		c.env.log.Error("register: epoll", "conn", c.ID(), "err", err)
 		c.TeardownLocked(outbound.ReasonReadError, err)
@@ -170,6 +177,9 @@ func (c *Conn) Start(first []byte) error {
 	}
 	return nil
 }
+
+// errTornDown: the connection ended before Start could arm it.
+var errTornDown = errors.New("wsconn: connection torn down before its watch was armed")
 
 // Join implements hub.Subscriber: the 101 goes out now, ahead of every
 // message the shard delivers from here on.
