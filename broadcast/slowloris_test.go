@@ -66,3 +66,19 @@ func TestPartialReadsAreCapped(t *testing.T) {
 	}
 	waitFor(t, fmt.Sprintf("the first client's message (held %d)", s.Stats().PartialBytes), func() bool { return s.Stats().Published >= 1 })
 }
+
+// A fragmented message counts too: a client that sends a complete
+// non-final fragment and waits holds the fragment in the parser, not in a
+// read buffer, and must not escape the cap that way.
+func TestFragmentsAreCapped(t *testing.T) {
+	const limit = 64 << 10
+	s := startServer(t, broadcast.Config{MaxPartialBytes: limit, MessageTimeout: time.Hour, CloseTimeout: 200 * time.Millisecond})
+	for i := 0; i < 24; i++ {
+		c := dialRaw(t, s.addr)
+		c.send(t, masked(0x02, make([]byte, 30<<10))) // binary, FIN clear: the message goes on
+	}
+	waitFor(t, "clients closed for the partial cap", func() bool { return s.Stats().Closed(broadcast.ReasonPartialLimit) > 0 })
+	if closed := s.Stats().Closed(broadcast.ReasonPartialLimit); closed == 24 {
+		t.Fatalf("all %d clients closed; the cap should leave room for some", closed)
+	}
+}

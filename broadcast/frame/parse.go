@@ -87,6 +87,11 @@ type Parser struct {
 // 2 and never more than MaxHeaderSize+MaxMessage.
 func (p *Parser) Need() int { return max(int(p.need), 2) }
 
+// Held is the capacity of the buffer the Parser holds for a fragmented
+// message in progress (0 with none): memory a peer makes the server keep
+// between frames.
+func (p *Parser) Held() int { return cap(p.msg) }
+
 // Pending reports whether a fragmented message is in progress.
 func (p *Parser) Pending() bool { return p.fragmented }
 

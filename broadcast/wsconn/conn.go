@@ -49,7 +49,8 @@ type Config struct {
 	// means 5s; negative: never.
 	MessageTimeout time.Duration
 	// MaxPartialBytes caps, server-wide, the read buffers held by
-	// connections between read events for an incomplete frame. A
+	// connections between read events for an incomplete frame or a
+	// fragmented message. A
 	// connection whose buffer would take the total over it is closed
 	// (1008). Zero means 64 MiB; negative: no cap.
 	MaxPartialBytes int64
@@ -128,7 +129,7 @@ type Conn struct {
 
 	parser   frame.Parser
 	rbuf     []byte        // unparsed tail; nil unless a frame is incomplete
-	held     atomic.Int64  // cap(rbuf) counted in Env.partialBytes
+	held     atomic.Int64  // cap(rbuf) + parser.Held() counted in Env.partialBytes
 	lastRead atomic.Int64  // unix nanoseconds of the last complete frame
 	partial  atomic.Int64  // unix ns since which a frame or message is incomplete; 0: none
 	limiter  *rate.Limiter // ClientRate; nil without one

@@ -88,8 +88,8 @@ func (c *Conn) readOnce() (n int, alive bool) {
 	return n, true
 }
 
-// holdPartial accounts for the buffer the connection keeps until its next
-// read event, and starts (or ends) its incomplete-message clock. Over
+// holdPartial accounts for the buffers the connection keeps until its next
+// read event (an incomplete frame's bytes, a fragmented message's), and starts (or ends) its incomplete-message clock. Over
 // MaxPartialBytes server-wide, the connection is closed instead: false.
 func (c *Conn) holdPartial() bool {
 	if len(c.rbuf) > 0 || c.parser.Pending() {
@@ -99,7 +99,7 @@ func (c *Conn) holdPartial() bool {
 	} else if c.partial.Load() != 0 {
 		c.partial.Store(0)
 	}
-	keep := int64(cap(c.rbuf))
+	keep := int64(cap(c.rbuf) + c.parser.Held()) // the tail, and a fragmented message's start
 	delta := keep - c.held.Swap(keep)
 	total := c.env.partialBytes.Add(delta)
 	if limit := c.env.cfg.MaxPartialBytes; delta > 0 && limit > 0 && total > limit {
