@@ -23,7 +23,7 @@ type Stats struct {
 	BytesOut     uint64             // bytes written to sockets
 	Writes       uint64             // socket writes (each may carry several frames)
 	QueuedBytes  int64              // bytes waiting in outbound queues now
-	PartialBytes int64              // read buffers held for incomplete frames now (≤ MaxPartialBytes)
+	PartialBytes int64              // buffers held for incomplete frames and fragmented messages (over MaxPartialBytes only for a moment)
 	Poller       netpoll.Stats      // worker pool
 
 	FanoutDuration HistSnapshot // seconds per shard batch
