@@ -351,30 +351,36 @@ func TestFlushDelayCoalesces(t *testing.T) {
 	}
 }
 
-// A client that floods pings and never reads the pongs is closed as a
-// slow consumer instead of growing its queue without bound.
+// A ping flood costs the server at most one pong and one write per read
+// event, and never more than QueueBytes: pings read together are answered
+// by one pong, to the most recent (RFC 6455 5.5.3). Before, each ping was
+// one writev, and a flooder that never read was bounded only by the
+// slow-consumer close; everyone else keeps receiving either way.
 func TestPingFloodIsBounded(t *testing.T) {
-	s := startServer(t, broadcast.Config{QueueBytes: 4096, CloseTimeout: 200 * time.Millisecond})
+	const queueBytes = 4096
+	s := startServer(t, broadcast.Config{QueueBytes: queueBytes, CloseTimeout: 200 * time.Millisecond})
 	healthy := dialGorilla(t, s.url)
 	flood := dialRaw(t, s.addr)
 	s.waitConns(t, 2)
 	ping := masked(0x89, bytes.Repeat([]byte("p"), 125))
 	burst := bytes.Repeat(ping, 1000)
-	done := make(chan struct{})
-	go func() { // the server may stop reading us at any point: write until it does
-		defer close(done)
-		for i := 0; i < 200; i++ {
-			_ = flood.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := flood.Write(burst); err != nil {
-				return
-			}
+	writesBefore := s.Stats().Writes
+	const bursts = 200
+	for i := 0; i < bursts; i++ {
+		_ = flood.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := flood.Write(burst); err != nil {
+			t.Fatalf("burst %d: %v", i, err)
 		}
-	}()
-	waitFor(t, "ping flooder closed as slow consumer", func() bool {
-		return s.Stats().Closed(broadcast.ReasonSlowConsumer) == 1
-	})
+	}
+	waitFor(t, "every ping read", func() bool { return s.Stats().BytesIn >= uint64(bursts*len(burst)) })
+	st := s.Stats()
+	if writes := st.Writes - writesBefore; writes*10 > bursts*1000 {
+		t.Fatalf("%d socket writes for %d pings: pongs are not coalesced", writes, bursts*1000)
+	}
+	if st.QueuedBytes > queueBytes {
+		t.Fatalf("%d bytes queued, over the %d-byte limit", st.QueuedBytes, queueBytes)
+	}
 	flood.Close()
-	<-done
 	if _, err := s.Publish(ws.OpText, []byte("still fine")); err != nil {
 		t.Fatal(err)
 	}

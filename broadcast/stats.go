@@ -20,6 +20,7 @@ type Stats struct {
 	Refused      uint64             // publishes refused (backlog full, shutting down, bus)
 	Deliveries   uint64             // messages handed to connections (written or queued)
 	Dropped      uint64             // messages dropped under SlowDrop
+	BytesIn      uint64             // bytes read from clients after their upgrade
 	BytesOut     uint64             // bytes written to sockets
 	Writes       uint64             // socket writes (each may carry several frames)
 	QueuedBytes  int64              // bytes waiting in outbound queues now
@@ -49,6 +50,7 @@ func (s *Server) Stats() Stats {
 		Refused:        s.refused.Load(),
 		Deliveries:     h.Deliveries,
 		Dropped:        h.Dropped,
+		BytesIn:        s.ws.BytesIn(),
 		BytesOut:       out.BytesOut,
 		Writes:         out.Writes,
 		QueuedBytes:    out.QueuedBytes,

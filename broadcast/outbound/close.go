@@ -25,8 +25,8 @@ func (c *Conn) CloseLocked(goodbye []byte, reason CloseReason, peerClosed bool) 
 	c.lingerUntil = c.closeLingerFromNow()
 	if reason != ReasonShutdown && len(c.outq) > 0 {
 		keep := 0
-		if c.outOff > 0 {
-			keep = 1
+		if c.outOff > 0 || !c.joined {
+			keep = 1 // a half-written frame, or the 101 not yet sent
 		}
 		clear(c.outq[keep:])
 		c.outq = c.outq[:keep]

@@ -79,6 +79,7 @@ type Conn struct {
 	writeArmed   bool        // guarded by mu: waiting for EPOLLOUT
 	closeAtFlush bool        // guarded by mu: closing: close the socket once the queue drains
 	dropLogged   bool        // guarded by mu: this drop episode has been logged
+	joined       bool        // guarded by mu: JoinLocked ran; before it, only the first bytes (the 101) are queued, and held
 }
 
 // Init sets up the core for fd, with codec around it, before anything else

@@ -171,11 +171,9 @@ func (c *Conn) armWriteLocked() {
 	c.writeArmed = true
 }
 
-// QueueLocked queues b to go out before anything sent after it, without
-// writing it now (FlushLocked, or the next send, does). It takes the
-// connection's first bytes, the 101 of an upgrade, while the connection
-// is not yet in the hub; b counts against nothing, being the first. c.mu
-// must be held.
+// QueueLocked queues b, the connection's first bytes (the 101 of an
+// upgrade), to go out at JoinLocked, ahead of everything else. It counts
+// in the queued bytes like any frame. c.mu must be held.
 func (c *Conn) QueueLocked(b []byte) {
 	if c.State() != StateOpen || len(b) == 0 {
 		return
@@ -184,16 +182,53 @@ func (c *Conn) QueueLocked(b []byte) {
 	c.addOutLocked(len(b))
 }
 
-// FlushLocked writes what is queued, as far as the socket takes it now.
-// c.mu must be held.
+// JoinLocked lets the queue go: what QueueLocked held (and any control
+// frame queued behind it) is written now, as far as the socket takes it.
+// Call it when the connection enters the hub. c.mu must be held.
+func (c *Conn) JoinLocked() {
+	c.joined = true
+	c.FlushLocked()
+}
+
+// FlushLocked writes what is queued, as far as the socket takes it now;
+// nothing before JoinLocked. c.mu must be held.
 func (c *Conn) FlushLocked() {
-	if c.writeArmed || c.outBytes == 0 || c.State() == StateDead {
+	if !c.joined || c.writeArmed || c.outBytes == 0 || c.State() == StateDead {
 		return
 	}
 	iov := c.env.getIov()
 	c.flushLocked(iov)
 	c.env.putIov(iov)
 }
+
+// QueuePongLocked queues a pong for the next FlushLocked. With replace, a
+// pong queued since the last flush and still unsent is replaced instead:
+// RFC 6455 (5.5.3) lets a server answer only the most recent of several
+// pings, so a burst of pings read at once costs one pong and one write.
+// Like SendControlLocked, it counts against QueueBytes and closes a slow
+// consumer rather than drop. c.mu must be held.
+func (c *Conn) QueuePongLocked(f []byte, replace bool) {
+	if c.State() != StateOpen {
+		return
+	}
+	if n := len(c.outq); replace && n > 0 && isPong(c.outq[n-1]) && (n > 1 || c.outOff == 0) {
+		c.addOutLocked(len(f) - len(c.outq[n-1]))
+		c.outq[n-1] = f
+		return
+	}
+	if c.outBytes+len(f) > c.env.cfg.QueueBytes {
+		c.env.logSlow.Warn(c.env.log, "slow consumer: closing (control frames)", "conn", c.id, "remote", c.Remote(), "queued_bytes", c.outBytes)
+		c.CloseLocked(c.owner().Goodbye(ReasonSlowConsumer), ReasonSlowConsumer, false)
+		return
+	}
+	c.outq = append(c.outq, f)
+	c.addOutLocked(len(f))
+}
+
+// isPong reports whether f is a whole pong frame (FIN, opcode 0xA).
+// Broadcast frames are text or binary, so a queued frame starting so is
+// one of ours.
+func isPong(f []byte) bool { return len(f) > 0 && f[0] == 0x8A }
 
 // flushLocked writes queued frames until the queue is empty or the socket
 // is full. c.mu must be held.

@@ -85,7 +85,8 @@ type Env struct {
 
 	logProto, logRefused, logBusy *lograte.Limiter
 	messagesIn                    atomic.Uint64
-	partialBytes                  atomic.Int64 // read buffers held between events, all connections
+	bytesIn                       atomic.Uint64 // bytes read from clients
+	partialBytes                  atomic.Int64  // read buffers held between events, all connections
 }
 
 // NewEnv returns the shared state of connections that write through out,
@@ -117,6 +118,9 @@ func NewEnv(cfg Config, out *outbound.Env, h *hub.Hub, p *netpoll.Poller, node N
 // MessagesIn is the count of complete data messages read from clients.
 func (e *Env) MessagesIn() uint64 { return e.messagesIn.Load() }
 
+// BytesIn is the count of bytes read from clients.
+func (e *Env) BytesIn() uint64 { return e.bytesIn.Load() }
+
 // PartialBytes is the read buffer capacity connections hold now for
 // incomplete frames (bounded by Config.MaxPartialBytes).
 func (e *Env) PartialBytes() int64 { return e.partialBytes.Load() }
@@ -133,6 +137,7 @@ type Conn struct {
 	lastRead atomic.Int64  // unix nanoseconds of the last complete frame
 	partial  atomic.Int64  // unix ns since which a frame or message is incomplete; 0: none
 	limiter  *rate.Limiter // ClientRate; nil without one
+	ponged   bool          // a pong was queued during this read event; read side only
 
 	// Ticket is the admission the connection holds; its Node releases it
 	// when the connection ends.
@@ -186,8 +191,8 @@ var errTornDown = errors.New("wsconn: connection torn down before its watch was 
 // message the shard delivers from here on.
 func (c *Conn) Join() {
 	c.Lock()
-	c.FlushLocked()
-	c.Unlock()
+	defer c.Unlock()
+	c.JoinLocked()
 }
 
 // Encoding implements hub.Subscriber: a plain WebSocket frame.

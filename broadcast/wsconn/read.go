@@ -45,6 +45,7 @@ func (c *Conn) OnRead(ev netpoll.Event) {
 			return
 		}
 	}
+	c.flushPong()
 	if len(c.rbuf) == 0 {
 		c.env.out.PutBuf(c.rbuf)
 		c.rbuf = nil
@@ -85,6 +86,7 @@ func (c *Conn) readOnce() (n int, alive bool) {
 		return 0, false
 	}
 	c.rbuf = buf[:len(buf)+n]
+	c.env.bytesIn.Add(uint64(n))
 	return n, true
 }
 
@@ -225,12 +227,26 @@ func (c *Conn) Message(op ws.OpCode, payload []byte) error {
 	return nil
 }
 
-// Ping implements frame.Handler: answer with a pong, same payload.
+// Ping implements frame.Handler: answer with a pong, same payload. The
+// pong is queued, and one flush after the read event's frames are parsed
+// sends it; a later ping of the same read event replaces it (flushPong).
 func (c *Conn) Ping(payload []byte) {
 	pong := frame.Compile(ws.OpPong, payload)
 	c.Lock()
 	defer c.Unlock()
-	c.SendControlLocked(pong)
+	c.QueuePongLocked(pong, c.ponged)
+	c.ponged = true
+}
+
+// flushPong sends the pong the read event queued, if any.
+func (c *Conn) flushPong() {
+	if !c.ponged {
+		return
+	}
+	c.ponged = false
+	c.Lock()
+	defer c.Unlock()
+	c.FlushLocked()
 }
 
 // Pong implements frame.Handler. Reading it already refreshed lastRead.
