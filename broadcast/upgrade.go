@@ -51,7 +51,7 @@ func (s *Server) handshake(nc net.Conn, ip netip.Addr, slot admit.Slot) {
 		return
 	}
 	s.admit.EndHandshake(slot)
-	s.attach(fd, u.ticket, hc.resp)
+	s.attach(fd, u.ticket, hc.resp, hc.early)
 }
 
 // upgrade is one handshake in progress: what the upgrader's callbacks
@@ -187,6 +187,11 @@ func (u *upgrade) classify(err error) RejectKind {
 //
 // Until the first byte arrives the socket's deadline is the first-byte
 // one (waitFirst); the first read that returns data moves it to deadline.
+//
+// It also follows the request's lines to its end (an empty line), to tell
+// whether the client sent more after it without waiting for the 101: the
+// upgrader reads ahead into its own buffer, and those bytes would be lost
+// without a word.
 type handshakeConn struct {
 	net.Conn
 	left      int
@@ -194,6 +199,9 @@ type handshakeConn struct {
 	waitFirst bool      // the first-byte deadline is set
 	deadline  time.Time // the handshake's own deadline
 	resp      []byte
+	line      int  // bytes of the current request line so far, CR not counted
+	ended     bool // the empty line that ends the request was read
+	early     bool // bytes came after it
 }
 
 func (h *handshakeConn) Read(p []byte) (int, error) {
@@ -203,6 +211,7 @@ func (h *handshakeConn) Read(p []byte) (int, error) {
 	n, err := h.Conn.Read(p[:min(len(p), h.left)])
 	h.left -= n
 	h.read += n
+	h.scan(p[:n])
 	if n > 0 && h.waitFirst {
 		h.waitFirst = false
 		if derr := h.Conn.SetDeadline(h.deadline); derr != nil && err == nil {
@@ -210,6 +219,25 @@ func (h *handshakeConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// scan follows the request's lines through b as gobwas reads them (LF
+// ends a line; a CR before it is dropped).
+func (h *handshakeConn) scan(b []byte) {
+	for i, c := range b {
+		if h.ended {
+			h.early = i < len(b)
+			return
+		}
+		switch c {
+		case '\n':
+			h.ended = h.line == 0
+			h.line = 0
+		case '\r':
+		default:
+			h.line++
+		}
+	}
 }
 
 func (h *handshakeConn) Write(p []byte) (int, error) {
@@ -264,12 +292,16 @@ func detach(nc net.Conn) (int, error) {
 // a one-shot epoll watch on its fd, and resp (the 101) as its first bytes.
 // From here on no goroutine belongs to it while it is idle, and its
 // teardown releases t.
-func (s *Server) attach(fd int, t admit.Ticket, resp []byte) {
+func (s *Server) attach(fd int, t admit.Ticket, resp []byte, early bool) {
 	c := wsconn.New(s.ws, s.nextID.Add(1), fd)
 	c.Ticket = t
 	s.accepted.Add(1)
 	if err := c.Start(resp); err != nil {
 		return // torn down and counted
+	}
+	if early {
+		c.RefuseEarlyData()
+		return
 	}
 	if s.closing.Load() {
 		// Upgraded just as shutdown began: say goodbye properly.

@@ -14,6 +14,7 @@ var (
 	goodbyeSlow     = frame.Close(ws.StatusPolicyViolation, "slow consumer")
 	goodbyeTimeout  = frame.Close(ws.StatusPolicyViolation, "message timeout")
 	goodbyeExpired  = frame.Close(ws.StatusPolicyViolation, "token expired")
+	goodbyeEarly    = frame.Close(ws.StatusProtocolError, "data sent before the handshake completed")
 	goodbyeBusy     = frame.Close(ws.StatusPolicyViolation, "server busy: too many partial messages")
 )
 

@@ -165,23 +165,36 @@ func New(env *Env, id uint64, fd int) *Conn {
 // the connection is torn down (and counted) and the error returned.
 func (c *Conn) Start(first []byte) error {
 	c.Lock()
-	c.QueueLocked(first)
-	c.Unlock()
-	c.env.hub.Add(c, c.ID())
-	c.Lock()
 	defer c.Unlock()
-	if c.State() != outbound.StateOpen {
-		// Its shard took it in and its 101 failed (the client reset):
-		// torn down and counted already, and its fd is closed, so its
-		// number may be another descriptor's. Nothing to arm.
+	c.QueueLocked(first)
+	if c.State() == outbound.StateDead {
+		// Torn down already (its 101 could not be written, or a close
+		// ran its course): counted, and its fd is closed, so its number
+		// may be another descriptor's. Nothing to add or arm.
 		return errTornDown
 	}
+	// Under the lock: a teardown, which holds it too, comes before (seen
+	// above) or after the connection is in the hub and armed, never
+	// between.
+	c.env.hub.Add(c, c.ID())
 	if err := c.Watch().Start(); err != nil {
 		c.env.log.Error("register: epoll", "conn", c.ID(), "err", err)
 		c.TeardownLocked(outbound.ReasonReadError, err)
 		return err
 	}
 	return nil
+}
+
+// RefuseEarlyData closes, with 1002 after its 101, a connection whose
+// client sent bytes after its upgrade request without waiting for the
+// answer (RFC 6455 4.1: it MUST wait). Those bytes were read into the
+// upgrader's buffer and are gone: closing says so, where carrying on
+// would parse the stream from a wrong frame boundary.
+func (c *Conn) RefuseEarlyData() {
+	c.Lock()
+	defer c.Unlock()
+	c.env.logProto.Warn(c.env.log, "closing connection: data before the handshake completed", "conn", c.ID(), "remote", c.Remote())
+	c.CloseLocked(goodbyeEarly, outbound.ReasonProtocolError, false)
 }
 
 // errTornDown: the connection ended before Start could arm it.
