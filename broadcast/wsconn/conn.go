@@ -276,6 +276,8 @@ func (c *Conn) Goodbye(reason outbound.CloseReason) []byte {
 // TornDown implements outbound.Owner.
 func (c *Conn) TornDown(reason outbound.CloseReason, err error) {
 	c.unholdPartial() // no read event may come to do it
-	c.env.hub.Remove(c)
+	// Counted before it leaves the hub's count: whoever waits for the
+	// connections to go (tests, Shutdown) then finds the reason counted.
 	c.env.node.Closed(c, reason, err)
+	c.env.hub.Remove(c)
 }
