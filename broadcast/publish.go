@@ -87,6 +87,5 @@ func (s *Server) fanOut(op ws.OpCode, payload []byte) (int, error) {
 		}
 		return 0, ErrServerClosed
 	}
-	s.published.Add(1)
 	return s.Conns(), nil
 }

@@ -45,11 +45,10 @@ type Server struct {
 	shutdownErr error
 
 	// Counters; Stats adds those of the parts.
-	accepted  atomic.Uint64
-	rejected  [numRejects]atomic.Uint64
-	closes    [numReasons]atomic.Uint64
-	published atomic.Uint64
-	refused   atomic.Uint64
+	accepted atomic.Uint64
+	rejected [numRejects]atomic.Uint64
+	closes   [numReasons]atomic.Uint64
+	refused  atomic.Uint64
 
 	logAccept, logRefused *lograte.Limiter
 }

@@ -46,7 +46,7 @@ func (s *Server) Stats() Stats {
 		Handshaking:    s.admit.Handshaking(),
 		Accepted:       s.accepted.Load(),
 		MessagesIn:     s.ws.MessagesIn(),
-		Published:      s.published.Load(),
+		Published:      h.Broadcasts,
 		Refused:        s.refused.Load(),
 		Deliveries:     h.Deliveries,
 		Dropped:        h.Dropped,

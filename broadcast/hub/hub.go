@@ -116,7 +116,7 @@ func (h *Hub) Broadcast(m Message) (seq uint64, err error) {
 	m.Seq = seq
 	h.ring[seq%uint64(len(h.ring))] = m
 	h.head++
-	h.mu.Unlock()
+	h.mu.Unlock() // counted (head) before any shard can deliver it
 	for _, s := range h.shards {
 		s.notify()
 	}
@@ -158,6 +158,14 @@ func (h *Hub) pending(s *Shard) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.head > s.cursor.Load()
+}
+
+// Head is the sequence number the next broadcast gets: the count of
+// messages broadcast so far.
+func (h *Hub) Head() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.head
 }
 
 // Add puts sub in the shard that id picks. Its first delivery is the
@@ -247,6 +255,7 @@ func (h *Hub) Stop() {
 
 // Stats are the hub's counters, summed over its shards.
 type Stats struct {
+	Broadcasts     uint64       // messages accepted into the ring
 	Deliveries     uint64       // messages handed to subscribers (written or queued)
 	Dropped        uint64       // messages subscribers dropped (slow, drop policy)
 	FanoutDuration HistSnapshot // seconds per shard batch
@@ -255,7 +264,7 @@ type Stats struct {
 
 // Stats returns the hub's counters.
 func (h *Hub) Stats() Stats {
-	var st Stats
+	st := Stats{Broadcasts: h.Head()}
 	for _, s := range h.shards {
 		st.Deliveries += s.deliveries.Load()
 		st.Dropped += s.dropped.Load()
