@@ -37,6 +37,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
+	hsConns   map[net.Conn]struct{}     // guarded by mu: handshakes in progress
+	abortHS   atomic.Bool               // Shutdown's deadline passed: handshakes in progress give up
 
 	closing     atomic.Bool
 	nextID      atomic.Uint64
@@ -159,6 +161,38 @@ func (s *Server) track(ln net.Listener) bool {
 	}
 	s.listeners[ln] = struct{}{}
 	return true
+}
+
+// trackHandshake records a handshake in progress, so that Shutdown can
+// cut it short when its deadline passes; false if that already happened.
+func (s *Server) trackHandshake(nc net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.abortHS.Load() {
+		return false
+	}
+	if s.hsConns == nil {
+		s.hsConns = make(map[net.Conn]struct{})
+	}
+	s.hsConns[nc] = struct{}{}
+	return true
+}
+
+func (s *Server) untrackHandshake(nc net.Conn) {
+	s.mu.Lock()
+	delete(s.hsConns, nc)
+	s.mu.Unlock()
+}
+
+// abortHandshakes makes every handshake in progress fail now (its reads
+// return at once), and every one to come fail at its start.
+func (s *Server) abortHandshakes() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.abortHS.Store(true)
+	for nc := range s.hsConns {
+		_ = nc.SetDeadline(time.Now())
+	}
 }
 
 func (s *Server) untrack(ln net.Listener) {

@@ -33,8 +33,10 @@ func (s *Server) doShutdown(ctx context.Context) error {
 	err := s.waitGone(ctx)
 	if err != nil {
 		s.hub.Force()
-		// Teardown is immediate; only handshakes may still take until
-		// their deadline.
+		// Teardown is immediate, and handshakes in progress are cut
+		// short: Shutdown returns soon after ctx ends, not a handshake
+		// timeout later.
+		s.abortHandshakes()
 		_ = s.waitGone(context.Background())
 	}
 	s.hsWG.Wait()

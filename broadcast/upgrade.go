@@ -1,6 +1,8 @@
 package broadcast
 
 import (
+	"sync/atomic"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -24,8 +26,9 @@ import (
 const maxHandshakeBytes = 16 << 10
 
 var (
-	errHandshakeTooBig = errors.New("broadcast: handshake request too large")
-	errRegister        = errors.New("broadcast: register")
+	errHandshakeTooBig  = errors.New("broadcast: handshake request too large")
+	errRegister         = errors.New("broadcast: register")
+	errHandshakeAborted = errors.New("broadcast: handshake aborted: shutdown deadline passed")
 )
 
 // handshake runs the HTTP upgrade on its own short-lived goroutine, under
@@ -39,7 +42,14 @@ func (s *Server) handshake(nc net.Conn, ip netip.Addr, slot admit.Slot) {
 	defer s.hsWG.Done()
 	u := upgrade{srv: s}
 	u.req.IP = ip
-	hc := &handshakeConn{Conn: nc, left: maxHandshakeBytes}
+	hc := &handshakeConn{Conn: nc, left: maxHandshakeBytes, abort: &s.abortHS}
+	if !s.trackHandshake(nc) {
+		_ = nc.Close() // shutting down past its deadline
+		s.rejected[RejectShutdown].Add(1)
+		s.admit.EndHandshake(slot)
+		return
+	}
+	defer s.untrackHandshake(nc)
 	fd, err := u.run(hc)
 	if err != nil {
 		// The one release of a ticket that never became a connection;
@@ -162,6 +172,8 @@ func (u *upgrade) classify(err error) RejectKind {
 	switch {
 	case u.refused:
 		return u.refusal
+	case errors.Is(err, errHandshakeAborted), u.srv.abortHS.Load() && errors.As(err, &ne) && ne.Timeout():
+		return RejectShutdown // cut short by Shutdown's deadline
 	case errors.Is(err, errRegister):
 		return RejectIO
 	case errors.Is(err, errHandshakeTooBig):
@@ -199,14 +211,18 @@ type handshakeConn struct {
 	waitFirst bool      // the first-byte deadline is set
 	deadline  time.Time // the handshake's own deadline
 	resp      []byte
-	line      int  // bytes of the current request line so far, CR not counted
-	ended     bool // the empty line that ends the request was read
-	early     bool // bytes came after it
+	abort     *atomic.Bool // the server gave up on handshakes in progress (Shutdown's deadline)
+	line      int          // bytes of the current request line so far, CR not counted
+	ended     bool         // the empty line that ends the request was read
+	early     bool         // bytes came after it
 }
 
 func (h *handshakeConn) Read(p []byte) (int, error) {
 	if h.left <= 0 {
 		return 0, errHandshakeTooBig
+	}
+	if h.abort.Load() {
+		return 0, errHandshakeAborted
 	}
 	n, err := h.Conn.Read(p[:min(len(p), h.left)])
 	h.left -= n
