@@ -20,7 +20,8 @@ import (
 type Config struct {
 	// MaxConns caps admitted connections. Zero means no cap.
 	MaxConns int
-	// MaxConnsPerIP caps admitted connections from one client address.
+	// MaxConnsPerIP caps admitted connections from one client source: an
+	// IPv4 address, or an IPv6 /64 (what one host holds; see Source).
 	// Zero means no cap.
 	MaxConnsPerIP int
 	// MaxHandshakes caps upgrades in progress. Zero means 4096.
@@ -78,8 +79,8 @@ type Ticket struct {
 // at it instead of holding the address: a Ticket lives in every
 // connection, so its size counts.
 type ipCount struct {
-	addr netip.Addr
-	n    int // guarded by Controller.ipMu
+	addr netip.Prefix // the source: Source(ip)
+	n    int          // guarded by Controller.ipMu
 }
 
 // Expires is when the connection's token stops being valid, in unix
@@ -105,8 +106,8 @@ type Controller struct {
 	// ipMu guards the per-address counts. It is never held with another
 	// lock.
 	ipMu      sync.Mutex
-	perIP     map[netip.Addr]*ipCount // guarded by ipMu; only with MaxConnsPerIP
-	perSource map[netip.Prefix]int    // guarded by ipMu; only with MaxHandshakesPerSource
+	perIP     map[netip.Prefix]*ipCount // guarded by ipMu; only with MaxConnsPerIP
+	perSource map[netip.Prefix]int      // guarded by ipMu; only with MaxHandshakesPerSource
 }
 
 // New returns a Controller for cfg, or an error naming an Origins entry
@@ -224,13 +225,14 @@ func (a *Controller) Release(t Ticket) {
 func (a *Controller) reserveIP(ip netip.Addr) *ipCount {
 	a.ipMu.Lock()
 	defer a.ipMu.Unlock()
-	c := a.perIP[ip]
+	src := Source(ip)
+	c := a.perIP[src]
 	if c == nil {
-		c = &ipCount{addr: ip}
+		c = &ipCount{addr: src}
 		if a.perIP == nil {
-			a.perIP = make(map[netip.Addr]*ipCount)
+			a.perIP = make(map[netip.Prefix]*ipCount)
 		}
-		a.perIP[ip] = c
+		a.perIP[src] = c
 	}
 	if c.n >= a.cfg.MaxConnsPerIP {
 		return nil

@@ -74,3 +74,30 @@ func newController(t *testing.T, cfg Config) *Controller {
 	}
 	return a
 }
+
+// MaxConnsPerIP counts an IPv6 /64 as one source, like the handshake
+// slots: a host that rotates addresses in its /64 gets no more.
+func TestConnsPerSourceIPv6(t *testing.T) {
+	a, err := New(Config{MaxConnsPerIP: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit := func(ip string) (Ticket, error) {
+		tk, _, refusal := a.Admit(Request{IP: netip.MustParseAddr(ip)})
+		return tk, refusal
+	}
+	t1, err1 := admit("2001:db8:1:2::1")
+	_, err2 := admit("2001:db8:1:2::2")
+	_, err3 := admit("2001:db8:1:2::3") // same /64: over the cap
+	_, err4 := admit("2001:db8:1:3::1") // another /64
+	if err1 != nil || err2 != nil || err4 != nil || !errors.Is(err3, ErrPerIP) {
+		t.Fatalf("admissions: %v %v %v %v; want the third refused with ErrPerIP only", err1, err2, err3, err4)
+	}
+	a.Release(t1)
+	if _, err := admit("2001:db8:1:2::4"); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	if got := a.Admitted(); got != 3 {
+		t.Fatalf("admitted %d, want 3", got)
+	}
+}

@@ -145,7 +145,7 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.logFormat, "log-format", o.logFormat, "log `format`: text or json")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", o.pprofAddr, "serve /debug/pprof/ (never cmdline) on this loopback `address` (127.0.0.1:6060, [::1]:6060, localhost:6060); empty disables")
 	fs.BoolVar(&o.pprof, "pprof", o.pprof, "deprecated: -pprof-addr "+defaultPprofAddr)
-	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "maximum concurrent connections from one client address (`n`); more get 429; 0 means no limit")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "maximum concurrent connections from one client source (`n`: an IPv4 address or an IPv6 /64); more get 429; 0 means no limit")
 	fs.Float64Var(&c.ClientRate, "client-rate", c.ClientRate, "`rate` in messages per second a client may send (token bucket); over it closes with 1008; 0 means no limit")
 	fs.IntVar(&c.ClientBurst, "client-burst", c.ClientBurst, "burst size (`messages`) for -client-rate; 0 means max(1, rate)")
 	fs.StringVar(&o.nats, "nats", o.nats, "join a fan-out tier over NATS at this `URL` (nats://host:4222, comma-separated for a cluster); empty runs standalone")
