@@ -50,10 +50,12 @@
 // held, except down this list.
 //
 //	outbound.Conn.mu  ─►  netpoll.Watch.mu  ─►  hub.Shard.mu  ─►  hub.Hub.mu
-//	admit.Controller.ipMu and Server.mu are never held with any other.
+//	outbound.Conn.mu  ─►  admit.Controller.ipMu (a teardown releases its ticket)
+//	Server.mu is never held with any other.
 //
 // Conn.mu guards a connection's outbound queue and close state; Shard.mu
 // guards only the shard's inbox of additions and removals (the table itself
 // belongs to the shard goroutine and has no lock); Hub.mu guards the ring.
-// Server.mu guards the listeners; ipMu the per-address counts.
+// Server.mu guards the listeners and the handshakes in progress; ipMu the
+// per-source counts, and nothing is taken under it.
 package broadcast

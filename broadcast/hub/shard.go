@@ -10,8 +10,9 @@ import (
 )
 
 // Subscriber is what a shard holds: one connection, whatever protocol it
-// speaks. Its methods are called by the shard's goroutine only, and take
-// the subscriber's own lock; none may block on the peer.
+// speaks. The hub calls its methods from the shard's goroutine (its owner
+// may call Drain and Kill too); each takes the subscriber's own lock, and
+// none may block on the peer.
 type Subscriber interface {
 	// HubSlot is where the hub keeps the subscriber (embed a Slot).
 	HubSlot() *Slot

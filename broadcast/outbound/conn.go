@@ -83,7 +83,8 @@ type Conn struct {
 }
 
 // Init sets up the core for fd, with codec around it, before anything else
-// can reach it: fd is registered with p (not armed yet: Start the Watch).
+// can reach it, and makes its Watch on p (not added to epoll until the
+// Watch's Start).
 // The codec's OnRead runs on the pool after each read event; it gets the
 // core's OnWrite by embedding Conn. The Watch keeps the codec, which is
 // also how the core reaches its Owner (one interface less per connection).

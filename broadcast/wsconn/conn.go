@@ -6,9 +6,9 @@
 // A Conn is an outbound.Conn (the socket, the queue, the close path) plus
 // what WebSocket adds. An idle Conn owns no buffer and no goroutine.
 //
-// The read side (parser, rbuf) is touched only by the worker that holds
-// the connection's read event; the one-shot epoll registration guarantees
-// there is at most one. Everything about writing and closing is guarded by
+// The read side (parser, rbuf, ponged) is touched only by the worker that
+// holds the connection's read event; netpoll guarantees there is at most
+// one (the one-shot registration, and a flag that drops stale events). Everything about writing and closing is guarded by
 // the core's lock.
 package wsconn
 
