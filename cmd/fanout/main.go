@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -46,6 +47,9 @@ func run(args []string, env func(string) (string, bool), stderr io.Writer) int {
 	n := &node{o: o, log: newLogger(o, stderr)}
 	for _, w := range o.warnings {
 		n.log.Warn(w)
+	}
+	if _, set := env("GOGC"); !set {
+		debug.SetGCPercent(o.gcPercent)
 	}
 	defer n.closeBus()
 	// Each phase logs its own failure, saying what it was doing.
