@@ -136,13 +136,7 @@ func (c *Conn) SendControlLocked(f []byte) {
 		return
 	}
 	if c.outBytes > 0 {
-		if c.outBytes+len(f) > c.env.cfg.QueueBytes {
-			c.env.logSlow.Warn(c.env.log, "slow consumer: closing (control frames)", "conn", c.id, "remote", c.Remote(), "queued_bytes", c.outBytes)
-			c.CloseLocked(c.owner().Goodbye(ReasonSlowConsumer), ReasonSlowConsumer, false)
-			return
-		}
-		c.outq = append(c.outq, f)
-		c.addOutLocked(len(f))
+		c.queueControlLocked(f)
 		return
 	}
 	var iov [1]unix.Iovec
@@ -216,6 +210,13 @@ func (c *Conn) QueuePongLocked(f []byte, replace bool) {
 		c.outq[n-1] = f
 		return
 	}
+	c.queueControlLocked(f)
+}
+
+// queueControlLocked queues a control frame behind what waits, or closes
+// the connection as a slow consumer when it does not fit in QueueBytes. A
+// control frame is never dropped. c.mu must be held.
+func (c *Conn) queueControlLocked(f []byte) {
 	if c.outBytes+len(f) > c.env.cfg.QueueBytes {
 		c.env.logSlow.Warn(c.env.log, "slow consumer: closing (control frames)", "conn", c.id, "remote", c.Remote(), "queued_bytes", c.outBytes)
 		c.CloseLocked(c.owner().Goodbye(ReasonSlowConsumer), ReasonSlowConsumer, false)
