@@ -107,37 +107,47 @@ type Config struct {
 
 // WithDefaults fills zero fields and checks the rest.
 func (c Config) WithDefaults() (Config, error) {
+	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).fillMessages} {
+		if err := phase(&c); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// checkTargets checks the scenario and the URLs the run connects to.
+func (c *Config) checkTargets() error {
 	if c.Scenario == "" {
 		c.Scenario = ScenarioFanout
 	}
 	switch c.Scenario {
 	case ScenarioConnect, ScenarioFanout, ScenarioChurn, ScenarioSlow:
 	default:
-		return c, fmt.Errorf("unknown scenario %q (connect, fanout, churn, slow)", c.Scenario)
+		return fmt.Errorf("unknown scenario %q (connect, fanout, churn, slow)", c.Scenario)
 	}
 	c.urls = nil
 	for _, one := range strings.Split(c.URL, ",") {
 		one = strings.TrimSpace(one)
 		u, err := url.Parse(one)
 		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-			return c, fmt.Errorf("url %q: want ws://host:port/path", one)
+			return fmt.Errorf("url %q: want ws://host:port/path", one)
 		}
 		c.urls = append(c.urls, one)
-	}
-	if c.Conns < 0 || c.Publishers < 0 || c.Size < 0 || c.Rate < 0 || c.Window < 0 || c.Messages < 0 || c.PublishBatch < 0 {
-		return c, fmt.Errorf("conns, publishers, size, rate, window, messages and publish batch must not be negative")
 	}
 	if c.PublishURL != "" {
 		u, err := url.Parse(c.PublishURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return c, fmt.Errorf("publish url %q: want http://host:port/publish", c.PublishURL)
+			return fmt.Errorf("publish url %q: want http://host:port/publish", c.PublishURL)
 		}
 	}
-	if c.PublishBatch == 0 {
-		c.PublishBatch = 1
-	}
-	if c.PublishBatch > 1 && c.PublishURL == "" {
-		return c, fmt.Errorf("publish batch %d: only with a publish url (client publishers write every message as its own frame)", c.PublishBatch)
+	return nil
+}
+
+// fillCounts checks and defaults how many connections, how they connect,
+// and the publishers.
+func (c *Config) fillCounts() error {
+	if c.Conns < 0 || c.Publishers < 0 || c.Size < 0 || c.Rate < 0 || c.Window < 0 || c.Messages < 0 || c.PublishBatch < 0 {
+		return fmt.Errorf("conns, publishers, size, rate, window, messages and publish batch must not be negative")
 	}
 	if c.Conns == 0 {
 		c.Conns = 1000
@@ -158,16 +168,31 @@ func (c Config) WithDefaults() (Config, error) {
 		c.Publishers = 1
 	}
 	if c.Publishers > math.MaxUint16 {
-		return c, fmt.Errorf("at most %d publishers", math.MaxUint16)
+		return fmt.Errorf("at most %d publishers", math.MaxUint16)
+	}
+	if c.ChurnRate == 0 {
+		c.ChurnRate = math.Max(1, float64(c.Conns)/20)
+	}
+	return nil
+}
+
+// fillMessages checks and defaults what is published, how fast and for
+// how long.
+func (c *Config) fillMessages() error {
+	if c.PublishBatch == 0 {
+		c.PublishBatch = 1
+	}
+	if c.PublishBatch > 1 && c.PublishURL == "" {
+		return fmt.Errorf("publish batch %d: only with a publish url (client publishers write every message as its own frame)", c.PublishBatch)
 	}
 	if c.Size == 0 {
 		c.Size = 64
 	}
 	if c.Size < payloadHeader {
-		return c, fmt.Errorf("size %d: at least %d bytes (the bench header)", c.Size, payloadHeader)
+		return fmt.Errorf("size %d: at least %d bytes (the bench header)", c.Size, payloadHeader)
 	}
 	if c.textPayload() && c.Size < textPayloadHeader {
-		return c, fmt.Errorf("size %d: at least %d bytes with a publish batch (the bench header as text)", c.Size, textPayloadHeader)
+		return fmt.Errorf("size %d: at least %d bytes with a publish batch (the bench header as text)", c.Size, textPayloadHeader)
 	}
 	if c.Window == 0 {
 		c.Window = 16
@@ -182,12 +207,9 @@ func (c Config) WithDefaults() (Config, error) {
 		c.SlowFraction = 0.1
 	}
 	if c.SlowFraction < 0 || c.SlowFraction >= 1 {
-		return c, fmt.Errorf("slow fraction %v: want 0 < f < 1", c.SlowFraction)
+		return fmt.Errorf("slow fraction %v: want 0 < f < 1", c.SlowFraction)
 	}
-	if c.ChurnRate == 0 {
-		c.ChurnRate = math.Max(1, float64(c.Conns)/20)
-	}
-	return c, nil
+	return nil
 }
 
 // textPayload reports whether publishers send text messages (the bench
