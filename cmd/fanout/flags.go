@@ -246,6 +246,15 @@ const minSecretBytes = 32
 // validate refuses values out of range and parses the ones given as
 // names (-slow-policy, -log-level).
 func validate(o *options) error {
+	if err := validateChoices(o); err != nil {
+		return err
+	}
+	return validateLimits(o)
+}
+
+// validateChoices checks the flags that name things: listeners, log
+// settings, the slow policy, Origins, token checks.
+func validateChoices(o *options) error {
 	c := &o.cfg
 	if o.pprof && o.pprofAddr == "" {
 		o.pprofAddr = defaultPprofAddr
@@ -265,9 +274,6 @@ func validate(o *options) error {
 	if err := o.level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %v", err)
 	}
-	if c.ClientRate < 0 || c.ClientBurst < 0 || c.MaxConnsPerIP < 0 || c.MaxHandshakesPerIP < 0 {
-		return errors.New("-client-rate, -client-burst, -max-conns-per-ip and -max-handshakes-per-ip must not be negative")
-	}
 	var err error
 	if c.SlowPolicy, err = broadcast.ParseSlowPolicy(o.slowPolicy); err != nil {
 		return fmt.Errorf("-slow-policy: %w", err)
@@ -280,6 +286,15 @@ func validate(o *options) error {
 	}
 	if (o.authAudience != "" || o.authIssuer != "") && o.authSecret == "" {
 		return errors.New("-auth-audience and -auth-issuer need -auth-secret or -auth-secret-file: without them no token is checked")
+	}
+	return nil
+}
+
+// validateLimits checks the numbers and durations.
+func validateLimits(o *options) error {
+	c := &o.cfg
+	if c.ClientRate < 0 || c.ClientBurst < 0 || c.MaxConnsPerIP < 0 || c.MaxHandshakesPerIP < 0 {
+		return errors.New("-client-rate, -client-burst, -max-conns-per-ip and -max-handshakes-per-ip must not be negative")
 	}
 	for _, v := range []struct {
 		name     string
@@ -320,8 +335,11 @@ func validate(o *options) error {
 	if c.FlushDelay < 0 || c.FlushDelay > time.Second {
 		return fmt.Errorf("-flush-delay: %s: want 0 to 1s", c.FlushDelay)
 	}
-	if c.PingInterval == 0 || c.IdleTimeout == 0 || c.HandshakeFirstByteTimeout == 0 {
-		return errors.New("-ping-interval, -idle-timeout and -handshake-first-byte-timeout must be positive, or negative to disable")
+	if c.PingInterval == 0 || c.IdleTimeout == 0 || c.HandshakeFirstByteTimeout == 0 || c.MessageTimeout == 0 {
+		return errors.New("-ping-interval, -idle-timeout, -handshake-first-byte-timeout and -message-timeout must be positive, or negative to disable")
+	}
+	if c.MaxPartialBytes == 0 {
+		return errors.New("-max-partial-bytes must be positive, or negative for no cap")
 	}
 	return nil
 }

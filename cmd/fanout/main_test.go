@@ -47,6 +47,9 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"-drain-spread", "1m"},
 		{"-origins", "app.example.com:8443"},
 		{"-public-host", "*.example.com"},
+		{"-message-timeout", "0s"},
+		{"-max-partial-bytes", "0"},
+		{"-gc-percent", "lots"},
 		{"stray-argument"},
 	} {
 		var out bytes.Buffer
