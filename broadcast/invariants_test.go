@@ -160,7 +160,14 @@ func TestIdleConnectionsCostNoGoroutineAndOneFD(t *testing.T) {
 	waitFor(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseG+5 })
 	waitFor(t, "fds back to baseline", func() bool { return countFDs(t) <= baseFD+2 })
 	if got := s.Stats().Closed(broadcast.ReasonClientGone) - baseGone; got != n+1 {
-		t.Errorf("client_gone closes %d, want %d", got, n+1)
+		st := s.Stats()
+		byReason := map[string]uint64{}
+		for _, r := range broadcast.Reasons() {
+			if v := st.Closed(r); v > 0 {
+				byReason[r.String()] = v
+			}
+		}
+		t.Errorf("client_gone closes %d, want %d (all closes by reason: %v)", got, n+1, byReason)
 	}
 }
 
