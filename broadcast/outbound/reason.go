@@ -17,7 +17,7 @@ const (
 	ReasonIdleTimeout                // nothing read for IdleTimeout: closed with 1001
 	ReasonShutdown                   // server shutting down: closed with 1001
 	ReasonReadError                  // read failed (not EOF)
-	ReasonWriteError                 // write failed
+	ReasonWriteError                 // write failed (not because the peer left)
 	ReasonRateLimit                  // over the client message rate: closed with 1008
 	ReasonTokenExpired               // the token it connected with expired: closed with 1008
 	ReasonInternalError              // a handler panicked: torn down, logged with its stack

@@ -58,6 +58,18 @@ func (c *Conn) writeLocked(frames [][]byte, off int, iov *[]unix.Iovec) (int, er
 	return n, nil
 }
 
+// writeFailedLocked tears the connection down after a failed write: as
+// ReasonClientGone when the peer reset or left (EPIPE, ECONNRESET: it went
+// away while we wrote, a ping or a message, to it), as ReasonWriteError
+// otherwise. c.mu must be held.
+func (c *Conn) writeFailedLocked(err error) {
+	if IsGone(err) {
+		c.TeardownLocked(ReasonClientGone, err)
+		return
+	}
+	c.TeardownLocked(ReasonWriteError, err)
+}
+
 // SendLocked hands frames (total size bytes) to the connection: written now
 // if the socket takes them, queued behind what is already waiting
 // otherwise. It returns how many frames were dropped under SlowDrop.
@@ -72,7 +84,7 @@ func (c *Conn) SendLocked(frames [][]byte, size int, iov *[]unix.Iovec) (dropped
 	}
 	n, err := c.writeLocked(frames, 0, iov)
 	if err != nil {
-		c.TeardownLocked(ReasonWriteError, err)
+		c.writeFailedLocked(err)
 		return 0
 	}
 	if n == size {
@@ -143,7 +155,7 @@ func (c *Conn) SendControlLocked(f []byte) {
 	s := iov[:0]
 	n, err := c.writeLocked([][]byte{f}, 0, &s)
 	if err != nil {
-		c.TeardownLocked(ReasonWriteError, err)
+		c.writeFailedLocked(err)
 		return
 	}
 	if n < len(f) {
@@ -237,7 +249,7 @@ func (c *Conn) flushLocked(iov *[]unix.Iovec) {
 	for c.outBytes > 0 {
 		n, err := c.writeLocked(c.outq, c.outOff, iov)
 		if err != nil {
-			c.TeardownLocked(ReasonWriteError, err)
+			c.writeFailedLocked(err)
 			return
 		}
 		if n == 0 {
