@@ -43,14 +43,19 @@ func TestTrickledFrameTimesOut(t *testing.T) {
 // the rest keep theirs, and the total held stays under the cap.
 func TestPartialReadsAreCapped(t *testing.T) {
 	const limit = 64 << 10
-	s := startServer(t, broadcast.Config{MaxPartialBytes: limit, MessageTimeout: time.Hour, ReadBufferSize: 4096, CloseTimeout: 200 * time.Millisecond})
+	s := startServer(t, broadcast.Config{MaxPartialBytes: limit, MessageTimeout: time.Hour, ReadBufferSize: 4096, CloseTimeout: 50 * time.Millisecond})
 	var clients []*rawClient
 	for i := 0; i < 24; i++ {
 		c := dialRaw(t, s.addr)
-		// A 30 KiB frame's first 6 KiB: the server holds a grown buffer.
+		// A 30 KiB frame's first 6 KiB: the server holds a buffer grown
+		// to 8 KiB. One client at a time, so the first eight fit.
 		f := masked(0x82, make([]byte, 30<<10))
 		c.send(t, f[:6<<10])
 		clients = append(clients, c)
+		waitFor(t, fmt.Sprintf("client %d held or closed", i), func() bool {
+			st := s.Stats()
+			return st.PartialBytes+int64(8<<10)*int64(st.Closed(broadcast.ReasonPartialLimit)) >= int64(8<<10)*int64(i+1)
+		})
 	}
 	waitFor(t, "clients closed for the partial cap", func() bool { return s.Stats().Closed(broadcast.ReasonPartialLimit) > 0 })
 	if held := s.Stats().PartialBytes; held > limit {
@@ -60,10 +65,15 @@ func TestPartialReadsAreCapped(t *testing.T) {
 	if closed == len(clients) {
 		t.Fatalf("all %d clients closed; the cap should leave room for some", closed)
 	}
-	for _, c := range clients[:1] { // the first one had room: it finishes its message
-		f := masked(0x82, make([]byte, 30<<10))
-		c.send(t, f[6<<10:])
+	// The others leave; then the first, which had room, finishes its
+	// message (growing its buffer as the rest arrives, within the cap now
+	// that the others' buffers are free) and it is published.
+	for _, c := range clients[1:] {
+		c.Close()
 	}
+	waitFor(t, "the others' buffers released", func() bool { return s.Stats().PartialBytes <= 8<<10 })
+	f := masked(0x82, make([]byte, 30<<10))
+	clients[0].send(t, f[6<<10:])
 	waitFor(t, fmt.Sprintf("the first client's message (held %d)", s.Stats().PartialBytes), func() bool { return s.Stats().Published >= 1 })
 }
 
