@@ -158,6 +158,11 @@ func (s *Shard) applyInbox() {
 	for _, sub := range adds {
 		sub.HubSlot().idx = int32(len(s.subs))
 		s.subs = append(s.subs, sub)
+	}
+	// Counted before they join: a client that has its 101 (Join sends
+	// it) finds itself in Len.
+	s.count.Store(int64(len(s.subs)))
+	for _, sub := range adds {
 		sub.Join()
 		if s.drain.started {
 			sub.Drain()
