@@ -172,28 +172,7 @@ func TestParseServer(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := Parser{MaxMessage: tc.max}
-			var r rec
-			n, err := p.ParseServer(tc.in, &r)
-			if got, want := strings.Join(r.events, "|"), strings.Join(tc.events, "|"); got != want {
-				t.Errorf("events\n got %s\nwant %s", got, want)
-			}
-			if tc.code == 0 {
-				if err != nil {
-					t.Fatalf("ParseServer: %v", err)
-				}
-				if n != len(tc.in) {
-					t.Fatalf("consumed %d of %d bytes", n, len(tc.in))
-				}
-				return
-			}
-			ce, ok := AsClose(err)
-			if !ok {
-				t.Fatalf("err = %v, want close %d", err, tc.code)
-			}
-			if ce.Code != tc.code || ce.Peer != tc.peer {
-				t.Fatalf("close = %d peer=%v (%s), want %d peer=%v", ce.Code, ce.Peer, ce.Reason, tc.code, tc.peer)
-			}
+			expectParse(t, "ParseServer", (*Parser).ParseServer, tc.max, tc.in, tc.events, tc.code, tc.peer)
 		})
 	}
 }

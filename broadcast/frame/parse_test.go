@@ -245,29 +245,37 @@ func TestParse(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := Parser{MaxMessage: tc.max}
-			var r rec
-			n, err := p.Parse(tc.in, &r)
-			if got, want := strings.Join(r.events, "|"), strings.Join(tc.events, "|"); got != want {
-				t.Errorf("events\n got %s\nwant %s", got, want)
-			}
-			if tc.code == 0 {
-				if err != nil {
-					t.Fatalf("Parse: %v", err)
-				}
-				if n != len(tc.in) {
-					t.Fatalf("consumed %d of %d bytes", n, len(tc.in))
-				}
-				return
-			}
-			ce, ok := AsClose(err)
-			if !ok {
-				t.Fatalf("err = %v, want close %d", err, tc.code)
-			}
-			if ce.Code != tc.code || ce.Peer != tc.peer {
-				t.Fatalf("close = %d peer=%v (%s), want %d peer=%v", ce.Code, ce.Peer, ce.Reason, tc.code, tc.peer)
-			}
+			expectParse(t, "Parse", (*Parser).Parse, tc.max, tc.in, tc.events, tc.code, tc.peer)
 		})
+	}
+}
+
+// expectParse runs parse (Parse or ParseServer) on in with a fresh Parser
+// and checks the events it reported and how it ended: every byte consumed
+// with no error when code is 0, else a close with code (peer: the peer's).
+func expectParse(t *testing.T, name string, parse func(*Parser, []byte, Handler) (int, error), max int, in []byte, events []string, code ws.StatusCode, peer bool) {
+	t.Helper()
+	p := Parser{MaxMessage: max}
+	var r rec
+	n, err := parse(&p, in, &r)
+	if got, want := strings.Join(r.events, "|"), strings.Join(events, "|"); got != want {
+		t.Errorf("events\n got %s\nwant %s", got, want)
+	}
+	if code == 0 {
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if n != len(in) {
+			t.Fatalf("consumed %d of %d bytes", n, len(in))
+		}
+		return
+	}
+	ce, ok := AsClose(err)
+	if !ok {
+		t.Fatalf("err = %v, want close %d", err, code)
+	}
+	if ce.Code != code || ce.Peer != peer {
+		t.Fatalf("close = %d peer=%v (%s), want %d peer=%v", ce.Code, ce.Peer, ce.Reason, code, peer)
 	}
 }
 
