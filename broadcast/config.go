@@ -6,6 +6,7 @@ import (
 
 	"github.com/fanout/fanout/broadcast/admit"
 	"github.com/fanout/fanout/broadcast/frame"
+	"github.com/fanout/fanout/broadcast/history"
 	"github.com/fanout/fanout/broadcast/hub"
 	"github.com/fanout/fanout/broadcast/outbound"
 	"github.com/fanout/fanout/broadcast/wsconn"
@@ -84,11 +85,13 @@ type Config struct {
 	PublicHost string
 	// Authenticate, if set, checks each upgrade's token: the "token" query
 	// parameter, or an "Authorization: Bearer" header. An error answers
-	// 401 and nothing is upgraded. expires, when not the zero Time, is
-	// when the token stops being valid: the connection carries it in its
-	// admit.Ticket, to be closed (1008) then. See JWTAuthenticator. Nil
-	// means no client auth.
-	Authenticate func(token string) (expires time.Time, err error)
+	// 401 and nothing is upgraded. The Grant's Expires, when not the zero
+	// Time, is when the token stops being valid: the connection carries
+	// it in its admit.Ticket, to be closed (1008) then. Its Channels, when
+	// not nil, are the only channels the connection may name (403
+	// otherwise), and those it gets when it names none. See
+	// JWTAuthenticator. Nil means no client auth.
+	Authenticate func(token string) (Grant, error)
 	// MessageTimeout closes (1008, counted as message_timeout) a client
 	// whose frame or fragmented message stays incomplete this long; only
 	// complete frames count as liveness for IdleTimeout. Zero means 5s;
@@ -122,6 +125,27 @@ type Config struct {
 	// Backlog is how many published messages may wait for the slowest
 	// shard; a publish beyond it fails with ErrBacklog. Zero means 4096.
 	Backlog int
+	// MaxChannelsPerConn caps the channels one connection names; more
+	// get 400. Zero means 64.
+	MaxChannelsPerConn int
+	// HistorySize is how many recent messages each channel keeps for
+	// clients that resume (since=). Zero means 1024; negative keeps no
+	// history (a resume is then recovered only if nothing was published
+	// since its cursor).
+	HistorySize int
+	// HistoryTTL is how long a message stays in the history. Zero means
+	// 5 minutes.
+	HistoryTTL time.Duration
+	// HistoryBytes bounds the whole history, over every channel; the
+	// oldest messages go first. Zero means 64 MiB.
+	HistoryBytes int64
+	// IdempotencyWindow is how long a publish's Idempotency-Key is
+	// remembered: a repeat within it gets the first answer and publishes
+	// nothing. Zero means 5 minutes.
+	IdempotencyWindow time.Duration
+	// IdempotencyKeys caps the keys remembered at once; beyond it the
+	// oldest is forgotten early (counted, logged). Zero means 100000.
+	IdempotencyKeys int
 	// Logger receives the server's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -176,6 +200,24 @@ func (c Config) withDefaults() Config {
 	if c.Backlog <= 0 {
 		c.Backlog = 4096
 	}
+	if c.MaxChannelsPerConn <= 0 {
+		c.MaxChannelsPerConn = 64
+	}
+	if c.HistorySize == 0 {
+		c.HistorySize = 1024
+	}
+	if c.HistoryTTL <= 0 {
+		c.HistoryTTL = 5 * time.Minute
+	}
+	if c.HistoryBytes <= 0 {
+		c.HistoryBytes = 64 << 20
+	}
+	if c.IdempotencyWindow <= 0 {
+		c.IdempotencyWindow = 5 * time.Minute
+	}
+	if c.IdempotencyKeys <= 0 {
+		c.IdempotencyKeys = 100000
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -210,9 +252,14 @@ func (c Config) outboundConfig() outbound.Config {
 		ReadBufferSize: c.ReadBufferSize, Logger: c.Logger}
 }
 
-func (c Config) hubConfig() hub.Config {
+func (c Config) hubConfig(hist hub.History) hub.Config {
 	return hub.Config{Shards: c.Shards, Backlog: c.Backlog, FlushDelay: c.FlushDelay,
-		SweepEvery: c.sweepEvery(), PingInterval: c.PingInterval, DrainSpread: c.DrainSpread}
+		SweepEvery: c.sweepEvery(), PingInterval: c.PingInterval, DrainSpread: c.DrainSpread, History: hist}
+}
+
+// historyConfig is the history's bounds; ok false when there is none.
+func (c Config) historyConfig() (cfg history.Config, ok bool) {
+	return history.Config{Size: c.HistorySize, TTL: c.HistoryTTL, Bytes: c.HistoryBytes, Logger: c.Logger}, c.HistorySize > 0
 }
 
 func (c Config) wsConfig() wsconn.Config {

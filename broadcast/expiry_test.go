@@ -17,12 +17,12 @@ import (
 func TestConnectionClosesWhenItsTokenExpires(t *testing.T) {
 	var lifetime = map[string]time.Duration{"short": 300 * time.Millisecond, "long": time.Hour}
 	s := startServer(t, broadcast.Config{
-		Authenticate: func(tok string) (time.Time, error) {
+		Authenticate: func(tok string) (broadcast.Grant, error) {
 			d, ok := lifetime[tok]
 			if !ok {
-				return time.Time{}, errors.New("unknown token")
+				return broadcast.Grant{}, errors.New("unknown token")
 			}
-			return time.Now().Add(d), nil
+			return broadcast.Grant{Expires: time.Now().Add(d)}, nil
 		},
 		CloseTimeout: 200 * time.Millisecond, // sweeps every 50 ms
 	})
@@ -36,7 +36,7 @@ func TestConnectionClosesWhenItsTokenExpires(t *testing.T) {
 		t.Fatalf("short-lived token: read %v, want close 1008 \"token expired\"", err)
 	}
 	waitFor(t, "the close to be counted", func() bool { return s.Stats().Closed(broadcast.ReasonTokenExpired) == 1 })
-	if _, err := s.Publish(ws.OpText, []byte("still here")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("still here")}); err != nil {
 		t.Fatal(err)
 	}
 	expectMessage(t, long, gorilla.TextMessage, []byte("still here"))

@@ -145,7 +145,7 @@ func TestIdleConnectionsCostNoGoroutineAndOneFD(t *testing.T) {
 	// A broadcast still reaches everyone: one healthy reader among them.
 	r := dialGorilla(t, s.url)
 	s.waitConns(t, n+1)
-	if _, err := s.Publish(ws.OpText, []byte("to all")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("to all")}); err != nil {
 		t.Fatal(err)
 	}
 	expectMessage(t, r, gorilla.TextMessage, []byte("to all"))
@@ -263,7 +263,7 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	s.waitConns(t, 2)
 	payload := bytes.Repeat([]byte("s"), size)
 	for i := 0; i < count; i++ {
-		if _, err := s.Publish(ws.OpBinary, payload); err != nil {
+		if _, err := s.Publish(broadcast.Message{Kind: broadcast.KindBinary, Payload: payload}); err != nil {
 			t.Fatal(err)
 		}
 		// Paced by the healthy reader, so only the slow one falls behind.
@@ -290,7 +290,7 @@ func TestSlowConsumerDropPolicy(t *testing.T) {
 	s.waitConns(t, 2)
 	payload := bytes.Repeat([]byte("d"), size)
 	for i := 0; i < count; i++ {
-		if _, err := s.Publish(ws.OpBinary, payload); err != nil {
+		if _, err := s.Publish(broadcast.Message{Kind: broadcast.KindBinary, Payload: payload}); err != nil {
 			t.Fatal(err)
 		}
 		expectMessage(t, healthy, gorilla.BinaryMessage, payload)
@@ -314,7 +314,7 @@ func TestSlowConsumerDropPolicy(t *testing.T) {
 			received++
 		}
 	}
-	if _, err := s.Publish(ws.OpText, []byte("after")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("after")}); err != nil {
 		t.Fatal(err)
 	}
 	for {
@@ -339,7 +339,7 @@ func TestFlushDelayCoalesces(t *testing.T) {
 	s.waitConns(t, 1)
 	before := s.Stats().Writes
 	for i := 0; i < n; i++ {
-		if _, err := s.Publish(ws.OpText, []byte(strconv.Itoa(i))); err != nil {
+		if _, err := s.Publish(broadcast.Message{Payload: []byte(strconv.Itoa(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -388,7 +388,7 @@ func TestPingFloodIsBounded(t *testing.T) {
 		t.Fatalf("%d bytes queued, over the %d-byte limit", st.QueuedBytes, queueBytes)
 	}
 	flood.Close()
-	if _, err := s.Publish(ws.OpText, []byte("still fine")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("still fine")}); err != nil {
 		t.Fatal(err)
 	}
 	expectMessage(t, healthy, gorilla.TextMessage, []byte("still fine"))

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
 	gorilla "github.com/gorilla/websocket"
 
 	"github.com/fanout/fanout/broadcast"
@@ -37,7 +36,7 @@ func TestJoinWhilePublishing(t *testing.T) {
 		defer pubWG.Done()
 		payload := []byte("flood")
 		for ctx.Err() == nil {
-			if _, err := s.Publish(ws.OpText, payload); err != nil && !errors.Is(err, broadcast.ErrBacklog) {
+			if _, err := s.Publish(broadcast.Message{Payload: payload}); err != nil && !errors.Is(err, broadcast.ErrBacklog) {
 				return
 			}
 			// Pacing, not synchronization: the backlog must never fill, or

@@ -161,7 +161,7 @@ func TestClientRateLimit(t *testing.T) {
 	for i := uint64(0); i < s.Stats().Published; i++ {
 		expectMessage(t, healthy, gorilla.TextMessage, []byte("spam"))
 	}
-	if _, err := s.Publish(ws.OpText, []byte("after")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("after")}); err != nil {
 		t.Fatal(err)
 	}
 	expectMessage(t, healthy, gorilla.TextMessage, []byte("after"))

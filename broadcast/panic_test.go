@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
 	gorilla "github.com/gorilla/websocket"
 
 	"github.com/fanout/fanout/broadcast"
@@ -14,11 +13,11 @@ import (
 // in a read handler's path, on the pool.
 type loopBus struct{ srv *broadcast.Server }
 
-func (b *loopBus) Publish(op ws.OpCode, p []byte) error {
+func (b *loopBus) Publish(channel string, kind byte, p []byte) error {
 	if string(p) == "boom" {
 		panic("loopBus: boom")
 	}
-	_, err := b.srv.Deliver(op, p)
+	_, err := b.srv.Deliver(channel, kind, p)
 	return err
 }
 
@@ -43,7 +42,7 @@ func TestHandlerPanicClosesOnlyThatConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectMessage(t, good, gorilla.TextMessage, []byte("still here"))
-	if _, err := s.Publish(ws.OpText, []byte("and a backend")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("and a backend")}); err != nil {
 		t.Fatal(err)
 	}
 	expectMessage(t, good, gorilla.TextMessage, []byte("and a backend"))

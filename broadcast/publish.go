@@ -1,11 +1,12 @@
 package broadcast
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"unicode/utf8"
-
-	"github.com/gobwas/ws"
 
 	"github.com/fanout/fanout/broadcast/hub"
 )
@@ -21,71 +22,145 @@ var (
 	ErrTooBig = errors.New("broadcast: message too big")
 	// ErrInvalidUTF8: a text message that is not valid UTF-8.
 	ErrInvalidUTF8 = errors.New("broadcast: text message is not valid UTF-8")
+	// ErrInvalidJSON: a JSON message that is not valid JSON.
+	ErrInvalidJSON = errors.New("broadcast: JSON message is not valid JSON")
+	// ErrChannel wraps what is wrong with a channel name.
+	ErrChannel = hub.ErrChannelName
 	// ErrBus wraps a bus's refusal (its buffer is full, it is closed).
 	ErrBus = errors.New("broadcast: bus refused the message")
 )
 
-// Publish is how a backend publishes: it validates the message, then
-// routes it like a client's (see the package doc). op is ws.OpText or
-// ws.OpBinary. It returns the number of connections open at this moment,
-// which the message is queued for. It fails with ErrTooBig,
-// ErrInvalidUTF8, ErrBacklog, ErrServerClosed or ErrBus, and never blocks.
-func (s *Server) Publish(op ws.OpCode, payload []byte) (recipients int, err error) {
-	switch {
-	case op != ws.OpText && op != ws.OpBinary:
-		return 0, errors.New("broadcast: publish: opcode must be text or binary")
-	case len(payload) > s.cfg.MaxMessage:
-		return 0, ErrTooBig
-	case op == ws.OpText && !utf8.Valid(payload):
-		return 0, ErrInvalidUTF8
-	}
-	return s.route(op, payload)
+// Kind is what a message's payload is: text, binary or JSON.
+type Kind = hub.Kind
+
+// Message kinds.
+const (
+	KindText   = hub.KindText   // UTF-8: a text frame; a JSON string in the envelope
+	KindBinary = hub.KindBinary // bytes: a binary frame; "data_base64" in the envelope
+	KindJSON   = hub.KindJSON   // a JSON value: a text frame; itself as "data" in the envelope
+)
+
+// Message is one message to publish.
+type Message struct {
+	// Channel is where it goes; "" is the default channel (clients that
+	// name none).
+	Channel string
+	Kind    Kind
+	// Payload is the message. Publish does not keep it: it is copied
+	// into the message's frame (or the bus's buffer).
+	Payload []byte
+	// IdempotencyKey, if set, makes a repeat of the same key within
+	// Config.IdempotencyWindow return the first publish's Receipt and
+	// deliver nothing again.
+	IdempotencyKey string
 }
+
+// Receipt is what a publish did.
+type Receipt struct {
+	Channel string
+	// Seq is the message's place in the node's order (0 in a tier: the
+	// bus gives it one on each node).
+	Seq   uint64
+	Epoch string
+	// Recipients is the number of subscribers on the channel at this
+	// moment, which the message is queued for.
+	Recipients int
+	// Repeat: an earlier publish with the same IdempotencyKey made this
+	// Receipt; nothing was published this time.
+	Repeat bool
+}
+
+// Publish is how a backend publishes: it validates the message, then
+// routes it like a client's (see the package doc). It fails with
+// ErrTooBig, ErrInvalidUTF8, ErrInvalidJSON, ErrChannel, ErrBacklog,
+// ErrServerClosed or ErrBus, and never blocks (a repeat of an
+// IdempotencyKey still in progress waits for its first publish).
+func (s *Server) Publish(m Message) (Receipt, error) {
+	if m.IdempotencyKey != "" {
+		return s.idem.do(m.IdempotencyKey, func() (Receipt, error) { return s.publish(m) })
+	}
+	return s.publish(m)
+}
+
+func (s *Server) publish(m Message) (Receipt, error) {
+	if m.Channel != "" {
+		if err := hub.ValidChannel(m.Channel); err != nil {
+			return Receipt{}, err
+		}
+	}
+	if len(m.Payload) > s.cfg.MaxMessage {
+		return Receipt{}, ErrTooBig
+	}
+	switch m.Kind {
+	case KindText:
+		if !utf8.Valid(m.Payload) {
+			return Receipt{}, ErrInvalidUTF8
+		}
+	case KindBinary:
+	case KindJSON:
+		buf := compactBufs.Get().(*bytes.Buffer)
+		defer compactBufs.Put(buf)
+		buf.Reset()
+		if err := json.Compact(buf, m.Payload); err != nil {
+			return Receipt{}, fmt.Errorf("%w: %w", ErrInvalidJSON, err)
+		}
+		m.Payload = buf.Bytes()
+	default:
+		return Receipt{}, fmt.Errorf("broadcast: publish: unknown kind %d", m.Kind)
+	}
+	return s.route(m.Channel, m.Kind, m.Payload)
+}
+
+// compactBufs hold JSON payloads while they are compacted (then copied
+// into their frame).
+var compactBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // Bus carries messages between fanout nodes (see package bus). With one
 // set, every message the server would fan out goes to the bus instead,
 // and comes back to every node, this one included, through Deliver.
 type Bus interface {
-	Publish(op ws.OpCode, payload []byte) error
+	Publish(channel string, kind byte, payload []byte) error
 }
 
 // SetBus joins the server to a bus. Call it before Serve.
 func (s *Server) SetBus(b Bus) { s.bus = b }
 
-// Deliver fans out a message the bus brings, to this node's clients.
-func (s *Server) Deliver(op ws.OpCode, payload []byte) (int, error) {
-	n, err := s.fanOut(op, payload)
+// Deliver fans out a message the bus brings, to this node's clients. kind
+// is the Kind the publishing node gave the bus.
+func (s *Server) Deliver(channel string, kind byte, payload []byte) (Receipt, error) {
+	r, err := s.fanOut(channel, Kind(kind), payload)
 	if err != nil {
 		s.logRefused.Warn(s.log, "bus message refused locally", "err", err)
 	}
-	return n, err
+	return r, err
 }
 
 // route sends a validated message to the bus when the node is in a tier,
 // and fans it out here otherwise.
-func (s *Server) route(op ws.OpCode, payload []byte) (int, error) {
+func (s *Server) route(channel string, kind Kind, payload []byte) (Receipt, error) {
 	if s.bus == nil {
-		return s.fanOut(op, payload)
+		return s.fanOut(channel, kind, payload)
 	}
 	if s.closing.Load() {
 		s.refused.Add(1)
-		return 0, ErrServerClosed
+		return Receipt{}, ErrServerClosed
 	}
-	if err := s.bus.Publish(op, payload); err != nil {
+	if err := s.bus.Publish(channel, byte(kind), payload); err != nil {
 		s.refused.Add(1)
-		return 0, fmt.Errorf("%w: %w", ErrBus, err)
+		return Receipt{}, fmt.Errorf("%w: %w", ErrBus, err)
 	}
-	return s.Conns(), nil
+	return Receipt{Channel: channel, Epoch: s.hub.Epoch(), Recipients: s.hub.Members(channel)}, nil
 }
 
 // fanOut encodes the message once and broadcasts it through the hub.
-func (s *Server) fanOut(op ws.OpCode, payload []byte) (int, error) {
-	if _, err := s.hub.Broadcast(hub.NewMessage(op, payload)); err != nil {
+func (s *Server) fanOut(channel string, kind Kind, payload []byte) (Receipt, error) {
+	seq, err := s.hub.Broadcast(hub.NewMessage(channel, kind, payload))
+	if err != nil {
 		s.refused.Add(1)
 		if errors.Is(err, hub.ErrBacklog) {
-			return 0, ErrBacklog
+			return Receipt{}, ErrBacklog
 		}
-		return 0, ErrServerClosed
+		return Receipt{}, ErrServerClosed
 	}
-	return s.Conns(), nil
+	return Receipt{Channel: channel, Seq: seq, Epoch: s.hub.Epoch(), Recipients: s.hub.Members(channel)}, nil
 }

@@ -1,8 +1,6 @@
 package broadcast
 
 import (
-	"time"
-
 	"github.com/fanout/fanout/broadcast/admit"
 	"github.com/fanout/fanout/broadcast/outbound"
 )
@@ -49,10 +47,14 @@ const (
 // ParseSlowPolicy parses "close" or "drop".
 func ParseSlowPolicy(s string) (SlowPolicy, error) { return outbound.ParseSlowPolicy(s) }
 
+// Grant is what a valid client token allows (admit.Grant): until when,
+// and which channels.
+type Grant = admit.Grant
+
 // JWTAuthenticator returns a Config.Authenticate for HS256 JSON Web
 // Tokens signed with secret, exp required, with the audience and issuer
 // checks opts add (admit.JWTAudience, admit.JWTIssuer); see
 // admit.JWTAuthenticator.
-func JWTAuthenticator(secret []byte, opts ...admit.JWTOption) func(token string) (expires time.Time, err error) {
+func JWTAuthenticator(secret []byte, opts ...admit.JWTOption) func(token string) (Grant, error) {
 	return admit.JWTAuthenticator(secret, opts...)
 }

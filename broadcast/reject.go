@@ -13,36 +13,40 @@ type RejectKind uint8
 
 // Reject kinds.
 const (
-	RejectBadRequest   RejectKind = iota // 400: not a valid upgrade request
-	RejectNotFound                       // 404: wrong path
-	RejectVersion                        // 426: unsupported Sec-WebSocket-Version
-	RejectFull                           // 503: MaxConns reached
-	RejectShutdown                       // 503: shutting down
-	RejectTimeout                        // handshake not done within HandshakeTimeout
-	RejectIO                             // the client hung up or the socket failed
-	RejectOrigin                         // 403: Origin not allowed
-	RejectUnauthorized                   // 401: missing or bad token
-	RejectPerIP                          // 429: MaxConnsPerIP reached
-	RejectBusy                           // closed unread: MaxHandshakes in progress
-	RejectBusySource                     // closed unread: MaxHandshakesPerIP in progress from its source
-	RejectSilent                         // closed: nothing sent before the deadline (HandshakeFirstByteTimeout)
+	RejectBadRequest    RejectKind = iota // 400: not a valid upgrade request
+	RejectNotFound                        // 404: wrong path
+	RejectVersion                         // 426: unsupported Sec-WebSocket-Version
+	RejectFull                            // 503: MaxConns reached
+	RejectShutdown                        // 503: shutting down
+	RejectTimeout                         // handshake not done within HandshakeTimeout
+	RejectIO                              // the client hung up or the socket failed
+	RejectOrigin                          // 403: Origin not allowed
+	RejectUnauthorized                    // 401: missing or bad token
+	RejectPerIP                           // 429: MaxConnsPerIP reached
+	RejectBusy                            // closed unread: MaxHandshakes in progress
+	RejectBusySource                      // closed unread: MaxHandshakesPerIP in progress from its source
+	RejectSilent                          // closed: nothing sent before the deadline (HandshakeFirstByteTimeout)
+	RejectParams                          // 400: channel, format or since the server cannot take (the body says why)
+	RejectChannelDenied                   // 403: a channel the token does not grant
 	numRejects
 )
 
 var rejectNames = [numRejects]string{
-	RejectBadRequest:   "bad_request",
-	RejectNotFound:     "not_found",
-	RejectVersion:      "version",
-	RejectFull:         "full",
-	RejectShutdown:     "shutdown",
-	RejectTimeout:      "timeout",
-	RejectIO:           "io",
-	RejectOrigin:       "origin",
-	RejectUnauthorized: "unauthorized",
-	RejectPerIP:        "per_ip",
-	RejectBusy:         "handshakes_full",
-	RejectBusySource:   "handshakes_per_source",
-	RejectSilent:       "first_byte_timeout",
+	RejectBadRequest:    "bad_request",
+	RejectNotFound:      "not_found",
+	RejectVersion:       "version",
+	RejectFull:          "full",
+	RejectShutdown:      "shutdown",
+	RejectTimeout:       "timeout",
+	RejectIO:            "io",
+	RejectOrigin:        "origin",
+	RejectUnauthorized:  "unauthorized",
+	RejectPerIP:         "per_ip",
+	RejectBusy:          "handshakes_full",
+	RejectBusySource:    "handshakes_per_source",
+	RejectSilent:        "first_byte_timeout",
+	RejectParams:        "bad_params",
+	RejectChannelDenied: "channel_denied",
 }
 
 func (k RejectKind) String() string {

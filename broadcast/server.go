@@ -10,10 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
 	"github.com/fanout/fanout/broadcast/admit"
+	"github.com/fanout/fanout/broadcast/history"
 	"github.com/fanout/fanout/broadcast/hub"
 	"github.com/fanout/fanout/broadcast/internal/lograte"
 	"github.com/fanout/fanout/broadcast/outbound"
@@ -33,6 +33,8 @@ type Server struct {
 	admit  *admit.Controller
 	out    *outbound.Env
 	ws     *wsconn.Env
+	hist   *history.Memory // nil: no history (Config.HistorySize < 0)
+	idem   *idempotency
 	bus    Bus // nil: standalone; set before Serve
 
 	mu        sync.Mutex
@@ -75,7 +77,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.poller = p
 	s.out = outbound.NewEnv(cfg.outboundConfig())
-	s.hub = hub.New(cfg.hubConfig())
+	var hist hub.History
+	if hc, ok := cfg.historyConfig(); ok {
+		s.hist = history.New(hc)
+		hist = s.hist
+	}
+	s.idem = newIdempotency(cfg.IdempotencyWindow, cfg.IdempotencyKeys, cfg.Logger)
+	s.hub = hub.New(cfg.hubConfig(hist))
 	s.ws = wsconn.NewEnv(cfg.wsConfig(), s.out, s.hub, p, (*connNode)(s))
 	return s, nil
 }
@@ -210,9 +218,10 @@ func (s *Server) Conns() int { return s.hub.Len() }
 type connNode Server
 
 // Accept implements wsconn.Node: a client's message, already validated by
-// the frame parser, is routed like any other.
-func (n *connNode) Accept(op ws.OpCode, payload []byte) error {
-	_, err := (*Server)(n).route(op, payload)
+// the frame parser (and, in json format, by its codec), is routed like
+// any other.
+func (n *connNode) Accept(channel string, kind Kind, payload []byte) error {
+	_, err := (*Server)(n).route(channel, kind, payload)
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -198,7 +199,7 @@ func TestProtocolErrorsCloseOnlyTheOffender(t *testing.T) {
 			s.waitConns(t, 1)
 			// The healthy client is unaffected.
 			msg := []byte(fmt.Sprintf("still here %d", i))
-			if _, err := s.Publish(ws.OpText, msg); err != nil {
+			if _, err := s.Publish(broadcast.Message{Payload: msg}); err != nil {
 				t.Fatal(err)
 			}
 			expectMessage(t, healthy, gorilla.TextMessage, msg)
@@ -349,7 +350,7 @@ func TestHandshakeRejections(t *testing.T) {
 		t.Fatalf("over max-conns: status %d, want 503", resp.StatusCode)
 	}
 	waitFor(t, "full rejection counted", func() bool { return s.Stats().Rejects(broadcast.RejectFull) == 1 })
-	if _, err := s.Publish(ws.OpText, []byte("ok")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("ok")}); err != nil {
 		t.Fatal(err)
 	}
 	expectMessage(t, healthy, gorilla.TextMessage, []byte("ok"))
@@ -390,7 +391,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	waitFor(t, "handshake in progress", func() bool { return s.Stats().Handshaking == 1 })
 	g := dialGorilla(t, s.url)
 	s.waitConns(t, 1)
-	if _, err := s.Publish(ws.OpText, []byte("meanwhile")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("meanwhile")}); err != nil {
 		t.Fatal(err)
 	}
 	expectMessage(t, g, gorilla.TextMessage, []byte("meanwhile"))
@@ -415,7 +416,7 @@ func TestReceiveOnly(t *testing.T) {
 	c.send(t, masked(0x81, []byte("may I?")))
 	c.expectClose(t, ws.StatusPolicyViolation)
 	waitFor(t, "policy close counted", func() bool { return s.Stats().Closed(broadcast.ReasonPolicy) == 1 })
-	if _, err := s.Publish(ws.OpText, []byte("from the backend")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("from the backend")}); err != nil {
 		t.Fatal(err)
 	}
 	expectMessage(t, healthy, gorilla.TextMessage, []byte("from the backend"))
@@ -456,7 +457,7 @@ func TestPingsAndIdleTimeout(t *testing.T) {
 	if n := s.Conns(); n != 1 {
 		t.Fatalf("%d connections, want the pong-answering client still there", n)
 	}
-	if _, err := s.Publish(ws.OpText, []byte("alive")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("alive")}); err != nil {
 		t.Fatal(err)
 	}
 	if p := <-gotMsg; string(p) != "alive" {
@@ -469,7 +470,7 @@ func TestShutdownClosesClientsWith1001(t *testing.T) {
 	s := startServer(t, broadcast.Config{})
 	clients := []*rawClient{dialRaw(t, s.addr), dialRaw(t, s.addr), dialRaw(t, s.addr)}
 	s.waitConns(t, 3)
-	if _, err := s.Publish(ws.OpText, []byte("last words")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("last words")}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -491,7 +492,7 @@ func TestShutdownClosesClientsWith1001(t *testing.T) {
 	if n := s.Stats().Closed(broadcast.ReasonShutdown); n != 3 {
 		t.Fatalf("shutdown closes %d, want 3", n)
 	}
-	if _, err := s.Publish(ws.OpText, []byte("late")); err != broadcast.ErrServerClosed {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("late")}); err != broadcast.ErrServerClosed {
 		t.Fatalf("publish after shutdown: %v", err)
 	}
 	if err := s.Close(); err != nil { // second close: same result, no panic
@@ -502,19 +503,21 @@ func TestShutdownClosesClientsWith1001(t *testing.T) {
 func TestPublishRefusals(t *testing.T) {
 	s := startServer(t, broadcast.Config{MaxMessage: 10})
 	for _, tc := range []struct {
-		op   ws.OpCode
-		p    []byte
+		m    broadcast.Message
 		want error
 	}{
-		{ws.OpText, []byte("0123456789a"), broadcast.ErrTooBig},
-		{ws.OpText, []byte{0xff}, broadcast.ErrInvalidUTF8},
+		{broadcast.Message{Payload: []byte("0123456789a")}, broadcast.ErrTooBig},
+		{broadcast.Message{Payload: []byte{0xff}}, broadcast.ErrInvalidUTF8},
+		{broadcast.Message{Kind: broadcast.KindJSON, Payload: []byte("{nope")}, broadcast.ErrInvalidJSON},
+		{broadcast.Message{Channel: "no spaces", Payload: []byte("x")}, broadcast.ErrChannel},
+		{broadcast.Message{Channel: strings.Repeat("c", 129), Payload: []byte("x")}, broadcast.ErrChannel},
 	} {
-		if _, err := s.Publish(tc.op, tc.p); err != tc.want {
-			t.Errorf("Publish(%q) = %v, want %v", tc.p, err, tc.want)
+		if _, err := s.Publish(tc.m); !errors.Is(err, tc.want) {
+			t.Errorf("Publish(%q) = %v, want %v", tc.m.Payload, err, tc.want)
 		}
 	}
-	if _, err := s.Publish(ws.OpPing, nil); err == nil {
-		t.Error("Publish of a ping succeeded")
+	if _, err := s.Publish(broadcast.Message{Kind: 9}); err == nil {
+		t.Error("Publish of an unknown kind succeeded")
 	}
 }
 
@@ -541,7 +544,7 @@ func TestMaxHandshakes(t *testing.T) {
 	waitFor(t, "the mute handshake timed out", func() bool { return s.Stats().Handshaking == 0 })
 	g := dialGorilla(t, s.url)
 	s.waitConns(t, 1)
-	if _, err := s.Publish(ws.OpText, []byte("back")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("back")}); err != nil {
 		t.Fatal(err)
 	}
 	expectMessage(t, g, gorilla.TextMessage, []byte("back"))

@@ -61,7 +61,7 @@ func (s *Server) handshake(nc net.Conn, ip netip.Addr, slot admit.Slot) {
 		return
 	}
 	s.admit.EndHandshake(slot)
-	s.attach(fd, u.ticket, hc.resp, hc.early)
+	s.attach(fd, &u, hc.resp, hc.early)
 }
 
 // upgrade is one handshake in progress: what the upgrader's callbacks
@@ -73,6 +73,8 @@ type upgrade struct {
 	ticket     admit.Ticket  // granted in onBeforeUpgrade
 	refusal    RejectKind    // set with refused, when the server itself said no
 	refused    bool
+	sub        subscription  // what the URL asks for
+	format     wsconn.Format // decided in onBeforeUpgrade
 }
 
 // run upgrades hc's connection under the handshake deadline and detaches
@@ -106,6 +108,12 @@ func (u *upgrade) refuse(kind RejectKind) error {
 	return rejections[kind]
 }
 
+// refuseWith refuses with status and a reason that is the answer's body.
+func (u *upgrade) refuseWith(kind RejectKind, status int, why error) error {
+	u.refused, u.refusal = true, kind
+	return rejection(status, why.Error())
+}
+
 func (u *upgrade) onRequest(uri []byte) error {
 	u.sawRequest = true
 	path, query, _ := bytes.Cut(uri, []byte{'?'})
@@ -115,10 +123,18 @@ func (u *upgrade) onRequest(uri []byte) error {
 	case u.srv.closing.Load():
 		return u.refuse(RejectShutdown)
 	}
-	if u.srv.admit.Authenticates() && len(query) > 0 {
-		if q, err := url.ParseQuery(string(query)); err == nil {
-			u.req.Token = q.Get("token")
-		}
+	if len(query) == 0 {
+		return nil
+	}
+	q, err := url.ParseQuery(string(query))
+	if err != nil {
+		return u.refuseWith(RejectParams, http.StatusBadRequest, errors.New("malformed query string"))
+	}
+	if u.srv.admit.Authenticates() {
+		u.req.Token = q.Get("token")
+	}
+	if u.sub, err = parseSubscription(q, u.srv.cfg.MaxChannelsPerConn); err != nil {
+		return u.refuseWith(RejectParams, http.StatusBadRequest, err)
 	}
 	return nil
 }
@@ -135,14 +151,23 @@ func (u *upgrade) onHeader(key, value []byte) error {
 
 // onBeforeUpgrade is admission: the request is read, the 101 not sent.
 func (u *upgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
-	t, authErr, refusal := u.srv.admit.Admit(u.req)
-	if refusal != nil {
+	u.req.Channels = u.sub.channels
+	t, authErr, refusal := u.srv.admit.Admit(&u.req)
+	switch {
+	case errors.Is(refusal, admit.ErrChannelDenied):
+		return nil, u.refuseWith(RejectChannelDenied, http.StatusForbidden, authErr)
+	case refusal != nil:
 		if authErr != nil {
 			u.srv.logRefused.Warn(u.srv.log, "upgrade: unauthorized", "remote", u.req.IP.String(), "err", authErr)
 		}
 		return nil, u.refuse(admitRefusals[refusal])
 	}
-	u.ticket = t
+	u.ticket = t // released by the handshake if what follows refuses
+	f, err := u.sub.resolve(u.req.Channels, u.srv.cfg.MaxChannelsPerConn)
+	if err != nil {
+		return nil, u.refuseWith(RejectParams, http.StatusBadRequest, err)
+	}
+	u.format = f
 	return nil, nil
 }
 
@@ -304,15 +329,15 @@ func detach(nc net.Conn) (int, error) {
 	return fd, nil
 }
 
-// attach makes a detached socket a connection: an id, a place in the hub,
-// a one-shot epoll watch on its fd, and resp (the 101) as its first bytes.
-// From here on no goroutine belongs to it while it is idle, and its
-// teardown releases t.
-func (s *Server) attach(fd int, t admit.Ticket, resp []byte, early bool) {
-	c := wsconn.New(s.ws, s.nextID.Add(1), fd)
-	c.Ticket = t
+// attach makes a detached socket a connection: an id, a place in the hub
+// on the channels u asked for, a one-shot epoll watch on its fd, and resp
+// (the 101) as its first bytes. From here on no goroutine belongs to it
+// while it is idle, and its teardown releases u's ticket.
+func (s *Server) attach(fd int, u *upgrade, resp []byte, early bool) {
+	c := wsconn.New(s.ws, s.nextID.Add(1), fd, u.format, u.sub.channels)
+	c.Ticket = u.ticket
 	s.accepted.Add(1)
-	if err := c.Start(resp); err != nil {
+	if err := c.Start(resp, u.sub.hubSubscription()); err != nil {
 		return // torn down and counted
 	}
 	if early {

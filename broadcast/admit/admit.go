@@ -10,7 +10,9 @@ package admit
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,10 +45,19 @@ type Config struct {
 	// the loopback default. Empty means none.
 	PublicHost string
 	// Authenticate, if set, checks each request's token; an error refuses
-	// it with ErrUnauthorized. expires is when the token stops being
-	// valid, carried in the Ticket (Ticket.Expires); the zero Time means
-	// never. See JWTAuthenticator.
-	Authenticate func(token string) (expires time.Time, err error)
+	// it with ErrUnauthorized. The Grant says until when, and to which
+	// channels. See JWTAuthenticator.
+	Authenticate func(token string) (Grant, error)
+}
+
+// Grant is what a valid token allows.
+type Grant struct {
+	// Expires is when the token stops being valid, carried in the Ticket
+	// (Ticket.Expires); the zero Time means never.
+	Expires time.Time
+	// Channels, when not nil, are the only channels the connection may
+	// subscribe to (a request naming none gets these); nil allows any.
+	Channels []string
 }
 
 // Refusals, returned by StartHandshake and Admit; the caller answers (or
@@ -57,14 +68,16 @@ var (
 	ErrOrigin           = errors.New("admit: origin not allowed")
 	ErrUnauthorized     = errors.New("admit: missing or invalid token")
 	ErrPerIP            = errors.New("admit: too many connections from this address")
+	ErrChannelDenied    = errors.New("admit: token does not grant this channel")
 	ErrFull             = errors.New("admit: connection limit reached")
 )
 
 // Request is what admission looks at, gathered from the upgrade request.
 type Request struct {
-	Origin string     // the Origin header; "" for none
-	Token  string     // the token query parameter or bearer token; "" for none
-	IP     netip.Addr // the client's address
+	Origin   string     // the Origin header; "" for none
+	Token    string     // the token query parameter or bearer token; "" for none
+	IP       netip.Addr // the client's address
+	Channels []string   // the channels asked for; none: the default one (or the grant's)
 }
 
 // Ticket is an admitted connection's hold on the limits, and what its
@@ -178,21 +191,26 @@ func (a *Controller) Handshaking() int64 { return a.handshaking.Load() }
 // admitted and not yet registered.
 func (a *Controller) Admitted() int64 { return a.admitted.Load() }
 
-// Admit checks r against Origin, token and limits, in that order, and on
-// success returns the Ticket the connection holds from now on. authErr is
-// the authenticator's own error, for logs, when the refusal is
-// ErrUnauthorized.
-func (a *Controller) Admit(r Request) (t Ticket, authErr, refusal error) {
+// Admit checks r against Origin, token (and the channels it grants) and
+// limits, in that order, and on success returns the Ticket the connection
+// holds from now on. A request that names no channel while its token
+// grants some gets those: r.Channels is set to them. authErr is the
+// authenticator's own error, for logs, when the refusal is
+// ErrUnauthorized, and names the channel for ErrChannelDenied.
+func (a *Controller) Admit(r *Request) (t Ticket, authErr, refusal error) {
 	if !a.origins.allowed(r.Origin) {
 		return Ticket{}, nil, ErrOrigin
 	}
 	if a.cfg.Authenticate != nil {
-		exp, err := a.cfg.Authenticate(r.Token)
+		g, err := a.cfg.Authenticate(r.Token)
 		if err != nil {
 			return Ticket{}, err, ErrUnauthorized
 		}
-		if !exp.IsZero() {
-			t.expires = exp.UnixNano()
+		if err := grantChannels(g, r); err != nil {
+			return Ticket{}, err, ErrChannelDenied
+		}
+		if !g.Expires.IsZero() {
+			t.expires = g.Expires.UnixNano()
 		}
 	}
 	if a.cfg.MaxConnsPerIP > 0 {
@@ -270,4 +288,22 @@ func (a *Controller) releaseIP(c *ipCount) {
 	if c.n--; c.n <= 0 {
 		delete(a.perIP, c.addr)
 	}
+}
+
+// grantChannels checks r's channels against what g grants, and gives a
+// request that names none the grant's.
+func grantChannels(g Grant, r *Request) error {
+	if g.Channels == nil {
+		return nil
+	}
+	if len(r.Channels) == 0 {
+		r.Channels = g.Channels
+		return nil
+	}
+	for _, c := range r.Channels {
+		if !slices.Contains(g.Channels, c) {
+			return fmt.Errorf("channel %q is not in the token's channels", c)
+		}
+	}
+	return nil
 }

@@ -83,7 +83,7 @@ func TestConnsPerSourceIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	admit := func(ip string) (Ticket, error) {
-		tk, _, refusal := a.Admit(Request{IP: netip.MustParseAddr(ip)})
+		tk, _, refusal := a.Admit(&Request{IP: netip.MustParseAddr(ip)})
 		return tk, refusal
 	}
 	t1, err1 := admit("2001:db8:1:2::1")

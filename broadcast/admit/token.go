@@ -1,6 +1,7 @@
 package admit
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"time"
@@ -27,30 +28,56 @@ func JWTIssuer(iss string) JWTOption { return JWTOption{jwt.WithIssuer(iss)} }
 // Web Tokens signed with secret. Expiry (exp) is required: a token without
 // it would be good forever. exp and not-before (nbf, when present) are
 // checked with JWTLeeway of clock skew; opts add audience and issuer
-// checks. The expiry it returns is exp plus the leeway: the instant the
+// checks. The expiry it grants is exp plus the leeway: the instant the
 // same token would stop being admitted, so that a connection closed for
-// its token then ends as the token does.
-func JWTAuthenticator(secret []byte, opts ...JWTOption) func(token string) (time.Time, error) {
+// its token then ends as the token does. A "channels" claim (an array of
+// channel names) limits the connection to those channels.
+func JWTAuthenticator(secret []byte, opts ...JWTOption) func(token string) (Grant, error) {
 	po := []jwt.ParserOption{jwt.WithValidMethods([]string{"HS256"}), jwt.WithLeeway(JWTLeeway), jwt.WithExpirationRequired()}
 	for _, o := range opts {
 		po = append(po, o.opt)
 	}
 	parser := jwt.NewParser(po...)
 	key := func(*jwt.Token) (any, error) { return secret, nil }
-	return func(token string) (time.Time, error) {
+	return func(token string) (Grant, error) {
 		if token == "" {
-			return time.Time{}, errors.New("no token")
+			return Grant{}, errors.New("no token")
 		}
-		t, err := parser.Parse(token, key)
+		var claims channelClaims
+		t, err := parser.ParseWithClaims(token, &claims, key)
 		if err != nil {
-			return time.Time{}, err
+			return Grant{}, err
 		}
 		exp, err := t.Claims.GetExpirationTime()
 		if err != nil || exp == nil { // the parser already required it
-			return time.Time{}, errors.New("token has no expiry")
+			return Grant{}, errors.New("token has no expiry")
 		}
-		return exp.Add(JWTLeeway), nil
+		if claims.Channels != nil && claims.Channels.list == nil {
+			claims.Channels.list = []string{} // "channels": []: none granted
+		}
+		g := Grant{Expires: exp.Add(JWTLeeway)}
+		if claims.Channels != nil {
+			g.Channels = claims.Channels.list
+		}
+		return g, nil
 	}
+}
+
+// channelClaims are the registered claims plus fanout's "channels".
+type channelClaims struct {
+	jwt.RegisteredClaims
+	Channels *channelList `json:"channels,omitempty"`
+}
+
+// channelList is the "channels" claim: an array of strings; anything else
+// makes the token invalid.
+type channelList struct{ list []string }
+
+func (c *channelList) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &c.list); err != nil {
+		return errors.New(`"channels" claim is not an array of strings`)
+	}
+	return nil
 }
 
 // Bearer extracts the token of an "Authorization: Bearer <token>" value;

@@ -22,7 +22,7 @@ func sign(t *testing.T, claims jwt.MapClaims) string {
 func TestTicketExpires(t *testing.T) {
 	exp := time.Now().Add(time.Hour).Truncate(time.Second)
 	a := newController(t, Config{Authenticate: JWTAuthenticator([]byte("s3cret"), JWTAudience("fanout"))})
-	tk, authErr, refusal := a.Admit(Request{Token: sign(t, jwt.MapClaims{"exp": exp.Unix(), "aud": "fanout"})})
+	tk, authErr, refusal := a.Admit(&Request{Token: sign(t, jwt.MapClaims{"exp": exp.Unix(), "aud": "fanout"})})
 	if refusal != nil {
 		t.Fatalf("refused: %v (%v)", refusal, authErr)
 	}
@@ -34,7 +34,7 @@ func TestTicketExpires(t *testing.T) {
 	// Within the leeway, a token is admitted, and its connection has
 	// until the end of the leeway, not a past instant.
 	late := time.Now().Add(-JWTLeeway / 2).Truncate(time.Second)
-	tk, _, refusal = a.Admit(Request{Token: sign(t, jwt.MapClaims{"exp": late.Unix(), "aud": "fanout"})})
+	tk, _, refusal = a.Admit(&Request{Token: sign(t, jwt.MapClaims{"exp": late.Unix(), "aud": "fanout"})})
 	if refusal != nil || tk.Expires() <= time.Now().UnixNano() {
 		t.Fatalf("token in its leeway: %v, expires %d", refusal, tk.Expires())
 	}
@@ -42,9 +42,9 @@ func TestTicketExpires(t *testing.T) {
 
 	for name, cfg := range map[string]Config{
 		"no auth":              {},
-		"token without expiry": {Authenticate: func(string) (time.Time, error) { return time.Time{}, nil }},
+		"token without expiry": {Authenticate: func(string) (Grant, error) { return Grant{}, nil }},
 	} {
-		tk, _, refusal := newController(t, cfg).Admit(Request{Token: "x"})
+		tk, _, refusal := newController(t, cfg).Admit(&Request{Token: "x"})
 		if refusal != nil || tk.Expires() != 0 {
 			t.Errorf("%s: %v, Expires() = %d, want 0 (never)", name, refusal, tk.Expires())
 		}

@@ -23,6 +23,7 @@ import (
 // *broadcast.Server is one.
 type Server interface {
 	Publisher
+	ChannelLister
 	Stats() broadcast.Stats
 }
 
@@ -51,6 +52,8 @@ type Config struct {
 	// 413. Set it to the server's Config.MaxMessage. Zero means
 	// broadcast.DefaultConfig().MaxMessage (64 KiB).
 	MaxMessage int
+	// Batch bounds POST /publish/batch; the zero value works.
+	Batch BatchConfig
 }
 
 // Admin is the admin HTTP handler and the readiness it reports. Its
@@ -88,6 +91,8 @@ func New(cfg Config) (*Admin, error) {
 		io.WriteString(w, "ok\n")
 	})
 	a.mux.Handle("/publish", PublishHandler(cfg.Server, cfg.PublishKeys, cfg.MaxMessage))
+	a.mux.Handle("/publish/batch", BatchHandler(cfg.Server, cfg.PublishKeys, cfg.Batch))
+	a.mux.Handle("GET /channels", ChannelsHandler(cfg.Server, cfg.PublishKeys))
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	return a, nil
 }

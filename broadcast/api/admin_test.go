@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -155,7 +154,7 @@ func TestMetrics(t *testing.T) {
 	dialGorilla(t, s.url)
 	dialGorilla(t, s.url)
 	s.waitConns(t, 2)
-	if _, err := s.Publish(ws.OpText, []byte("counted")); err != nil {
+	if _, err := s.Publish(broadcast.Message{Payload: []byte("counted")}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "2 deliveries", func() bool { return s.Stats().Deliveries == 2 })

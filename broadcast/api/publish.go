@@ -14,43 +14,49 @@ import (
 	"sync"
 	"unicode/utf8"
 
-	"github.com/gobwas/ws"
-
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/hub"
 )
 
 // Publisher is what POST /publish needs of a server: *broadcast.Server is
-// one. Publish returns the number of local recipients, or one of the
-// broadcast package's errors. It must not keep payload once it returns
-// (the handler reuses the buffer): *broadcast.Server copies it into the
-// message's frame, or into the bus's buffer.
+// one. Publish returns what it did, or one of the broadcast package's
+// errors. It must not keep the payload once it returns (the handler reuses
+// the buffer): *broadcast.Server copies it into the message's frame, or
+// into the bus's buffer.
 type Publisher interface {
-	Publish(op ws.OpCode, payload []byte) (recipients int, err error)
+	Publish(m broadcast.Message) (broadcast.Receipt, error)
 }
 
-// PublishHandler serves POST /publish: the body is the message, sent as a
-// binary frame for Content-Type application/octet-stream and as text
-// otherwise. The caller must present one of keys as a bearer token (the
-// comparison takes the same time whatever the token). It answers 202 with
-// {"recipients": n}; 405 for another method; 401 without a key, 403 with
-// a wrong one (or when keys is empty: publishing is then disabled); 413
-// over maxMessage bytes; 400 for a text body that is not UTF-8; 503 with
-// Retry-After when p cannot take it now (broadcast.ErrBacklog,
+// PublishHandler serves POST /publish[?channel=NAME]: the body is the
+// message, published on that channel (none: the default channel). Its
+// Content-Type says its kind: application/json a JSON value (validated;
+// json-format clients get it as "data" itself), application/octet-stream
+// binary, anything else UTF-8 text. The caller must present one of keys
+// as a bearer token (the comparison takes the same time whatever the
+// token). An Idempotency-Key header makes a repeat within the server's
+// window answer the first publish's receipt (with Idempotency-Replayed:
+// true) and publish nothing.
+//
+// It answers 202 {"channel":..,"seq":..,"epoch":..,"recipients":..}; 405
+// for another method; 401 without a key, 403 with a wrong one (or when
+// keys is empty: publishing is then disabled); 413 over maxMessage bytes;
+// 400 for a body that is not what its type says, or a bad channel name;
+// 503 with Retry-After when p cannot take it now (broadcast.ErrBacklog,
 // ErrServerClosed, ErrBus). Every refusal is a JSON {"error": "..."} that
 // says why.
 //
 // A body of Content-Type application/x-ndjson is a batch: every line (LF
 // ends one; a CR before it is dropped; blank lines are skipped) is one
-// text message, published in this order (one Publish each). This is how
-// a backend gets several messages in per round trip, as a WebSocket
-// client does by writing frames without waiting: a keep-alive connection
-// carries one request at a time. The body as a whole is still at most
-// maxMessage bytes. A batch that is not UTF-8 or holds no message is
-// refused whole (400). The answer says how many went in: 202
-// {"recipients": n, "published": k} with k the number of lines; a refusal
-// by p partway (503 with Retry-After, as above) is {"error": "...",
-// "published": k}, the first k lines published and the rest to be sent
-// again.
+// text message, published in this order (one Publish each), on the one
+// channel. This is how a backend gets several messages in per round trip,
+// as a WebSocket client does by writing frames without waiting. The body
+// as a whole is still at most maxMessage bytes. A batch that is not UTF-8
+// or holds no message is refused whole (400). The answer says how many
+// went in: 202 {"recipients": n, "published": k, "seq": last, ...} with k
+// the number of lines; a refusal by p partway (503 with Retry-After, as
+// above) is {"error": "...", "published": k}, the first k lines published
+// and the rest to be sent again. (POST /publish/batch takes JSON items for
+// several channels: BatchHandler.)
 //
 // maxMessage should be the server's Config.MaxMessage; zero means
 // broadcast.DefaultConfig().MaxMessage.
@@ -84,12 +90,14 @@ const keepBuf = 128 << 10
 var (
 	jsonType   = []string{"application/json"}
 	retryAfter = []string{"1"}
+	replayed   = []string{"true"}
 )
 
 // Media types of a request body.
 const (
 	typeBinary = "application/octet-stream"
 	typeBatch  = "application/x-ndjson"
+	typeJSON   = "application/json"
 )
 
 func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -98,17 +106,7 @@ func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "use POST")
 		return
 	}
-	tok := bearer(r.Header.Get("Authorization"))
-	switch {
-	case len(h.keys) == 0:
-		writeError(w, http.StatusForbidden, "publishing is disabled: no publish keys configured")
-		return
-	case tok == "":
-		w.Header().Set("WWW-Authenticate", `Bearer realm="fanout publish"`)
-		writeError(w, http.StatusUnauthorized, "missing bearer token")
-		return
-	case !keyMatches(h.keys, tok):
-		writeError(w, http.StatusForbidden, "unknown publish key")
+	if !authorized(w, r, h.keys) {
 		return
 	}
 	buf, _ := h.bufs.Get().(*publishBuf)
@@ -119,24 +117,50 @@ func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.readBody(w, r, buf) {
 		return
 	}
+	m := broadcast.Message{Channel: r.URL.Query().Get("channel"), Kind: broadcast.KindText,
+		IdempotencyKey: r.Header.Get("Idempotency-Key")}
 	ct := r.Header.Get("Content-Type")
-	if mediaType(ct, typeBatch) {
-		h.serveBatch(w, buf)
+	switch {
+	case mediaType(ct, typeBatch):
+		h.serveBatch(w, buf, m.Channel)
 		return
-	}
-	op := ws.OpText
-	if hasPrefixFold(ct, typeBinary) {
-		op = ws.OpBinary
-	} else if !utf8.Valid(buf.b) {
+	case mediaType(ct, typeJSON):
+		m.Kind = broadcast.KindJSON
+	case hasPrefixFold(ct, typeBinary):
+		m.Kind = broadcast.KindBinary
+	case !utf8.Valid(buf.b):
 		writeError(w, http.StatusBadRequest, "text message is not valid UTF-8 (send binary as application/octet-stream)")
 		return
 	}
-	n, err := h.p.Publish(op, buf.b)
+	m.Payload = buf.b
+	rc, err := h.p.Publish(m)
 	if err != nil {
 		refuse(w, err, -1)
 		return
 	}
-	accepted(w, buf, n, -1)
+	if rc.Repeat {
+		w.Header()["Idempotency-Replayed"] = replayed
+	}
+	accepted(w, buf, rc, -1)
+}
+
+// authorized checks the request's bearer token against keys; when it is
+// not one of them, it answers and returns false.
+func authorized(w http.ResponseWriter, r *http.Request, keys []string) bool {
+	tok := bearer(r.Header.Get("Authorization"))
+	switch {
+	case len(keys) == 0:
+		writeError(w, http.StatusForbidden, "publishing is disabled: no publish keys configured")
+		return false
+	case tok == "":
+		w.Header().Set("WWW-Authenticate", `Bearer realm="fanout publish"`)
+		writeError(w, http.StatusUnauthorized, "missing bearer token")
+		return false
+	case !keyMatches(keys, tok):
+		writeError(w, http.StatusForbidden, "unknown publish key")
+		return false
+	}
+	return true
 }
 
 // readBody reads the request's body into buf.b; when it cannot, it
@@ -197,8 +221,9 @@ func (h *publishHandler) putBuf(buf *publishBuf) {
 	h.bufs.Put(buf)
 }
 
-// serveBatch publishes the lines of buf.b, an application/x-ndjson body.
-func (h *publishHandler) serveBatch(w http.ResponseWriter, buf *publishBuf) {
+// serveBatch publishes the lines of buf.b, an application/x-ndjson body, on
+// channel.
+func (h *publishHandler) serveBatch(w http.ResponseWriter, buf *publishBuf, channel string) {
 	if !utf8.Valid(buf.b) { // line by line is the same: '\n' is never inside a UTF-8 sequence
 		writeError(w, http.StatusBadRequest, "batch is not valid UTF-8 (every line is a text message)")
 		return
@@ -223,10 +248,11 @@ func (h *publishHandler) serveBatch(w http.ResponseWriter, buf *publishBuf) {
 		writeError(w, http.StatusBadRequest, "empty batch: an application/x-ndjson body holds one message per line")
 		return
 	}
-	var n, published int
+	var rc broadcast.Receipt
+	var published int
 	var err error
 	for _, line := range lines {
-		if n, err = h.p.Publish(ws.OpText, line); err != nil {
+		if rc, err = h.p.Publish(broadcast.Message{Channel: channel, Kind: broadcast.KindText, Payload: line}); err != nil {
 			break
 		}
 		published++
@@ -235,39 +261,50 @@ func (h *publishHandler) serveBatch(w http.ResponseWriter, buf *publishBuf) {
 		refuse(w, err, published)
 		return
 	}
-	accepted(w, buf, n, published)
+	accepted(w, buf, rc, published)
 }
 
-// accepted answers 202 {"recipients": n}, with "published" when it is a
-// batch's count (published ≥ 0), in the bytes json.Encoder would write. The
-// answer is built in buf's body, which was published already: no
-// allocation.
-func accepted(w http.ResponseWriter, buf *publishBuf, recipients, published int) {
-	b := append(buf.b[:0], `{"recipients":`...)
-	b = strconv.AppendInt(b, int64(recipients), 10)
+// accepted answers 202 with the receipt, {"channel": .., "seq": ..,
+// "epoch": .., "recipients": n}, and "published" when it is a batch's
+// count (published ≥ 0), in the bytes json.Encoder would write; seq is
+// left out in a tier (0: the bus gives it). The answer is built in buf's
+// body, which was published already: no allocation.
+func accepted(w http.ResponseWriter, buf *publishBuf, rc broadcast.Receipt, published int) {
+	b := appendReceipt(buf.b[:0], rc)
 	if published >= 0 {
-		b = append(b, `,"published":`...)
+		b = append(b[:len(b)-1], `,"published":`...)
 		b = strconv.AppendInt(b, int64(published), 10)
+		b = append(b, '}')
 	}
-	b = append(b, "}\n"...)
+	b = append(b, '\n')
 	buf.b = b
 	w.Header()["Content-Type"] = jsonType
 	w.WriteHeader(http.StatusAccepted)
 	_, _ = w.Write(b)
 }
 
+// appendReceipt appends rc as a JSON object.
+func appendReceipt(b []byte, rc broadcast.Receipt) []byte {
+	b = append(b, `{"channel":`...)
+	b = hub.AppendJSONString(b, rc.Channel)
+	if rc.Seq != 0 {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendUint(b, rc.Seq, 10)
+	}
+	b = append(b, `,"epoch":`...)
+	b = hub.AppendJSONString(b, rc.Epoch)
+	b = append(b, `,"recipients":`...)
+	b = strconv.AppendInt(b, int64(rc.Recipients), 10)
+	return append(b, '}')
+}
+
 // refuse answers a refusal by the Publisher: 503 with Retry-After for what
 // may pass later, 413 or 400 for what never will. published ≥ 0 is a
 // batch's count of messages published before it.
 func refuse(w http.ResponseWriter, err error, published int) {
-	code := http.StatusBadRequest
-	switch {
-	case errors.Is(err, broadcast.ErrBacklog), errors.Is(err, broadcast.ErrServerClosed), errors.Is(err, broadcast.ErrBus):
+	code := refusalStatus(err)
+	if code == http.StatusServiceUnavailable {
 		w.Header()["Retry-After"] = retryAfter
-		code = http.StatusServiceUnavailable
-	case errors.Is(err, broadcast.ErrTooBig):
-		// Only when maxMessage is above the server's own limit.
-		code = http.StatusRequestEntityTooLarge
 	}
 	if published < 0 {
 		writeError(w, code, err.Error())
@@ -279,6 +316,19 @@ func refuse(w http.ResponseWriter, err error, published int) {
 		Error     string `json:"error"`
 		Published int    `json:"published"`
 	}{err.Error(), published})
+}
+
+// refusalStatus is the HTTP status of a Publisher's refusal: 503 for what
+// may pass later, 413 or 400 for what never will.
+func refusalStatus(err error) int {
+	switch {
+	case errors.Is(err, broadcast.ErrBacklog), errors.Is(err, broadcast.ErrServerClosed), errors.Is(err, broadcast.ErrBus):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, broadcast.ErrTooBig):
+		// Only when maxMessage is above the server's own limit.
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest // not UTF-8, not JSON, a bad channel or key
 }
 
 // mediaType reports whether the Content-Type value ct names the media

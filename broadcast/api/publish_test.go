@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
 	gorilla "github.com/gorilla/websocket"
 
 	"github.com/fanout/fanout/broadcast"
@@ -98,7 +97,9 @@ func TestPublishAPI(t *testing.T) {
 // fakePublisher answers every Publish with err (and 7 recipients).
 type fakePublisher struct{ err error }
 
-func (f fakePublisher) Publish(ws.OpCode, []byte) (int, error) { return 7, f.err }
+func (f fakePublisher) Publish(m broadcast.Message) (broadcast.Receipt, error) {
+	return broadcast.Receipt{Channel: m.Channel, Seq: 41, Epoch: "e1", Recipients: 7}, f.err
+}
 
 // What the server says maps to a status: 503 with Retry-After for what
 // may pass later, 413 and 400 for what never will.
@@ -232,12 +233,12 @@ type countingPublisher struct {
 	got [][]byte
 }
 
-func (c *countingPublisher) Publish(_ ws.OpCode, p []byte) (int, error) {
+func (c *countingPublisher) Publish(m broadcast.Message) (broadcast.Receipt, error) {
 	if len(c.got) >= c.ok {
-		return 0, c.err
+		return broadcast.Receipt{}, c.err
 	}
-	c.got = append(c.got, append([]byte(nil), p...))
-	return 3, nil
+	c.got = append(c.got, append([]byte(nil), m.Payload...))
+	return broadcast.Receipt{Recipients: 3}, nil
 }
 
 // A batch refused partway says how much of it went in, with the status
@@ -286,9 +287,9 @@ func TestPublishAnswerFraming(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		want := `{"recipients":7}` + "\n"
+		want := `{"channel":"","seq":41,"epoch":"e1","recipients":7}` + "\n"
 		if ctype == "application/x-ndjson" {
-			want = `{"recipients":7,"published":2}` + "\n"
+			want = `{"channel":"","seq":41,"epoch":"e1","recipients":7,"published":2}` + "\n"
 		}
 		if resp.StatusCode != http.StatusAccepted || string(body) != want {
 			t.Errorf("%s: %d %q, want 202 %q", ctype, resp.StatusCode, body, want)

@@ -33,7 +33,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 )
 
@@ -69,17 +68,20 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// header: origin uint64 | seq uint64 | opcode byte
-const headerSize = 17
+// header: origin uint64 | seq uint64 | kind byte | channel length byte,
+// then the channel's name and the payload.
+const headerSize = 18
 
 // Errors returned by Publish.
 var (
 	ErrBufferFull = errors.New("bus: buffer full of unconfirmed messages")
 	ErrClosed     = errors.New("bus: closed")
+	ErrChannel    = errors.New("bus: channel name over 255 bytes")
 )
 
-// Deliver receives every message from the bus, in bus order, once.
-type Deliver func(op ws.OpCode, payload []byte)
+// Deliver receives every message from the bus, in bus order, once: its
+// channel, the kind its publisher gave it and its payload.
+type Deliver func(channel string, kind byte, payload []byte)
 
 type pending struct {
 	seq  uint64
@@ -260,13 +262,16 @@ func (b *NATS) resume() {
 // Publish sends a message to every node, this one included. It never
 // blocks on the network; it fails only when the unconfirmed buffer is full
 // or the bus is closed.
-func (b *NATS) Publish(op ws.OpCode, payload []byte) error {
+func (b *NATS) Publish(channel string, kind byte, payload []byte) error {
+	if len(channel) > 255 {
+		return ErrChannel
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return ErrClosed
 	}
-	data := make([]byte, headerSize+len(payload))
+	data := make([]byte, headerSize+len(channel)+len(payload))
 	// Make room by forgetting the oldest confirmed messages; unconfirmed
 	// ones are never forgotten.
 	for len(b.sent) > 0 && b.sent[0].seq <= b.confirmed && b.logSize+len(data) > b.cfg.BufferBytes {
@@ -284,8 +289,8 @@ func (b *NATS) Publish(op ws.OpCode, payload []byte) error {
 	b.seq++
 	binary.BigEndian.PutUint64(data[0:], b.origin)
 	binary.BigEndian.PutUint64(data[8:], b.seq)
-	data[16] = byte(op)
-	copy(data[headerSize:], payload)
+	data[16], data[17] = kind, byte(len(channel))
+	copy(data[headerSize+copy(data[headerSize:], channel):], payload)
 	b.sent = append(b.sent, pending{seq: b.seq, data: data, at: time.Now()})
 	b.logSize += len(data)
 	b.pendingBytes.Store(b.unconfirmedBytesLocked())
@@ -314,7 +319,7 @@ type originState struct {
 // receive runs on the subscription's goroutine, in bus order.
 func (b *NATS) receive(m *nats.Msg) {
 	d := m.Data
-	if len(d) < headerSize {
+	if len(d) < headerSize || len(d) < headerSize+int(d[17]) {
 		b.log.Warn("bus: malformed message", "bytes", len(d))
 		return
 	}
@@ -357,10 +362,11 @@ func (b *NATS) receive(m *nats.Msg) {
 	}
 }
 
-func (b *NATS) deliverLocked(o *originState, seq uint64, opAndPayload []byte) {
+func (b *NATS) deliverLocked(o *originState, seq uint64, msg []byte) {
 	o.last = seq
 	b.received.Add(1)
-	b.deliver(ws.OpCode(opAndPayload[0]), opAndPayload[1:])
+	kind, n := msg[0], int(msg[1])
+	b.deliver(string(msg[2:2+n]), kind, msg[2+n:])
 }
 
 // drainLocked delivers held messages that are next in line.

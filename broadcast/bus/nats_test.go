@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
 	gorilla "github.com/gorilla/websocket"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
@@ -48,7 +47,7 @@ func startNode(t *testing.T, natsURL string, i int) *node {
 	b, err := bus.Connect(bus.Config{
 		URL: natsURL, Name: fmt.Sprintf("node-%d", i), Logger: quiet,
 		ReconnectWait: 50 * time.Millisecond, ResumeDelay: 400 * time.Millisecond,
-	}, func(op ws.OpCode, p []byte) { srv.Deliver(op, p) })
+	}, func(channel string, kind byte, p []byte) { srv.Deliver(channel, kind, p) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,18 +232,18 @@ func TestTierSurvivesBusRestart(t *testing.T) { runTier(t, true) }
 // With the buffer full the bus refuses, and says so.
 func TestBufferBound(t *testing.T) {
 	b, err := bus.Connect(bus.Config{URL: "nats://127.0.0.1:1", BufferBytes: 100, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-		func(ws.OpCode, []byte) {})
+		func(string, byte, []byte) {})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if err := b.Publish(ws.OpText, make([]byte, 50)); err != nil {
+	if err := b.Publish("", 0, make([]byte, 50)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Publish(ws.OpText, make([]byte, 50)); err != bus.ErrBufferFull {
+	if err := b.Publish("", 0, make([]byte, 50)); err != bus.ErrBufferFull {
 		t.Fatalf("second publish over the bound: %v", err)
 	}
-	if st := b.Stats(); st.Refused != 1 || st.Connected || st.PendingBytes != 67 {
+	if st := b.Stats(); st.Refused != 1 || st.Connected || st.PendingBytes != 68 { // 50 bytes and an 18-byte header
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 )
 
@@ -17,7 +16,7 @@ func busMsg(origin, seq uint64) *nats.Msg {
 	d := make([]byte, headerSize)
 	binary.BigEndian.PutUint64(d, origin)
 	binary.BigEndian.PutUint64(d[8:], seq)
-	d[16] = byte(ws.OpText)
+	d[16], d[17] = 0, 0 // text, on the default channel
 	return &nats.Msg{Data: append(d, fmt.Sprint(seq)...)}
 }
 
@@ -27,7 +26,7 @@ func busMsg(origin, seq uint64) *nats.Msg {
 func TestReceiveReordersAndDedupes(t *testing.T) {
 	var got []string
 	b := newNATS(Config{BufferBytes: 1 << 20, HoldTimeout: 50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, func(_ ws.OpCode, p []byte) { got = append(got, string(p)) })
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, func(_ string, _ byte, p []byte) { got = append(got, string(p)) })
 	const x, y = 7, 9
 	for _, s := range []uint64{1, 2, 5, 6, 3, 2, 4, 4, 7} { // 3 and 4 arrive late (a resend), 2 and 4 twice
 		b.receive(busMsg(x, s))

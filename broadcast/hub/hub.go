@@ -1,7 +1,11 @@
 package hub
 
 import (
+	"encoding/base32"
+	"encoding/binary"
 	"errors"
+	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +44,28 @@ type Config struct {
 	// order, so that clients do not all reconnect in the same instant.
 	// Zero drains every subscriber at once.
 	DrainSpread time.Duration
+	// History keeps recent messages for subscribers that resume (see
+	// Subscription.Resume). Nil keeps none: a resume is recovered only if
+	// nothing was published since its cursor.
+	History History
+	// Epoch names this hub's run of seqs (they start at 1 with every
+	// hub): a cursor of another epoch cannot be resumed. Empty means a
+	// random one.
+	Epoch string
+}
+
+// History is where the hub keeps recent messages for subscribers that
+// resume. Package history has the in-memory one.
+type History interface {
+	// Append keeps m, the hub's latest message. The hub calls it in seq
+	// order, with its lock held, before any shard can take m: it must
+	// not block and must not call back into the hub.
+	Append(m *Message)
+	// Replay appends to dst every message kept on channels with
+	// after < seq <= upto, in seq order, and reports whether that is
+	// all of them: false when some may have been forgotten (then what
+	// it appended is to be ignored).
+	Replay(dst []Message, channels []string, after, upto uint64) ([]Message, bool)
 }
 
 // maxBatch bounds how many messages a shard takes from the ring at once;
@@ -53,8 +79,10 @@ type Hub struct {
 
 	mu     sync.Mutex
 	ring   []Message // guarded by mu: slot seq%len(ring)
-	head   uint64    // guarded by mu: sequence number of the next message
+	head   uint64    // guarded by mu: sequence number of the next message (seqs start at 1)
 	closed bool      // guarded by mu: no more broadcasts
+	hist   History   // Append called with mu held
+	epoch  string
 
 	shards     []*Shard
 	pingPhases uint64        // sweeps per ping interval; 0: no pings
@@ -76,8 +104,14 @@ func New(cfg Config) *Hub {
 	if cfg.SweepEvery <= 0 {
 		cfg.SweepEvery = time.Second
 	}
+	if cfg.Epoch == "" {
+		cfg.Epoch = NewEpoch()
+	}
 	h := &Hub{
 		cfg:       cfg,
+		head:      1,
+		hist:      cfg.History,
+		epoch:     cfg.Epoch,
 		ring:      make([]Message, cfg.Backlog),
 		shards:    make([]*Shard, cfg.Shards),
 		stopSweep: make(chan struct{}),
@@ -100,8 +134,8 @@ func New(cfg Config) *Hub {
 	return h
 }
 
-// Broadcast appends m to the ring, gives it the next sequence number and
-// wakes every shard. It never blocks.
+// Broadcast gives m the next seq, keeps it in the history, appends it to
+// the ring and wakes every shard. It never blocks.
 func (h *Hub) Broadcast(m Message) (seq uint64, err error) {
 	h.mu.Lock()
 	if h.closed {
@@ -114,6 +148,11 @@ func (h *Hub) Broadcast(m Message) (seq uint64, err error) {
 	}
 	seq = h.head
 	m.Seq = seq
+	if h.hist != nil {
+		// Before any shard can take it: a subscriber joining once a
+		// shard has passed it finds it there (Shard.joined).
+		h.hist.Append(&m)
+	}
 	h.ring[seq%uint64(len(h.ring))] = m
 	h.head++
 	h.mu.Unlock() // counted (head) before any shard can deliver it
@@ -160,24 +199,53 @@ func (h *Hub) pending(s *Shard) bool {
 	return h.head > s.cursor.Load()
 }
 
-// Head is the sequence number the next broadcast gets: the count of
-// messages broadcast so far.
-func (h *Hub) Head() uint64 {
+// Last is the seq of the latest broadcast: the count of messages broadcast
+// so far (0 before the first).
+func (h *Hub) Last() uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.head
+	return h.head - 1
 }
 
-// Add puts sub in the shard that id picks. Its first delivery is the
-// first message its shard takes after the addition.
-func (h *Hub) Add(sub Subscriber, id uint64) {
+// Epoch names the hub's run of seqs (Config.Epoch).
+func (h *Hub) Epoch() string { return h.epoch }
+
+// NewEpoch returns a fresh random epoch: 12 characters of base32.
+func NewEpoch() string {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))[:12]
+}
+
+// Members is the number of subscribers on channel now, over every shard.
+func (h *Hub) Members(channel string) int {
+	n := 0
+	for _, s := range h.shards {
+		n += s.table.Members(channel)
+	}
+	return n
+}
+
+// Channels returns every channel that has subscribers, and how many.
+func (h *Hub) Channels() map[string]int {
+	out := make(map[string]int)
+	for _, s := range h.shards {
+		s.table.eachChannel(func(name string, n int) { out[name] += n })
+	}
+	return out
+}
+
+// Add puts sub in the shard that id picks, on the channels req names. Its
+// first live delivery is the first message on them its shard takes after
+// the addition; Join tells it which, and brings the replay req asked for.
+func (h *Hub) Add(sub Subscriber, id uint64, req Subscription) {
 	s := h.shards[id%uint64(len(h.shards))]
 	slot := sub.HubSlot()
 	slot.shard = s
 	if h.pingPhases > 0 {
 		slot.phase = uint32(h.nextPhase.Add(1) % h.pingPhases)
 	}
-	s.add(sub)
+	s.add(sub, req)
 }
 
 // Remove takes sub out of its shard; removing twice is harmless.
@@ -264,7 +332,7 @@ type Stats struct {
 
 // Stats returns the hub's counters.
 func (h *Hub) Stats() Stats {
-	st := Stats{Broadcasts: h.Head()}
+	st := Stats{Broadcasts: h.Last()}
 	for _, s := range h.shards {
 		st.Deliveries += s.deliveries.Load()
 		st.Dropped += s.dropped.Load()

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
 	"github.com/fanout/fanout/broadcast/hub"
@@ -26,7 +25,7 @@ func newFake() *fakeSub {
 	return &fakeSub{joined: make(chan struct{}), drained: make(chan struct{}), swept: make(chan struct{}, 1)}
 }
 
-func (f *fakeSub) Join()                  { close(f.joined) }
+func (f *fakeSub) Join(hub.Joined)        { close(f.joined) }
 func (f *fakeSub) Encoding() hub.Encoding { return hub.EncodingFrame }
 func (f *fakeSub) Deliver(frames [][]byte, size int, _ *[]unix.Iovec) (int, int) {
 	f.mu.Lock()
@@ -67,12 +66,12 @@ func TestJoinAfterDrainIsDrained(t *testing.T) {
 	h := hub.New(hub.Config{Shards: 1})
 	defer h.Stop()
 	a := newFake()
-	h.Add(a, 1)
+	h.Add(a, 1, hub.Subscription{})
 	await(t, "a to join", a.joined)
 	h.Drain()
 	await(t, "a to be drained", a.drained)
 	b := newFake()
-	h.Add(b, 2)
+	h.Add(b, 2, hub.Subscription{})
 	await(t, "b to join", b.joined)
 	await(t, "b, added after the drain, to be drained", b.drained)
 }
@@ -85,7 +84,7 @@ func TestBroadcastAfterJoinInOrder(t *testing.T) {
 	subs := make([]*fakeSub, 8)
 	for i := range subs {
 		subs[i] = newFake()
-		h.Add(subs[i], uint64(i))
+		h.Add(subs[i], uint64(i), hub.Subscription{})
 		await(t, "join", subs[i].joined)
 	}
 	const n = 500
@@ -94,7 +93,7 @@ func TestBroadcastAfterJoinInOrder(t *testing.T) {
 		msg := string(rune('a' + i%26))
 		want = append(want, msg)
 		for {
-			seq, err := h.Broadcast(hub.NewMessage(ws.OpText, []byte(msg)))
+			seq, err := h.Broadcast(hub.NewMessage("", hub.KindText, []byte(msg)))
 			if err == hub.ErrBacklog {
 				time.Sleep(time.Millisecond) // the shards catch up; retry
 				continue
@@ -102,7 +101,7 @@ func TestBroadcastAfterJoinInOrder(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if seq != uint64(i) {
+			if seq != uint64(i+1) {
 				t.Fatalf("message %d got seq %d", i, seq)
 			}
 			break
@@ -121,7 +120,7 @@ func TestBroadcastAfterJoinInOrder(t *testing.T) {
 			}
 		}
 	}
-	if _, err := h.Broadcast(hub.NewMessage(ws.OpText, []byte("late"))); err != hub.ErrClosed {
+	if _, err := h.Broadcast(hub.NewMessage("", hub.KindText, []byte("late"))); err != hub.ErrClosed {
 		t.Fatalf("Broadcast after Drain: %v, want ErrClosed", err)
 	}
 }
@@ -135,7 +134,7 @@ func TestDrainSpread(t *testing.T) {
 	early := make([]*fakeSub, 20)
 	for i := range early {
 		early[i] = newFake()
-		h.Add(early[i], uint64(i))
+		h.Add(early[i], uint64(i), hub.Subscription{})
 		await(t, "join", early[i].joined)
 	}
 	h.Drain()
@@ -148,7 +147,7 @@ func TestDrainSpread(t *testing.T) {
 	}
 	await(t, "a sweep after the drain", early[0].swept)
 	late := newFake()
-	h.Add(late, 99)
+	h.Add(late, 99, hub.Subscription{})
 	await(t, "the late subscriber to be drained", late.drained)
 	for i, s := range early {
 		select {

@@ -1,45 +1,126 @@
 package hub
 
 import (
+	"sync"
+	"sync/atomic"
+
 	"github.com/gobwas/ws"
 
 	"github.com/fanout/fanout/broadcast/frame"
 )
 
 // Encoding names one way of putting a message on the wire. A message
-// carries each encoding its recipients need, prepared once and shared by
-// all of them; a connection asks for exactly one.
+// carries each encoding its recipients need, prepared at most once and
+// shared by all of them; a connection asks for exactly one.
 type Encoding uint8
 
 const (
 	// EncodingFrame is the message as one unmasked WebSocket frame, header
-	// and payload contiguous: what a plain WebSocket client receives.
+	// and payload contiguous, opcode kept: what a raw-format client
+	// receives (the seed's behaviour).
 	EncodingFrame Encoding = iota
+	// EncodingJSON is the message in its JSON envelope, as one text frame:
+	// {"type":"message","channel":..,"seq":..,"data":..}. It is built the
+	// first time a recipient needs it (see Message.Bytes).
+	EncodingJSON
 	numEncodings
 )
 
-// Message is one published message as the hub moves it. It is a value: the
-// ring and every shard's batch hold copies of it, and the bytes those copies
-// share are never modified once the message is published.
-type Message struct {
-	Seq     uint64    // position in the hub's order; set by Hub.Broadcast
-	Channel string    // "" is the default channel (the only one so far)
-	Op      ws.OpCode // ws.OpText or ws.OpBinary
-	Payload []byte    // the message; aliases its frame encoding
+// Kind is what a message's payload is, as its publisher said.
+type Kind uint8
 
-	enc [numEncodings][]byte // guarded by immutability
+const (
+	// KindText is UTF-8 text: a text frame, a JSON string in the envelope.
+	KindText Kind = iota
+	// KindBinary is bytes: a binary frame, "data_base64" in the envelope.
+	KindBinary
+	// KindJSON is a JSON value (validated, compacted): a text frame, the
+	// value itself as "data" in the envelope.
+	KindJSON
+)
+
+// Op is the WebSocket opcode a raw frame of kind k carries.
+func (k Kind) Op() ws.OpCode {
+	if k == KindBinary {
+		return ws.OpBinary
+	}
+	return ws.OpText
 }
 
-// NewMessage prepares a message on the default channel: one allocation,
-// the WebSocket frame, whose tail is the payload.
-func NewMessage(op ws.OpCode, payload []byte) Message {
-	f := frame.Compile(op, payload)
+// Message is one published message as the hub moves it. It is a value: the
+// ring, the history and every shard's batch hold copies of it, and the
+// bytes those copies share are never modified once the message is
+// published.
+type Message struct {
+	Seq     uint64 // position in the hub's order, from 1; set by Hub.Broadcast
+	Channel string // "" is the default channel
+	Kind    Kind
+	Payload []byte // the message; aliases its raw frame
+
+	frame []byte    // EncodingFrame
+	lazy  *encoding // the encodings built on first use; shared by every copy
+}
+
+// encoding holds the encodings a message gets only when some recipient
+// needs them. Every copy of a message points at the same one.
+type encoding struct {
+	json lazyBytes
+}
+
+// lazyBytes is a value built once, by the first caller, while the others
+// wait for it (sync.Once without the closure: Bytes runs per message on
+// the fan-out path and must not allocate to ask).
+type lazyBytes struct {
+	done atomic.Bool
+	mu   sync.Mutex
+	b    []byte // guarded by mu until done
+}
+
+func (l *lazyBytes) get(m *Message, build func(*Message) []byte) []byte {
+	if l.done.Load() {
+		return l.b
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done.Load() {
+		l.b = build(m)
+		l.done.Store(true)
+	}
+	return l.b
+}
+
+// NewMessage prepares a message on channel ("" for the default one): two
+// allocations, the raw WebSocket frame, whose tail is the payload, and
+// the shared holder of the encodings built later. A KindJSON payload must
+// be valid, compact JSON and a KindText one valid UTF-8: the caller
+// checked (broadcast.Server.Publish does).
+func NewMessage(channel string, kind Kind, payload []byte) Message {
+	f := frame.Compile(kind.Op(), payload)
 	return Message{
-		Op:      op,
+		Channel: channel,
+		Kind:    kind,
 		Payload: f[frame.HeaderSize(len(payload)):],
-		enc:     [numEncodings][]byte{EncodingFrame: f},
+		frame:   f,
+		lazy:    new(encoding),
 	}
 }
 
-// Bytes returns the message in encoding e, or nil if it was not prepared.
-func (m *Message) Bytes(e Encoding) []byte { return m.enc[e] }
+// Bytes returns the message in encoding e, building it the first time it
+// is asked for (the message must have its Seq by then).
+func (m *Message) Bytes(e Encoding) []byte {
+	switch e {
+	case EncodingFrame:
+		return m.frame
+	case EncodingJSON:
+		return m.lazy.json.get(m, encodeJSON)
+	}
+	return nil
+}
+
+// Size is what the message keeps alive once every encoding of it is
+// built: the raw frame and the JSON envelope's frame, exactly (what a
+// history holding it counts against its byte budget).
+func (m *Message) Size() int {
+	n := jsonEnvelopeLen(m)
+	return len(m.frame) + frame.HeaderSize(n) + n
+}

@@ -12,7 +12,7 @@ type pingCounter struct {
 	pings int
 }
 
-func (p *pingCounter) Join()                                           {}
+func (p *pingCounter) Join(Joined)                                     {}
 func (p *pingCounter) Encoding() Encoding                              { return EncodingFrame }
 func (p *pingCounter) Deliver([][]byte, int, *[]unix.Iovec) (int, int) { return 0, 0 }
 func (p *pingCounter) Drain()                                          {}
@@ -37,7 +37,7 @@ func TestPingsAreSpreadOverTheInterval(t *testing.T) {
 	for i := range subs {
 		subs[i] = &pingCounter{}
 		subs[i].phase = uint32(h.nextPhase.Add(1) % h.pingPhases)
-		s.subs = append(s.subs, subs[i])
+		s.table.Link(subs[i], nil)
 	}
 	total := func() (n int) {
 		for _, p := range subs {

@@ -17,9 +17,11 @@ type Subscriber interface {
 	// HubSlot is where the hub keeps the subscriber (embed a Slot).
 	HubSlot() *Slot
 	// Join runs when the subscriber enters its shard's table: every
-	// message the shard takes from now on is delivered to it.
-	Join()
-	// Encoding is the encoding the subscriber writes.
+	// message on its channels the shard takes from now on is delivered
+	// to it. j says where its live messages start, and holds what it
+	// missed when it asked to resume (valid during the call only).
+	Join(j Joined)
+	// Encoding is the encoding the subscriber writes; it never changes.
 	Encoding() Encoding
 	// Deliver hands frames (total size bytes), in order, to the
 	// subscriber: written now, or queued behind what waits. It returns
@@ -37,16 +39,38 @@ type Subscriber interface {
 	Kill()
 }
 
-// Slot is the hub's bookkeeping inside a subscriber: which shard, and
-// where in its table. Embed it; the zero value is "in no hub".
-type Slot struct {
-	shard *Shard
-	idx   int32  // owned by the shard goroutine
-	phase uint32 // the sweep, of every Hub.pingPhases, that pings it
+// Subscription is what a subscriber asks for as it is added.
+type Subscription struct {
+	// Channels are the channels it receives, distinct names; none means
+	// the default channel ("").
+	Channels []string
+	// Resume asks for the messages on Channels after Since, replayed
+	// before the live ones (Joined.Recovered says whether they could be).
+	Resume bool
+	Since  Cursor
 }
 
-// HubSlot implements Subscriber.
-func (s *Slot) HubSlot() *Slot { return s }
+// Cursor is a position in the hub's order: a seq, in the run of seqs
+// Epoch names. A client that has seen every message up to Seq resumes
+// from it.
+type Cursor struct {
+	Epoch string
+	Seq   uint64
+}
+
+// Joined is what a subscriber learns as it joins its shard.
+type Joined struct {
+	// Seq is the latest seq before its first live message: it receives
+	// every message on its channels with a greater seq, live, and none
+	// with a smaller one.
+	Seq uint64
+	// Recovered: Resume was asked and Replay holds every message on its
+	// channels after Since, up to Seq, in seq order. False with Resume:
+	// they are not all known (another epoch, history gone) and Replay is
+	// empty; never part of them.
+	Recovered bool
+	Replay    []Message
+}
 
 // Shard owns a slice of the subscriber table. Its goroutine is the only
 // one that touches subs; additions and removals reach it through an inbox.
@@ -64,16 +88,18 @@ type Shard struct {
 	forcing   atomic.Bool   // Force: Subscriber.Kill
 
 	mu      sync.Mutex
-	adds    []Subscriber // guarded by mu
+	adds    []addition   // guarded by mu
 	removes []Subscriber // guarded by mu
 
-	// Owned by the shard goroutine.
-	spareAdds, spareRemoves []Subscriber // the inbox's other buffers
-	subs                    []Subscriber
-	lastSweep               uint64 // the hub tick of the last sweep
-	batch                   []Message
-	scratch                 Scratch
-	drain                   drainState
+	// Owned by the shard goroutine (table's channel counts excepted: see
+	// Table).
+	spareAdds    []addition   // the inbox's other buffers
+	spareRemoves []Subscriber //
+	table        Table
+	lastSweep    uint64 // the hub tick of the last sweep
+	batch        []Message
+	replay       []Message // a joining subscriber's Joined.Replay
+	drain        drainState
 
 	deliveries atomic.Uint64
 	dropped    atomic.Uint64
@@ -81,14 +107,22 @@ type Shard struct {
 	queueHist  *Hist // queued bytes per backlogged subscriber, per sweep
 }
 
+// addition is a subscriber on its way into the table.
+type addition struct {
+	sub Subscriber
+	req Subscription
+}
+
 func newShard(h *Hub) *Shard {
-	return &Shard{
+	s := &Shard{
 		hub:        h,
 		wake:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		fanoutHist: NewHist(fanoutBounds...),
 		queueHist:  NewHist(queueBounds...),
 	}
+	s.cursor.Store(1) // seqs start at 1
+	return s
 }
 
 func (s *Shard) notify() {
@@ -98,9 +132,9 @@ func (s *Shard) notify() {
 	}
 }
 
-func (s *Shard) add(sub Subscriber) {
+func (s *Shard) add(sub Subscriber, req Subscription) {
 	s.mu.Lock()
-	s.adds = append(s.adds, sub)
+	s.adds = append(s.adds, addition{sub, req})
 	s.mu.Unlock()
 	s.notify()
 }
@@ -150,89 +184,73 @@ func (s *Shard) run() {
 // applyInbox moves the inbox into the table. Additions first: a subscriber
 // torn down right after it was added has both in the same inbox. One that
 // joins after the drain was carried out is drained at once.
+//
+// A joining subscriber's live messages start at the shard's cursor, which
+// only this goroutine moves: what it missed before that is in the history
+// (Hub.Broadcast keeps a message there before any shard can take it), so
+// its replay ends exactly where its live messages begin.
 func (s *Shard) applyInbox() {
 	s.mu.Lock()
 	adds, removes := s.adds, s.removes
 	s.adds, s.removes = s.spareAdds[:0], s.spareRemoves[:0]
 	s.mu.Unlock()
-	for _, sub := range adds {
-		sub.HubSlot().idx = int32(len(s.subs))
-		s.subs = append(s.subs, sub)
+	for _, a := range adds {
+		s.table.Link(a.sub, a.req.Channels)
 	}
 	// Counted before they join: a client that has its 101 (Join sends
 	// it) finds itself in Len.
-	s.count.Store(int64(len(s.subs)))
-	for _, sub := range adds {
-		sub.Join()
+	s.count.Store(int64(s.table.Len()))
+	for _, a := range adds {
+		a.sub.Join(s.joined(a.req))
+		clear(s.replay)
+		s.replay = s.replay[:0]
 		if s.drain.started {
-			sub.Drain()
+			a.sub.Drain()
 		}
 	}
 	for _, sub := range removes {
-		s.unlink(sub)
+		s.table.Unlink(sub)
 	}
 	clear(adds)
 	clear(removes)
 	s.spareAdds, s.spareRemoves = adds, removes
-	s.count.Store(int64(len(s.subs)))
+	s.count.Store(int64(s.table.Len()))
 }
 
-func (s *Shard) unlink(sub Subscriber) {
-	slot := sub.HubSlot()
-	i := int(slot.idx)
-	if i < 0 || i >= len(s.subs) || s.subs[i] != sub {
-		return // already gone
+// joined is where a subscriber asking for req starts: the seq before the
+// shard's next message and, if it asked to resume, what it missed.
+func (s *Shard) joined(req Subscription) Joined {
+	j := Joined{Seq: s.cursor.Load() - 1}
+	if !req.Resume || req.Since.Epoch != s.hub.epoch || req.Since.Seq > j.Seq {
+		return j // nothing asked, or a cursor of another run of seqs
 	}
-	last := len(s.subs) - 1
-	s.subs[i] = s.subs[last]
-	s.subs[i].HubSlot().idx = int32(i)
-	s.subs[last] = nil
-	s.subs = s.subs[:last]
-	slot.idx = -1
+	if req.Since.Seq == j.Seq {
+		j.Recovered = true // nothing published since
+		return j
+	}
+	if s.hub.hist == nil {
+		return j
+	}
+	channels := req.Channels
+	if len(channels) == 0 {
+		channels = defaultChannel
+	}
+	replay, ok := s.hub.hist.Replay(s.replay[:0], channels, req.Since.Seq, j.Seq)
+	s.replay = replay
+	if ok {
+		j.Recovered, j.Replay = true, replay
+	}
+	return j
 }
 
 // fanOut delivers the batch just taken to every subscriber of the shard.
 func (s *Shard) fanOut() {
 	start := time.Now()
-	delivered, dropped := FanOut(s.subs, s.batch, &s.scratch)
+	delivered, dropped := s.table.FanOut(s.batch)
 	clear(s.batch)
 	s.deliveries.Add(delivered)
 	s.dropped.Add(dropped)
 	s.fanoutHist.Observe(time.Since(start).Seconds())
-}
-
-// Scratch is the reusable memory of FanOut: the batch's frames per
-// encoding and the iovecs of one writev.
-type Scratch struct {
-	frames [numEncodings][][]byte
-	sizes  [numEncodings]int
-	iov    []unix.Iovec
-}
-
-// FanOut writes batch, in order, to every subscriber: the list of frames
-// is built once per encoding and the same bytes go to each of them. It
-// allocates nothing once sc has grown to the batch size. It is the
-// shard's fan-out step, exported for benchmarks and tests.
-func FanOut(subs []Subscriber, batch []Message, sc *Scratch) (delivered, dropped uint64) {
-	for e := range sc.frames {
-		sc.frames[e], sc.sizes[e] = sc.frames[e][:0], 0
-		for i := range batch {
-			if b := batch[i].enc[e]; b != nil {
-				sc.frames[e] = append(sc.frames[e], b)
-				sc.sizes[e] += len(b)
-			}
-		}
-	}
-	for _, sub := range subs {
-		e := sub.Encoding()
-		d, x := sub.Deliver(sc.frames[e], sc.sizes[e], &sc.iov)
-		delivered += uint64(d)
-		dropped += uint64(x)
-	}
-	for e := range sc.frames {
-		clear(sc.frames[e]) // the ring let go of these messages: so do we
-	}
-	return delivered, dropped
 }
 
 // sweep runs every subscriber's timers and samples its queue, at the
@@ -245,7 +263,7 @@ func (s *Shard) sweep(now int64, tick uint64) {
 	span := tick - s.lastSweep
 	first := (s.lastSweep + 1) % max(phases, 1)
 	s.lastSweep = tick
-	for _, sub := range s.subs {
+	for _, sub := range s.table.subs {
 		ping := false
 		if phases > 0 {
 			ping = span >= phases || (uint64(sub.HubSlot().phase)+phases-first)%phases < span
@@ -262,7 +280,7 @@ func (s *Shard) sweep(now int64, tick uint64) {
 func (s *Shard) shutdownStep() (pending bool) {
 	switch {
 	case s.forcing.Load():
-		for _, sub := range s.subs {
+		for _, sub := range s.table.subs {
 			sub.Kill()
 		}
 	case s.draining.Load() && !s.drain.done:
@@ -293,7 +311,7 @@ func (s *Shard) drainStep() {
 	spread := s.hub.cfg.DrainSpread
 	if !d.started {
 		d.started, d.start = true, time.Now()
-		d.order = append([]Subscriber(nil), s.subs...)
+		d.order = append([]Subscriber(nil), s.table.subs...)
 		rand.Shuffle(len(d.order), func(i, j int) { d.order[i], d.order[j] = d.order[j], d.order[i] })
 	}
 	due := len(d.order)

@@ -80,6 +80,7 @@ type Conn struct {
 	closeAtFlush bool        // guarded by mu: closing: close the socket once the queue drains
 	dropLogged   bool        // guarded by mu: this drop episode has been logged
 	joined       bool        // guarded by mu: JoinLocked ran; before it, only the first bytes (the 101) are queued, and held
+	noDrop       bool        // set before the connection is shared: never drop a frame (SlowDrop closes it instead)
 }
 
 // Init sets up the core for fd, with codec around it, before anything else
@@ -95,6 +96,12 @@ func (c *Conn) Init(env *Env, codec Codec, p *netpoll.Poller, id uint64, fd int)
 }
 
 func (c *Conn) owner() Owner { return c.watch.Handler().(Owner) }
+
+// NeverDrop makes the slow-consumer policy close the connection rather
+// than drop a frame for it, whatever Config.SlowPolicy says: for clients
+// that must never miss a message silently (they resume instead). Call it
+// before the connection is shared.
+func (c *Conn) NeverDrop() { c.noDrop = true }
 
 // Watch is the connection's epoll registration.
 func (c *Conn) Watch() *netpoll.Watch { return c.watch }

@@ -114,7 +114,7 @@ func (c *Conn) queueLocked(frames [][]byte, off int) (dropped int) {
 		}
 		mustKeep := i == 0 && off > 0 // a half-written frame must be finished
 		if !mustKeep && c.outBytes+size > limit {
-			if c.env.cfg.SlowPolicy == SlowDrop {
+			if c.env.cfg.SlowPolicy == SlowDrop && !c.noDrop {
 				dropped++
 				if !c.dropLogged {
 					c.dropLogged = true
@@ -130,6 +130,17 @@ func (c *Conn) queueLocked(frames [][]byte, off int) (dropped int) {
 		c.addOutLocked(size)
 	}
 	return dropped
+}
+
+// QueueFramesLocked queues frames behind what waits, before or after
+// JoinLocked, under QueueBytes and the slow-consumer policy like any
+// delivery; they go out with the next flush. It returns how many were
+// dropped. c.mu must be held.
+func (c *Conn) QueueFramesLocked(frames [][]byte) (dropped int) {
+	if c.State() != StateOpen {
+		return 0
+	}
+	return c.queueLocked(frames, 0)
 }
 
 // addOutLocked changes the queued byte count, here and server-wide.

@@ -66,9 +66,10 @@ type Config struct {
 
 // Node is what a connection needs of its server.
 type Node interface {
-	// Accept takes a complete message a client sent, for publishing. An
-	// error is logged; the client stays.
-	Accept(op ws.OpCode, payload []byte) error
+	// Accept takes a complete message a client sent, for publishing to
+	// channel ("" is the default one). An error is logged; the client
+	// stays.
+	Accept(channel string, kind hub.Kind, payload []byte) error
 	// Closed accounts for a connection that ended: once each, with the
 	// connection's lock held.
 	Closed(c *Conn, reason outbound.CloseReason, err error)
@@ -137,6 +138,7 @@ type Conn struct {
 	lastRead atomic.Int64  // unix nanoseconds of the last complete frame
 	partial  atomic.Int64  // unix ns since which a frame or message is incomplete; 0: none
 	limiter  *rate.Limiter // ClientRate; nil without one
+	sub      *subscription // channels and format; nil: the default channel, raw
 	ponged   bool          // a pong was queued during this read event; read side only
 
 	// Ticket is the admission the connection holds; its Node releases it
@@ -144,11 +146,19 @@ type Conn struct {
 	Ticket admit.Ticket
 }
 
-// New makes the upgraded socket fd connection id. Nothing reaches it
-// until Start.
-func New(env *Env, id uint64, fd int) *Conn {
+// New makes the upgraded socket fd connection id, receiving channels
+// (none: the default channel) in format. Nothing reaches it until Start.
+func New(env *Env, id uint64, fd int, format Format, channels []string) *Conn {
 	c := &Conn{env: env}
 	c.Init(env.out, c, env.poller, id, fd)
+	if format != FormatRaw || len(channels) > 0 {
+		c.sub = &subscription{format: format, channels: channels}
+	}
+	if format == FormatJSON {
+		// It sees every seq: it never misses one silently, it is
+		// closed instead and resumes (CloseSlowJSON).
+		c.NeverDrop()
+	}
 	c.parser.MaxMessage = env.cfg.MaxMessage
 	if env.cfg.ClientRate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(env.cfg.ClientRate), env.cfg.ClientBurst)
@@ -157,13 +167,14 @@ func New(env *Env, id uint64, fd int) *Conn {
 	return c
 }
 
-// Start puts the connection in the hub and arms its read watch. first
-// (the upgrade's 101) is queued as its first bytes and goes out when its
-// shard takes it in (Join): a client can only publish once it saw the
-// 101, and by then it is in the table, so it receives every message
-// published from that moment on, its own first one included. On failure
-// the connection is torn down (and counted) and the error returned.
-func (c *Conn) Start(first []byte) error {
+// Start puts the connection in the hub, on req's channels, and arms its
+// read watch. first (the upgrade's 101) is queued as its first bytes and
+// goes out when its shard takes it in (Join): a client can only publish
+// once it saw the 101, and by then it is in the table, so it receives
+// every message published from that moment on, its own first one
+// included. On failure the connection is torn down (and counted) and the
+// error returned.
+func (c *Conn) Start(first []byte, req hub.Subscription) error {
 	c.Lock()
 	defer c.Unlock()
 	c.QueueLocked(first)
@@ -176,7 +187,10 @@ func (c *Conn) Start(first []byte) error {
 	// Under the lock: a teardown, which holds it too, comes before (seen
 	// above) or after the connection is in the hub and armed, never
 	// between.
-	c.env.hub.Add(c, c.ID())
+	if c.sub != nil {
+		c.sub.resume = req.Resume
+	}
+	c.env.hub.Add(c, c.ID(), req)
 	if err := c.Watch().Start(); err != nil {
 		c.env.log.Error("register: epoll", "conn", c.ID(), "err", err)
 		c.TeardownLocked(outbound.ReasonReadError, err)
@@ -201,15 +215,34 @@ func (c *Conn) RefuseEarlyData() {
 var errTornDown = errors.New("wsconn: connection torn down before its watch was armed")
 
 // Join implements hub.Subscriber: the 101 goes out now, ahead of every
-// message the shard delivers from here on.
-func (c *Conn) Join() {
+// message the shard delivers from here on; in json format, followed by
+// the welcome and what the client missed, when it resumed. A replay over
+// QueueBytes closes the client (CloseSlowJSON) after what fitted: it
+// resumes from there.
+func (c *Conn) Join(j hub.Joined) {
 	c.Lock()
 	defer c.Unlock()
+	if c.sub != nil && c.sub.format == FormatJSON {
+		resume := c.sub.resume
+		c.QueueFramesLocked([][]byte{welcome(c.env.hub.Epoch(), c.sub.channels, j, resume)})
+		if len(j.Replay) > 0 {
+			frames := make([][]byte, len(j.Replay))
+			for i := range j.Replay {
+				frames[i] = j.Replay[i].Bytes(hub.EncodingJSON)
+			}
+			c.QueueFramesLocked(frames)
+		}
+	}
 	c.JoinLocked()
 }
 
-// Encoding implements hub.Subscriber: a plain WebSocket frame.
-func (c *Conn) Encoding() hub.Encoding { return hub.EncodingFrame }
+// Encoding implements hub.Subscriber: the raw frame, or the JSON envelope.
+func (c *Conn) Encoding() hub.Encoding {
+	if c.sub != nil && c.sub.format == FormatJSON {
+		return hub.EncodingJSON
+	}
+	return hub.EncodingFrame
+}
 
 // Deliver implements hub.Subscriber.
 func (c *Conn) Deliver(frames [][]byte, size int, iov *[]unix.Iovec) (delivered, dropped int) {
@@ -268,6 +301,9 @@ func (c *Conn) Kill() { c.Teardown(outbound.ReasonShutdown, nil) }
 // Goodbye implements outbound.Owner.
 func (c *Conn) Goodbye(reason outbound.CloseReason) []byte {
 	if reason == outbound.ReasonSlowConsumer {
+		if c.sub != nil && c.sub.format == FormatJSON {
+			return goodbyeSlowJSON
+		}
 		return goodbyeSlow
 	}
 	return nil

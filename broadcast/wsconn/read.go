@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fanout/fanout/broadcast/frame"
+	"github.com/fanout/fanout/broadcast/hub"
 	"github.com/fanout/fanout/broadcast/outbound"
 	"github.com/fanout/fanout/netpoll"
 )
@@ -221,7 +222,23 @@ func (c *Conn) Message(op ws.OpCode, payload []byte) error {
 	if c.limiter != nil && !c.limiter.Allow() {
 		return errRateLimit
 	}
-	if err := c.env.node.Accept(op, payload); err != nil {
+	channel, kind, data := "", hub.KindText, payload
+	switch {
+	case c.sub == nil:
+	case c.sub.format == FormatJSON:
+		var err error
+		if channel, kind, data, err = c.sub.parseClientMessage(op, payload); err != nil {
+			return err
+		}
+	default:
+		channel = c.sub.channels[0] // raw: its one channel
+	}
+	if c.sub == nil || c.sub.format == FormatRaw {
+		if op == ws.OpBinary {
+			kind = hub.KindBinary
+		}
+	}
+	if err := c.env.node.Accept(channel, kind, data); err != nil {
 		c.env.logRefused.Warn(c.env.log, "client message refused", "conn", c.ID(), "err", err)
 	}
 	return nil

@@ -42,6 +42,7 @@ type options struct {
 	natsResume      time.Duration
 	clientPublish   bool
 	slowPolicy      string
+	batch           api.BatchConfig
 	cfg             broadcast.Config
 
 	// As given, before readSecrets and configure split and read them.
@@ -74,6 +75,7 @@ func defaults() *options {
 		natsResume:      bc.ResumeDelay,
 		clientPublish:   !cfg.ReceiveOnly,
 		slowPolicy:      cfg.SlowPolicy.String(),
+		batch:           api.DefaultBatchConfig(),
 		cfg:             cfg,
 	}
 }
@@ -151,6 +153,14 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "maximum concurrent connections from one client source (`n`: an IPv4 address or an IPv6 /64); more get 429; 0 means no limit")
 	fs.Float64Var(&c.ClientRate, "client-rate", c.ClientRate, "`rate` in messages per second a client may send (token bucket); over it closes with 1008; 0 means no limit")
 	fs.IntVar(&c.ClientBurst, "client-burst", c.ClientBurst, "burst size (`messages`) for -client-rate; 0 means max(1, rate)")
+	fs.IntVar(&c.MaxChannelsPerConn, "max-channels-per-conn", c.MaxChannelsPerConn, "channels one connection may name (`n`); more get 400")
+	fs.IntVar(&c.HistorySize, "history-size", c.HistorySize, "recent `messages` each channel keeps for clients that resume (since=); 0 keeps none")
+	fs.DurationVar(&c.HistoryTTL, "history-ttl", c.HistoryTTL, "how long a message stays in the history (`duration`)")
+	fs.Int64Var(&c.HistoryBytes, "history-bytes", c.HistoryBytes, "`bytes` the whole history may hold, over every channel; the oldest messages go first")
+	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", c.IdempotencyWindow, "how long a publish's Idempotency-Key is remembered (`duration`): a repeat gets the first answer and publishes nothing")
+	fs.IntVar(&c.IdempotencyKeys, "idempotency-keys", c.IdempotencyKeys, "idempotency keys remembered at once (`n`); beyond, the oldest is forgotten early (counted, logged)")
+	fs.IntVar(&o.batch.MaxItems, "max-batch-items", o.batch.MaxItems, "messages in one POST /publish/batch (`n`); more get 413")
+	fs.IntVar(&o.batch.MaxBytes, "max-batch-bytes", o.batch.MaxBytes, "body of one POST /publish/batch (`bytes`); more get 413")
 	fs.StringVar(&o.nats, "nats", o.nats, "join a fan-out tier over NATS at this `URL` (nats://host:4222, comma-separated for a cluster); empty runs standalone")
 	fs.StringVar(&o.natsSubject, "nats-subject", o.natsSubject, "NATS `subject` the tier's messages travel on")
 	fs.IntVar(&o.natsBuffer, "nats-buffer", o.natsBuffer, "`bytes` of published messages kept for resending over a bus outage; beyond, publishes are refused")
@@ -309,6 +319,11 @@ func validateLimits(o *options) error {
 		{"max-handshakes", c.MaxHandshakes, 1},
 		{"read-buffer", c.ReadBufferSize, 64},
 		{"admin-max-conns", o.adminMaxConns, 1},
+		{"max-channels-per-conn", c.MaxChannelsPerConn, 1},
+		{"history-size", c.HistorySize, 0},
+		{"idempotency-keys", c.IdempotencyKeys, 1},
+		{"max-batch-items", o.batch.MaxItems, 1},
+		{"max-batch-bytes", o.batch.MaxBytes, 2},
 	} {
 		if v.val < v.min {
 			return fmt.Errorf("-%s: %d is below the minimum %d", v.name, v.val, v.min)
@@ -321,6 +336,8 @@ func validateLimits(o *options) error {
 		{"handshake-timeout", c.HandshakeTimeout},
 		{"close-timeout", c.CloseTimeout},
 		{"shutdown-timeout", o.shutdownTimeout},
+		{"history-ttl", c.HistoryTTL},
+		{"idempotency-window", c.IdempotencyWindow},
 	} {
 		if v.val <= 0 {
 			return fmt.Errorf("-%s: must be positive, got %s", v.name, v.val)
@@ -340,6 +357,9 @@ func validateLimits(o *options) error {
 	}
 	if c.MaxPartialBytes == 0 {
 		return errors.New("-max-partial-bytes must be positive, or negative for no cap")
+	}
+	if c.HistoryBytes <= 0 {
+		return fmt.Errorf("-history-bytes: must be positive, got %d", c.HistoryBytes)
 	}
 	return nil
 }
@@ -394,6 +414,9 @@ func configure(o *options) {
 		c.Authenticate = broadcast.JWTAuthenticator([]byte(o.authSecret), checks...)
 	}
 	c.ReceiveOnly = !o.clientPublish
+	if c.HistorySize == 0 {
+		c.HistorySize = -1 // the flag's "none"; the Config's zero is the default
+	}
 	if c.MaxHandshakesPerIP == 0 {
 		c.MaxHandshakesPerIP = -1 // the flag's "no cap"; the Config's zero is the default
 	}

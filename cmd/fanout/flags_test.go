@@ -170,7 +170,7 @@ func TestAuthClaimFlags(t *testing.T) {
 		}
 		return tok
 	}
-	if got, err := o.cfg.Authenticate(sign(jwt.MapClaims{"exp": exp.Unix(), "aud": "fanout", "iss": "https://auth.example"})); err != nil || got.Unix() < exp.Unix() {
+	if got, err := o.cfg.Authenticate(sign(jwt.MapClaims{"exp": exp.Unix(), "aud": "fanout", "iss": "https://auth.example"})); err != nil || got.Expires.Unix() < exp.Unix() {
 		t.Fatalf("valid token: expires %v, %v", got, err)
 	}
 	for name, claims := range map[string]jwt.MapClaims{

@@ -21,8 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gobwas/ws"
-
 	"github.com/fanout/fanout/broadcast"
 	"github.com/fanout/fanout/broadcast/api"
 	"github.com/fanout/fanout/broadcast/bus"
@@ -119,7 +117,7 @@ func (n *node) startBus() error {
 	b, err := bus.Connect(bus.Config{
 		URL: n.o.nats, Subject: n.o.natsSubject, BufferBytes: n.o.natsBuffer, ResumeDelay: n.o.natsResume,
 		Name: "fanout " + n.ln.Addr().String(), Logger: n.log,
-	}, func(op ws.OpCode, p []byte) { n.srv.Deliver(op, p) })
+	}, func(channel string, kind byte, p []byte) { n.srv.Deliver(channel, kind, p) })
 	if err != nil {
 		n.log.Error("bus", "err", err)
 		return err
@@ -143,6 +141,7 @@ func (n *node) startAdmin() error {
 		Server:      n.srv,
 		PublishKeys: n.o.publishKeys,
 		MaxMessage:  n.o.cfg.MaxMessage,
+		Batch:       n.o.batch,
 	}
 	if n.bus != nil { // a nil *bus.NATS would be a non-nil api.Bus
 		cfg.Bus = n.bus

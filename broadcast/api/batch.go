@@ -1,0 +1,176 @@
+package api
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/hub"
+)
+
+// BatchConfig bounds POST /publish/batch. The zero value works.
+type BatchConfig struct {
+	// MaxItems caps the messages of one batch; more gets 413. Zero means
+	// 1000.
+	MaxItems int
+	// MaxBytes caps a batch's body; more gets 413. Zero means 4 MiB.
+	MaxBytes int
+}
+
+func (c BatchConfig) withDefaults() BatchConfig {
+	if c.MaxItems <= 0 {
+		c.MaxItems = 1000
+	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = 4 << 20
+	}
+	return c
+}
+
+// BatchHandler serves POST /publish/batch: the body is a JSON array of
+// messages, each {"channel": NAME, "data": VALUE} (or "data_base64":
+// "..." for binary; "idempotency_key" as the header of POST /publish),
+// published in this order, one Publish each. A JSON string as data is
+// published as text (raw-format clients get the text), any other value as
+// JSON. An item that is invalid, or that p refuses, fails alone: the
+// answer, 200 {"results": [...], "published": k, "failed": f}, has one
+// result per item, its receipt ({"channel","seq","epoch","recipients"},
+// plus "repeat": true for an idempotent repeat) or {"channel", "error"}
+// with the reason and the HTTP status it would have had alone. A body
+// that is not such an array is refused whole (400), as one over cfg's
+// bounds (413). Keys as PublishHandler.
+func BatchHandler(p Publisher, keys []string, cfg BatchConfig) http.Handler {
+	return &batchHandler{p: p, keys: append([]string(nil), keys...), cfg: cfg.withDefaults()}
+}
+
+type batchHandler struct {
+	p    Publisher
+	keys []string
+	cfg  BatchConfig
+}
+
+type batchItem struct {
+	Channel        string          `json:"channel"`
+	Data           json.RawMessage `json:"data"`
+	DataBase64     *string         `json:"data_base64"`
+	IdempotencyKey string          `json:"idempotency_key"`
+}
+
+type batchResult struct {
+	Channel    string `json:"channel"`
+	Seq        uint64 `json:"seq,omitempty"`
+	Epoch      string `json:"epoch,omitempty"`
+	Recipients *int   `json:"recipients,omitempty"`
+	Repeat     bool   `json:"repeat,omitempty"`
+	Error      string `json:"error,omitempty"`
+	Status     int    `json:"status,omitempty"`
+}
+
+func (h *batchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	if !authorized(w, r, h.keys) {
+		return
+	}
+	var items []batchItem
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxBytes)))
+	if err := dec.Decode(&items); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch over %d bytes", h.cfg.MaxBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, `batch: want a JSON array of {"channel":..,"data":..}: `+err.Error())
+		return
+	}
+	switch {
+	case len(items) == 0:
+		writeError(w, http.StatusBadRequest, "empty batch")
+		return
+	case len(items) > h.cfg.MaxItems:
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d messages, over %d", len(items), h.cfg.MaxItems))
+		return
+	}
+	out := struct {
+		Results   []batchResult `json:"results"`
+		Published int           `json:"published"`
+		Failed    int           `json:"failed"`
+	}{Results: make([]batchResult, len(items))}
+	for i, it := range items {
+		res := &out.Results[i]
+		res.Channel = it.Channel
+		m, err := it.message()
+		var rc broadcast.Receipt
+		if err == nil {
+			rc, err = h.p.Publish(m)
+		}
+		if err != nil {
+			res.Error, res.Status = err.Error(), refusalStatus(err)
+			out.Failed++
+			continue
+		}
+		out.Published++
+		res.Seq, res.Epoch, res.Recipients, res.Repeat = rc.Seq, rc.Epoch, &rc.Recipients, rc.Repeat
+	}
+	w.Header()["Content-Type"] = jsonType
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// errItem: neither data nor data_base64, or both.
+var errItem = errors.New(`item needs "data" or "data_base64", not both`)
+
+// message is the item as a broadcast.Message, or what is wrong with it.
+func (it *batchItem) message() (broadcast.Message, error) {
+	m := broadcast.Message{Channel: it.Channel, IdempotencyKey: it.IdempotencyKey}
+	switch {
+	case (it.Data == nil) == (it.DataBase64 == nil):
+		return m, errItem
+	case it.DataBase64 != nil:
+		b, err := base64.StdEncoding.DecodeString(*it.DataBase64)
+		if err != nil {
+			return m, fmt.Errorf("data_base64: %w", err)
+		}
+		m.Kind, m.Payload = broadcast.KindBinary, b
+		return m, nil
+	}
+	kind, b, err := hub.FromJSON(it.Data)
+	if err != nil {
+		return m, fmt.Errorf("%w: %w", broadcast.ErrInvalidJSON, err)
+	}
+	m.Kind, m.Payload = kind, b
+	return m, nil
+}
+
+// ChannelLister is what GET /channels needs: *broadcast.Server is one.
+type ChannelLister interface {
+	Channels() []broadcast.ChannelInfo
+	Epoch() string
+}
+
+// ChannelsHandler serves GET /channels: {"epoch": E, "channels": [{"name",
+// "subscribers", "seq"}...]}, every channel with subscribers or history on
+// this node, by name ("" is the default channel). Channel names can be
+// personal (one per user): it takes a publish key, as POST /publish does.
+func ChannelsHandler(l ChannelLister, keys []string) http.Handler {
+	keys = append([]string(nil), keys...)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(w, r, keys) {
+			return
+		}
+		w.Header()["Content-Type"] = jsonType
+		_ = json.NewEncoder(w).Encode(struct {
+			Epoch    string                  `json:"epoch"`
+			Channels []broadcast.ChannelInfo `json:"channels"`
+		}{l.Epoch(), l.Channels()})
+	})
+}
+
+// DefaultBatchConfig is the BatchConfig a zero value stands for.
+func DefaultBatchConfig() BatchConfig { return BatchConfig{}.withDefaults() }

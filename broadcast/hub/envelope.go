@@ -1,0 +1,150 @@
+package hub
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"unsafe"
+
+	"github.com/gobwas/ws"
+
+	"github.com/fanout/fanout/broadcast/frame"
+)
+
+// The JSON envelope of a message, as json-format clients receive it:
+//
+//	{"type":"message","channel":"a","seq":17,"data":...}
+//
+// data is the payload itself for KindJSON, a JSON string for KindText;
+// a KindBinary payload is "data_base64":"..." instead.
+
+// encodeJSON is EncodingJSON: the envelope as one text frame, in one
+// allocation of exactly its size.
+func encodeJSON(m *Message) []byte {
+	n := jsonEnvelopeLen(m)
+	b := make([]byte, 0, frame.HeaderSize(n)+n)
+	b = frame.AppendHeader(b, ws.OpText, n)
+	return AppendEnvelope(b, m)
+}
+
+// AppendEnvelope appends m's JSON envelope to dst.
+func AppendEnvelope(dst []byte, m *Message) []byte {
+	dst = append(dst, `{"type":"message","channel":`...)
+	dst = AppendJSONString(dst, m.Channel)
+	dst = append(dst, `,"seq":`...)
+	dst = strconv.AppendUint(dst, m.Seq, 10)
+	switch m.Kind {
+	case KindJSON:
+		dst = append(dst, `,"data":`...)
+		dst = append(dst, m.Payload...)
+	case KindBinary:
+		dst = append(dst, `,"data_base64":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, m.Payload)
+		dst = append(dst, '"')
+	default:
+		dst = append(dst, `,"data":`...)
+		dst = appendJSONText(dst, m.Payload)
+	}
+	return append(dst, '}')
+}
+
+// jsonEnvelopeLen is len(AppendEnvelope(nil, m)), without building it.
+func jsonEnvelopeLen(m *Message) int {
+	n := len(`{"type":"message","channel":`) + jsonStringLen(m.Channel) + len(`,"seq":`) + digits(m.Seq) + len(`}`)
+	switch m.Kind {
+	case KindJSON:
+		n += len(`,"data":`) + len(m.Payload)
+	case KindBinary:
+		n += len(`,"data_base64":""`) + base64.StdEncoding.EncodedLen(len(m.Payload))
+	default:
+		n += len(`,"data":`) + jsonStringLen(unsafeString(m.Payload))
+	}
+	return n
+}
+
+func digits(v uint64) int {
+	n := 1
+	for v >= 10 {
+		v /= 10
+		n++
+	}
+	return n
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendJSONString appends s, valid UTF-8, as a JSON string: quotes,
+// backslashes and control characters escaped, the rest as it is.
+func AppendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+func appendJSONText(dst, b []byte) []byte {
+	return AppendJSONString(dst, unsafeString(b))
+}
+
+// jsonStringLen is len(AppendJSONString(nil, s)).
+func jsonStringLen(s string) int {
+	n := 2 + len(s)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			n++
+		case c < 0x20:
+			n += 5
+		}
+	}
+	return n
+}
+
+// unsafeString views b as a string for reading only, without the copy.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// FromJSON turns a JSON value a publisher sent as "data" into a message
+// payload: a JSON string becomes KindText, its text (so raw-format clients
+// receive the text, and json-format ones the same string); any other
+// value is KindJSON, compacted. An invalid value is an error.
+func FromJSON(data []byte) (Kind, []byte, error) {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, data); err != nil {
+		return 0, nil, err
+	}
+	b := buf.Bytes()
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return 0, nil, err
+		}
+		return KindText, []byte(s), nil
+	}
+	return KindJSON, b, nil
+}

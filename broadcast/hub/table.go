@@ -1,0 +1,295 @@
+package hub
+
+import (
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Slot is the hub's bookkeeping inside a subscriber: which shard, where in
+// its table, and its place in each of its channels' member lists. Embed
+// it; the zero value is "in no hub". Everything but phase is owned by the
+// shard goroutine.
+type Slot struct {
+	shard *Shard
+	idx   int32  // in Table.subs
+	phase uint32 // the sweep, of every Hub.pingPhases, that pings it
+	first link   // its first channel (every subscriber has one)
+	more  []link // the others, for a subscriber of several; nil for one
+	mark  uint64 // the batch (Table.batchNo) that last put it in Table.multi
+}
+
+// HubSlot implements Subscriber.
+func (s *Slot) HubSlot() *Slot { return s }
+
+// link is a subscriber's membership of one channel: which, and where in
+// its member list.
+type link struct {
+	ch  *channel
+	idx int32
+}
+
+// linkAt returns the subscriber's i-th link.
+func (s *Slot) linkAt(i int32) *link {
+	if i == 0 {
+		return &s.first
+	}
+	return &s.more[i-1]
+}
+
+// on reports whether the subscriber is a member of ch.
+func (s *Slot) on(ch *channel) bool {
+	if s.first.ch == ch {
+		return true
+	}
+	for i := range s.more {
+		if s.more[i].ch == ch {
+			return true
+		}
+	}
+	return false
+}
+
+// channel is one channel's members in one shard. It exists while it has
+// some: a publish to a channel nobody in the shard is on costs one map
+// lookup.
+type channel struct {
+	name    string
+	members []member
+	enc     [numEncodings]int32 // members by the encoding they write
+	mark    uint64              // the batch (Table.batchNo) that last grouped it
+	grp     int32               // its group in that batch
+}
+
+// member is one subscriber in a channel's list, and which of its links
+// points back here.
+type member struct {
+	sub  Subscriber
+	link int32
+}
+
+// Table is one shard's subscribers, indexed by channel, and the fan-out
+// step over them. It has no goroutine: its owner (the shard goroutine, or
+// a benchmark) is the only one that changes it or fans out through it;
+// others may only ask how many are on a channel (Members, Channels).
+type Table struct {
+	subs []Subscriber // every subscriber, for sweeps and shutdown
+
+	// mu is held by the owner while it changes channels, and by the
+	// other goroutines while they read it; the owner reads it without.
+	mu       sync.RWMutex
+	channels map[string]*channel
+
+	// The fan-out's scratch, reused batch after batch.
+	batchNo uint64
+	groups  []group      // channels of this batch that have members here
+	msgCh   []*channel   // per batch message: its channel here, or nil
+	multi   []Subscriber // subscribers of several of this batch's channels
+	frames  [][]byte     // one multi subscriber's frames
+	iov     []unix.Iovec
+}
+
+// group is one channel's messages in a batch: their frames, per encoding
+// its members write.
+type group struct {
+	ch     *channel
+	frames [numEncodings][][]byte
+	sizes  [numEncodings]int
+}
+
+// Link puts sub in the table, on channels (names distinct; none is the
+// default channel, ""). The owner calls it.
+func (t *Table) Link(sub Subscriber, channels []string) {
+	slot := sub.HubSlot()
+	slot.idx = int32(len(t.subs))
+	t.subs = append(t.subs, sub)
+	if len(channels) == 0 {
+		channels = defaultChannel
+	}
+	if len(channels) > 1 {
+		slot.more = make([]link, len(channels)-1)
+	}
+	e := sub.Encoding()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.channels == nil {
+		t.channels = make(map[string]*channel)
+	}
+	for i, name := range channels {
+		ch := t.channels[name]
+		if ch == nil {
+			ch = &channel{name: name}
+			t.channels[name] = ch
+		}
+		*slot.linkAt(int32(i)) = link{ch: ch, idx: int32(len(ch.members))}
+		ch.members = append(ch.members, member{sub: sub, link: int32(i)})
+		ch.enc[e]++
+	}
+}
+
+var defaultChannel = []string{""}
+
+// Unlink takes sub out of the table; a subscriber not in it is left
+// alone. The owner calls it.
+func (t *Table) Unlink(sub Subscriber) {
+	slot := sub.HubSlot()
+	i := int(slot.idx)
+	if i < 0 || i >= len(t.subs) || t.subs[i] != sub {
+		return // already gone
+	}
+	last := len(t.subs) - 1
+	t.subs[i] = t.subs[last]
+	t.subs[i].HubSlot().idx = int32(i)
+	t.subs[last] = nil
+	t.subs = t.subs[:last]
+	slot.idx = -1
+
+	e := sub.Encoding()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for li := int32(0); li <= int32(len(slot.more)); li++ {
+		l := slot.linkAt(li)
+		ch := l.ch
+		end := len(ch.members) - 1
+		moved := ch.members[end]
+		ch.members[l.idx] = moved
+		moved.sub.HubSlot().linkAt(moved.link).idx = l.idx
+		ch.members[end] = member{}
+		ch.members = ch.members[:end]
+		ch.enc[e]--
+		if end == 0 {
+			delete(t.channels, ch.name)
+		}
+		*l = link{}
+	}
+	slot.more = nil
+}
+
+// Len is the number of subscribers in the table. The owner calls it.
+func (t *Table) Len() int { return len(t.subs) }
+
+// Members is how many of the table's subscribers are on channel; any
+// goroutine may ask.
+func (t *Table) Members(channel string) int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if ch := t.channels[channel]; ch != nil {
+		return len(ch.members)
+	}
+	return 0
+}
+
+// eachChannel calls fn with every channel that has members here and
+// their number; any goroutine may ask. fn must not call back into t.
+func (t *Table) eachChannel(fn func(name string, members int)) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for name, ch := range t.channels {
+		fn(name, len(ch.members))
+	}
+}
+
+// FanOut writes batch, in order, to every subscriber on each message's
+// channel. Per channel of the batch, the list of its frames is built once
+// per encoding its members write, and the same bytes go to each of them,
+// one Deliver (one writev) per subscriber and batch. A subscriber on
+// several of the batch's channels gets their messages merged, in batch
+// order. It allocates nothing once the scratch has grown to the batch.
+// The owner calls it.
+func (t *Table) FanOut(batch []Message) (delivered, dropped uint64) {
+	t.batchNo++
+	t.group(batch)
+	several := len(t.groups) > 1
+	for g := range t.groups {
+		grp := &t.groups[g]
+		for _, mb := range grp.ch.members {
+			sub := mb.sub
+			if slot := sub.HubSlot(); several && slot.more != nil {
+				// On several channels, maybe several of this batch's:
+				// merged below, in one Deliver.
+				if slot.mark != t.batchNo {
+					slot.mark = t.batchNo
+					t.multi = append(t.multi, sub)
+				}
+				continue
+			}
+			e := sub.Encoding()
+			d, x := sub.Deliver(grp.frames[e], grp.sizes[e], &t.iov)
+			delivered += uint64(d)
+			dropped += uint64(x)
+		}
+	}
+	for _, sub := range t.multi {
+		d, x := t.deliverMerged(sub, batch)
+		delivered += uint64(d)
+		dropped += uint64(x)
+	}
+	t.release()
+	return delivered, dropped
+}
+
+// group sorts the batch's messages into the groups of the channels that
+// have members here, and builds each group's frames for the encodings its
+// members write (building an encoding the first time any shard needs it).
+func (t *Table) group(batch []Message) {
+	t.msgCh = t.msgCh[:0]
+	for i := range batch {
+		m := &batch[i]
+		ch := t.channels[m.Channel]
+		t.msgCh = append(t.msgCh, ch)
+		if ch == nil {
+			continue
+		}
+		if ch.mark != t.batchNo {
+			ch.mark, ch.grp = t.batchNo, int32(len(t.groups))
+			if len(t.groups) < cap(t.groups) {
+				t.groups = t.groups[:len(t.groups)+1]
+			} else {
+				t.groups = append(t.groups, group{})
+			}
+			t.groups[ch.grp].ch = ch
+		}
+		grp := &t.groups[ch.grp]
+		for e := range numEncodings {
+			if ch.enc[e] > 0 {
+				b := m.Bytes(e)
+				grp.frames[e] = append(grp.frames[e], b)
+				grp.sizes[e] += len(b)
+			}
+		}
+	}
+}
+
+// deliverMerged delivers to sub, a subscriber of several channels, the
+// batch's messages on any of them, in batch order.
+func (t *Table) deliverMerged(sub Subscriber, batch []Message) (int, int) {
+	slot, e := sub.HubSlot(), sub.Encoding()
+	frames, size := t.frames[:0], 0
+	for i, ch := range t.msgCh {
+		if ch != nil && slot.on(ch) {
+			b := batch[i].Bytes(e)
+			frames = append(frames, b)
+			size += len(b)
+		}
+	}
+	t.frames = frames
+	return sub.Deliver(frames, size, &t.iov)
+}
+
+// release lets go of the batch's frames: the ring let go of these
+// messages, and so does the scratch.
+func (t *Table) release() {
+	for g := range t.groups {
+		grp := &t.groups[g]
+		for e := range grp.frames {
+			clear(grp.frames[e])
+			grp.frames[e], grp.sizes[e] = grp.frames[e][:0], 0
+		}
+		grp.ch = nil
+	}
+	t.groups = t.groups[:0]
+	clear(t.msgCh)
+	clear(t.multi)
+	clear(t.frames)
+	t.multi, t.frames = t.multi[:0], t.frames[:0]
+}

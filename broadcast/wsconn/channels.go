@@ -1,0 +1,121 @@
+package wsconn
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/gobwas/ws"
+
+	"github.com/fanout/fanout/broadcast/frame"
+	"github.com/fanout/fanout/broadcast/hub"
+)
+
+// Format is how a connection receives messages.
+type Format uint8
+
+const (
+	// FormatRaw: every message is one frame holding the payload as
+	// published, text or binary (the seed's behaviour). One channel at
+	// most.
+	FormatRaw Format = iota
+	// FormatJSON: every frame is a text frame holding one JSON object: a
+	// welcome first, then one per message (hub.EncodingJSON).
+	FormatJSON
+)
+
+// CloseSlowJSON is the close code of a json-format client the server
+// would otherwise have to drop a message for: it is closed instead, and
+// resumes with since= from the last seq it saw.
+const CloseSlowJSON ws.StatusCode = 4000
+
+var goodbyeSlowJSON = frame.Close(CloseSlowJSON, "slow consumer: reconnect with since= to resume")
+
+// subscription is what a connection that names channels, or asks for the
+// json format, keeps: a connection on the default channel in raw format
+// (the seed's client) has none.
+type subscription struct {
+	format   Format
+	channels []string // none: the default channel
+	resume   bool     // it asked to resume: its welcome says whether it did
+}
+
+// welcome is the first frame of a json-format connection:
+//
+//	{"type":"welcome","epoch":"E","seq":S,"channels":["a","b"]}
+//
+// plus "recovered" when it asked to resume.
+func welcome(epoch string, channels []string, j hub.Joined, resume bool) []byte {
+	b := make([]byte, 0, 96+len(epoch)+len(channels)*16)
+	b = append(b, `{"type":"welcome","epoch":`...)
+	b = hub.AppendJSONString(b, epoch)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, j.Seq, 10)
+	b = append(b, `,"channels":[`...)
+	for i, c := range channels {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = hub.AppendJSONString(b, c)
+	}
+	b = append(b, ']')
+	if resume {
+		b = append(b, `,"recovered":`...)
+		b = strconv.AppendBool(b, j.Recovered)
+	}
+	b = append(b, '}')
+	return frame.Compile(ws.OpText, b)
+}
+
+// clientMessage is what a json-format client sends to publish.
+type clientMessage struct {
+	Channel    string          `json:"channel"`
+	Data       json.RawMessage `json:"data"`
+	DataBase64 *string         `json:"data_base64"`
+}
+
+// parseClientMessage reads a json-format client's message: to one of its
+// channels, data (any JSON value) or data_base64. The error is the close
+// reason the client gets (1008).
+func (s *subscription) parseClientMessage(op ws.OpCode, payload []byte) (channel string, kind hub.Kind, data []byte, err error) {
+	var m clientMessage
+	switch {
+	case op != ws.OpText:
+		return "", 0, nil, errJSONFormat
+	case json.Unmarshal(payload, &m) != nil:
+		return "", 0, nil, errJSONFormat
+	case !s.on(m.Channel):
+		return "", 0, nil, &frame.CloseError{Code: ws.StatusPolicyViolation, Reason: fmt.Sprintf("not subscribed to channel %.80q", m.Channel)}
+	case m.DataBase64 != nil && m.Data != nil:
+		return "", 0, nil, errJSONBoth
+	case m.DataBase64 != nil:
+		b, err := base64.StdEncoding.DecodeString(*m.DataBase64)
+		if err != nil {
+			return "", 0, nil, errJSONBase64
+		}
+		return m.Channel, hub.KindBinary, b, nil
+	case m.Data == nil:
+		return "", 0, nil, errJSONFormat
+	}
+	kind, data, err = hub.FromJSON(m.Data)
+	if err != nil { // cannot happen: Unmarshal checked it
+		return "", 0, nil, errJSONFormat
+	}
+	return m.Channel, kind, data, nil
+}
+
+// on reports whether the connection is subscribed to channel.
+func (s *subscription) on(channel string) bool {
+	if len(s.channels) == 0 {
+		return channel == ""
+	}
+	return slices.Contains(s.channels, channel)
+}
+
+var (
+	errJSONFormat = &frame.CloseError{Code: ws.StatusPolicyViolation, Reason: `json format: send {"channel":"NAME","data":VALUE} as a text frame`}
+	errJSONBoth   = &frame.CloseError{Code: ws.StatusPolicyViolation, Reason: "json format: data and data_base64 both given"}
+	errJSONBase64 = &frame.CloseError{Code: ws.StatusPolicyViolation, Reason: "json format: data_base64 is not valid base64"}
+)
