@@ -78,13 +78,19 @@ func handshakeRequest(addr, path string, extra ...string) string {
 
 func dialRaw(t testing.TB, addr string) *rawClient {
 	t.Helper()
+	return dialRawWith(t, addr, handshakeRequest(addr, "/ws"))
+}
+
+// dialRawWith upgrades with the handshake request req.
+func dialRawWith(t testing.TB, addr, req string) *rawClient {
+	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
 	rc := &rawClient{Conn: nc, br: bufio.NewReader(nc)}
-	if _, err := io.WriteString(nc, handshakeRequest(addr, "/ws")); err != nil {
+	if _, err := io.WriteString(nc, req); err != nil {
 		t.Fatal(err)
 	}
 	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))

@@ -31,7 +31,7 @@ func parseSubscription(q url.Values, maxChannels int) (subscription, error) {
 	var sub subscription
 	for _, name := range q["channel"] {
 		if err := hub.ValidChannel(name); err != nil {
-			return sub, fmt.Errorf("channel %.140q: %w", name, errors.Unwrap(err))
+			return sub, fmt.Errorf("channel %.140q: %s", name, why(err))
 		}
 		if !slices.Contains(sub.channels, name) {
 			sub.channels = append(sub.channels, name)
@@ -69,8 +69,9 @@ func ParseCursor(s string) (hub.Cursor, error) {
 
 // resolve decides the connection's format once its channels are known
 // (the token may have given them): raw by default with at most one
-// channel, json by default and required with more; since needs json (a
-// raw frame could not say whether it was replayed).
+// channel, json by default and required with more, and with since (a raw
+// frame could not say whether it was replayed: format=raw with since is
+// refused).
 func (sub *subscription) resolve(channels []string, maxChannels int) (wsconn.Format, error) {
 	if !slices.Equal(channels, sub.channels) { // the token's: check them as the URL's were
 		if len(channels) > maxChannels {
@@ -78,13 +79,13 @@ func (sub *subscription) resolve(channels []string, maxChannels int) (wsconn.For
 		}
 		for _, name := range channels {
 			if err := hub.ValidChannel(name); err != nil {
-				return 0, fmt.Errorf("token channel %.140q: %w", name, errors.Unwrap(err))
+				return 0, fmt.Errorf("token channel %.140q: %s", name, why(err))
 			}
 		}
 	}
 	sub.channels = channels
 	switch {
-	case sub.format == "json", sub.format == "" && len(channels) > 1:
+	case sub.format == "json", sub.format == "" && (len(channels) > 1 || sub.resume):
 		return wsconn.FormatJSON, nil
 	case len(channels) > 1:
 		return 0, errors.New("format=raw takes one channel: use format=json for several")
@@ -92,6 +93,14 @@ func (sub *subscription) resolve(channels []string, maxChannels int) (wsconn.For
 		return 0, errors.New("since needs format=json")
 	}
 	return wsconn.FormatRaw, nil
+}
+
+// why is what is wrong with a channel name, without the package prefix.
+func why(err error) string {
+	if ce, ok := errors.AsType[*hub.ChannelNameError](err); ok {
+		return ce.Why
+	}
+	return err.Error()
 }
 
 // hubSubscription is what the connection asks of the hub.

@@ -180,8 +180,10 @@ func (h *Memory) Replay(dst []hub.Message, channels []string, after, upto uint64
 
 // Top is the latest seq kept on channel; 0 if none is.
 func (h *Memory) Top(channel string) uint64 {
+	now := h.cfg.Now().UnixNano()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.expireLocked(now)
 	if st := h.streams[channel]; st != nil && st.at < len(st.msgs) {
 		return st.msgs[len(st.msgs)-1].msg.Seq
 	}
@@ -190,8 +192,10 @@ func (h *Memory) Top(channel string) uint64 {
 
 // Tops returns the latest seq kept on every channel that has messages.
 func (h *Memory) Tops() map[string]uint64 {
+	now := h.cfg.Now().UnixNano()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.expireLocked(now)
 	out := make(map[string]uint64, len(h.streams))
 	for name, st := range h.streams {
 		out[name] = st.msgs[len(st.msgs)-1].msg.Seq
@@ -211,7 +215,9 @@ type Stats struct {
 
 // Stats returns the history's gauges and counters.
 func (h *Memory) Stats() Stats {
+	now := h.cfg.Now().UnixNano()
 	h.mu.Lock()
+	h.expireLocked(now)
 	st := Stats{Messages: h.kept, Bytes: h.bytes, Channels: len(h.streams)}
 	h.mu.Unlock()
 	st.ForgotSize, st.ForgotTTL, st.ForgotBytes = h.forgot[forgotSize].Load(), h.forgot[forgotTTL].Load(), h.forgot[forgotBytes].Load()

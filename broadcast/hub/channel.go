@@ -8,8 +8,15 @@ import (
 // MaxChannelName is the longest channel name, in bytes.
 const MaxChannelName = 128
 
-// ErrChannelName: a channel name that ValidChannel refuses.
+// ErrChannelName: a channel name that ValidChannel refuses. The error
+// ValidChannel returns is a *ChannelNameError that matches it.
 var ErrChannelName = errors.New("hub: invalid channel name")
+
+// ChannelNameError says what is wrong with a channel name.
+type ChannelNameError struct{ Why string }
+
+func (e *ChannelNameError) Error() string        { return ErrChannelName.Error() + ": " + e.Why }
+func (e *ChannelNameError) Is(target error) bool { return target == ErrChannelName }
 
 // ValidChannel checks a channel name a client or a publisher gave: 1 to
 // MaxChannelName bytes of [A-Za-z0-9_.:@/=-]. (The default channel, "",
@@ -18,13 +25,13 @@ var ErrChannelName = errors.New("hub: invalid channel name")
 func ValidChannel(name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("%w: empty", ErrChannelName)
+		return &ChannelNameError{"empty"}
 	case len(name) > MaxChannelName:
-		return fmt.Errorf("%w: %d bytes, over %d", ErrChannelName, len(name), MaxChannelName)
+		return &ChannelNameError{fmt.Sprintf("%d bytes, over %d", len(name), MaxChannelName)}
 	}
 	for i := 0; i < len(name); i++ {
 		if !channelByte[name[i]] {
-			return fmt.Errorf("%w: byte %q at %d (allowed: A-Z a-z 0-9 _ . : @ / = -)", ErrChannelName, name[i], i)
+			return &ChannelNameError{fmt.Sprintf("byte %q at %d (allowed: A-Z a-z 0-9 _ . : @ / = -)", name[i], i)}
 		}
 	}
 	return nil
