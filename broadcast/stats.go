@@ -1,6 +1,7 @@
 package broadcast
 
 import (
+	"github.com/fanout/fanout/broadcast/history"
 	"github.com/fanout/fanout/broadcast/hub"
 	"github.com/fanout/fanout/netpoll"
 )
@@ -29,6 +30,13 @@ type Stats struct {
 
 	FanoutDuration HistSnapshot // seconds per shard batch
 	QueueSizes     HistSnapshot // bytes, sampled each sweep for queued connections
+
+	Subscriptions      int64         // channel memberships of the connections in the hub
+	Resumed            uint64        // connections that resumed (since=) with everything they missed
+	NotRecovered       uint64        // connections whose resume was refused: recovered:false
+	History            history.Stats // the history's gauges and counters (zero without one)
+	IdempotentRepeats  uint64        // publishes answered from an earlier one's receipt
+	IdempotencyEvicted uint64        // idempotency keys forgotten before their window ended (over IdempotencyKeys)
 }
 
 // Closed returns the count of connections that ended for reason r.
@@ -58,6 +66,15 @@ func (s *Server) Stats() Stats {
 		Poller:         s.poller.Stats(),
 		FanoutDuration: h.FanoutDuration,
 		QueueSizes:     h.QueueSizes,
+
+		Subscriptions:      h.Subscriptions,
+		Resumed:            s.ws.Resumed(),
+		NotRecovered:       s.ws.NotRecovered(),
+		IdempotentRepeats:  s.idem.repeats.Load(),
+		IdempotencyEvicted: s.idem.evicted.Load(),
+	}
+	if s.hist != nil {
+		st.History = s.hist.Stats()
 	}
 	for i := range st.Rejected {
 		st.Rejected[i] = s.rejected[i].Load()

@@ -38,6 +38,15 @@ var (
 	descPoolCap      = prometheus.NewDesc("fanout_workers", "Worker pool size.", nil, nil)
 	descPoolWaiting  = prometheus.NewDesc("fanout_workers_waiting_tasks", "Tasks queued because every worker was busy.", nil, nil)
 	descPoolOverload = prometheus.NewDesc("fanout_workers_overloads_total", "Times every worker was busy when an event arrived.", nil, nil)
+
+	descSubscriptions = prometheus.NewDesc("fanout_subscriptions", "Channel memberships of open connections (the default channel counts as one).", nil, nil)
+	descResumes       = prometheus.NewDesc("fanout_resumes_total", "Connections that asked to resume (since=), by result: recovered (everything missed replayed) or not_recovered.", []string{"result"}, nil)
+	descHistMessages  = prometheus.NewDesc("fanout_history_messages", "Messages kept in the history for resumes.", nil, nil)
+	descHistBytes     = prometheus.NewDesc("fanout_history_bytes", "Bytes the history holds (bounded by -history-bytes).", nil, nil)
+	descHistChannels  = prometheus.NewDesc("fanout_history_channels", "Channels with messages in the history.", nil, nil)
+	descHistForgot    = prometheus.NewDesc("fanout_history_forgotten_total", "Messages the history forgot, by bound: size (-history-size), ttl (-history-ttl), bytes (-history-bytes).", []string{"bound"}, nil)
+	descIdemRepeats   = prometheus.NewDesc("fanout_idempotent_repeats_total", "Publishes answered from an earlier publish with the same Idempotency-Key (nothing published again).", nil, nil)
+	descIdemEvicted   = prometheus.NewDesc("fanout_idempotency_keys_evicted_total", "Idempotency keys forgotten before their window ended (over -idempotency-keys).", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -78,4 +87,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descPoolCap, float64(st.Poller.Workers))
 	gauge(descPoolWaiting, float64(st.Poller.Backlog))
 	counter(descPoolOverload, st.Poller.Overloads)
+	gauge(descSubscriptions, float64(st.Subscriptions))
+	counter(descResumes, st.Resumed, "recovered")
+	counter(descResumes, st.NotRecovered, "not_recovered")
+	gauge(descHistMessages, float64(st.History.Messages))
+	gauge(descHistBytes, float64(st.History.Bytes))
+	gauge(descHistChannels, float64(st.History.Channels))
+	counter(descHistForgot, st.History.ForgotSize, "size")
+	counter(descHistForgot, st.History.ForgotTTL, "ttl")
+	counter(descHistForgot, st.History.ForgotBytes, "bytes")
+	counter(descIdemRepeats, st.IdempotentRepeats)
+	counter(descIdemEvicted, st.IdempotencyEvicted)
 }

@@ -328,6 +328,7 @@ type Stats struct {
 	Dropped        uint64       // messages subscribers dropped (slow, drop policy)
 	FanoutDuration HistSnapshot // seconds per shard batch
 	QueueSizes     HistSnapshot // bytes queued per backlogged subscriber, sampled each sweep
+	Subscriptions  int64        // channel memberships in the tables
 }
 
 // Stats returns the hub's counters.
@@ -336,6 +337,7 @@ func (h *Hub) Stats() Stats {
 	for _, s := range h.shards {
 		st.Deliveries += s.deliveries.Load()
 		st.Dropped += s.dropped.Load()
+		st.Subscriptions += s.table.subscriptions.Load()
 		s.fanoutHist.Snapshot(&st.FanoutDuration)
 		s.queueHist.Snapshot(&st.QueueSizes)
 	}

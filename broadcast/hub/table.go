@@ -2,6 +2,7 @@ package hub
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,8 +78,9 @@ type Table struct {
 
 	// mu is held by the owner while it changes channels, and by the
 	// other goroutines while they read it; the owner reads it without.
-	mu       sync.RWMutex
-	channels map[string]*channel
+	mu            sync.RWMutex
+	channels      map[string]*channel
+	subscriptions atomic.Int64 // memberships, for readers outside
 
 	// The fan-out's scratch, reused batch after batch.
 	batchNo uint64
@@ -125,6 +127,7 @@ func (t *Table) Link(sub Subscriber, channels []string) {
 		ch.members = append(ch.members, member{sub: sub, link: int32(i)})
 		ch.enc[e]++
 	}
+	t.subscriptions.Add(int64(len(channels)))
 }
 
 var defaultChannel = []string{""}
@@ -162,6 +165,7 @@ func (t *Table) Unlink(sub Subscriber) {
 		}
 		*l = link{}
 	}
+	t.subscriptions.Add(-int64(1 + len(slot.more)))
 	slot.more = nil
 }
 

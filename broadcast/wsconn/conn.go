@@ -88,6 +88,7 @@ type Env struct {
 	messagesIn                    atomic.Uint64
 	bytesIn                       atomic.Uint64 // bytes read from clients
 	partialBytes                  atomic.Int64  // read buffers held between events, all connections
+	resumed, notRecovered         atomic.Uint64 // resumes (since=) by outcome
 }
 
 // NewEnv returns the shared state of connections that write through out,
@@ -121,6 +122,11 @@ func (e *Env) MessagesIn() uint64 { return e.messagesIn.Load() }
 
 // BytesIn is the count of bytes read from clients.
 func (e *Env) BytesIn() uint64 { return e.bytesIn.Load() }
+
+// Resumed is the count of connections that resumed with everything they
+// missed; NotRecovered of those told recovered:false.
+func (e *Env) Resumed() uint64      { return e.resumed.Load() }
+func (e *Env) NotRecovered() uint64 { return e.notRecovered.Load() }
 
 // PartialBytes is the read buffer capacity connections hold now for
 // incomplete frames (bounded by Config.MaxPartialBytes).
@@ -224,6 +230,12 @@ func (c *Conn) Join(j hub.Joined) {
 	defer c.Unlock()
 	if c.sub != nil && c.sub.format == FormatJSON {
 		resume := c.sub.resume
+		switch {
+		case resume && j.Recovered:
+			c.env.resumed.Add(1)
+		case resume:
+			c.env.notRecovered.Add(1)
+		}
 		c.QueueFramesLocked([][]byte{welcome(c.env.hub.Epoch(), c.sub.channels, j, resume)})
 		if len(j.Replay) > 0 {
 			frames := make([][]byte, len(j.Replay))
