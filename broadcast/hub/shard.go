@@ -2,6 +2,7 @@ package hub
 
 import (
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,6 +95,7 @@ type Shard struct {
 	// Owned by the shard goroutine (table's channel counts excepted: see
 	// Table).
 	spareAdds    []addition   // the inbox's other buffers
+	waiting      []addition   // resumes from a seq the shard has not taken yet (see applyInbox)
 	spareRemoves []Subscriber //
 	table        Table
 	lastSweep    uint64 // the hub tick of the last sweep
@@ -194,6 +196,7 @@ func (s *Shard) applyInbox() {
 	adds, removes := s.adds, s.removes
 	s.adds, s.removes = s.spareAdds[:0], s.spareRemoves[:0]
 	s.mu.Unlock()
+	adds = s.admitWaiting(adds)
 	for _, a := range adds {
 		s.table.Link(a.sub, a.req.Channels)
 	}
@@ -210,11 +213,48 @@ func (s *Shard) applyInbox() {
 	}
 	for _, sub := range removes {
 		s.table.Unlink(sub)
+		s.waiting = slices.DeleteFunc(s.waiting, func(a addition) bool { return a.sub == sub })
 	}
 	clear(adds)
 	clear(removes)
 	s.spareAdds, s.spareRemoves = adds, removes
 	s.count.Store(int64(s.table.Len()))
+}
+
+// admitWaiting returns the additions that join now: adds and those that
+// waited, less those that must wait. A subscriber resuming from a seq this
+// shard has not taken yet (another shard delivered it to the client's
+// earlier connection) waits for the shard to pass it, a batch or two:
+// joining now would deliver it, live, messages it already has. Its 101
+// waits with it.
+func (s *Shard) admitWaiting(adds []addition) []addition {
+	if len(s.waiting) == 0 && !s.anyAhead(adds) {
+		return adds
+	}
+	all := append(s.waiting, adds...)
+	s.waiting = nil
+	ready, last := adds[:0], s.cursor.Load()-1
+	head := s.hub.Last()
+	for _, a := range all {
+		if r := a.req; r.Resume && r.Since.Epoch == s.hub.epoch && r.Since.Seq > last && r.Since.Seq <= head {
+			s.waiting = append(s.waiting, a)
+			continue
+		}
+		ready = append(ready, a)
+	}
+	return ready
+}
+
+// anyAhead reports whether some addition resumes from beyond the shard's
+// cursor.
+func (s *Shard) anyAhead(adds []addition) bool {
+	last := s.cursor.Load() - 1
+	for _, a := range adds {
+		if a.req.Resume && a.req.Since.Seq > last {
+			return true
+		}
+	}
+	return false
 }
 
 // joined is where a subscriber asking for req starts: the seq before the

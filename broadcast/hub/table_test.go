@@ -1,9 +1,12 @@
 package hub_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -119,5 +122,102 @@ func TestTableEncodings(t *testing.T) {
 	tb.FanOut(batch)
 	if !slices.Equal(raw.got, []string{"hi"}) || len(js.got) != 1 || js.got[0] != `{"type":"message","channel":"a","seq":1,"data":"hi"}` {
 		t.Fatalf("raw %q, json %q", raw.got, js.got)
+	}
+}
+
+// joinSub records its Joined and the seqs delivered to it; block, when
+// set, holds its first Deliver until closed (a shard kept busy).
+type joinSub struct {
+	hub.Slot
+	mu      sync.Mutex
+	joined  chan hub.Joined
+	block   chan struct{}
+	entered chan struct{} // with block: closed as the blocked Deliver starts
+	seqs    []uint64
+}
+
+func (s *joinSub) Join(j hub.Joined)      { s.joined <- hub.Joined{Seq: j.Seq, Recovered: j.Recovered} }
+func (s *joinSub) Encoding() hub.Encoding { return hub.EncodingJSON }
+func (s *joinSub) Deliver(frames [][]byte, _ int, _ *[]unix.Iovec) (int, int) {
+	if s.block != nil {
+		if s.entered != nil {
+			close(s.entered)
+			s.entered = nil
+		}
+		<-s.block
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range frames {
+		var e struct{ Seq uint64 }
+		_ = json.Unmarshal(f[2:], &e)
+		s.seqs = append(s.seqs, e.Seq)
+	}
+	return len(frames), 0
+}
+func (s *joinSub) Sweep(int64, bool) int { return 0 }
+func (s *joinSub) Drain()                {}
+func (s *joinSub) Kill()                 {}
+
+// A client resuming from a seq its new shard has not taken yet (another
+// shard, ahead, delivered it) joins once the shard has passed it: it is
+// recovered, and gets nothing it already had.
+func TestResumeOnALaggingShard(t *testing.T) {
+	h := hub.New(hub.Config{Shards: 2, History: historyOf(t)})
+	defer h.Stop()
+	busy := &joinSub{joined: make(chan hub.Joined, 1), block: make(chan struct{}), entered: make(chan struct{})}
+	entered := busy.entered
+	h.Add(busy, 0, hub.Subscription{Channels: []string{"a"}}) // shard 0
+	<-busy.joined
+	ahead := &joinSub{joined: make(chan hub.Joined, 1)}
+	h.Add(ahead, 1, hub.Subscription{Channels: []string{"a"}}) // shard 1
+	<-ahead.joined
+	var last uint64
+	for i := 0; i < 5; i++ {
+		var err error
+		if last, err = h.Broadcast(hub.NewMessage("a", hub.KindText, []byte("m"))); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			<-entered // shard 0 took only the first, and is stuck delivering it
+		}
+	}
+	waitUntil(t, "shard 1 to deliver everything", func() bool {
+		ahead.mu.Lock()
+		defer ahead.mu.Unlock()
+		return len(ahead.seqs) == 5
+	})
+	// Shard 0 is stuck in its first batch: the resume lands there.
+	late := &joinSub{joined: make(chan hub.Joined, 1)}
+	h.Add(late, 2, hub.Subscription{Channels: []string{"a"}, Resume: true, Since: hub.Cursor{Epoch: h.Epoch(), Seq: last}})
+	close(busy.block)
+	j := <-late.joined
+	if !j.Recovered || j.Seq < last {
+		t.Fatalf("joined %+v, want recovered at seq >= %d", j, last)
+	}
+	next, err := h.Broadcast(hub.NewMessage("a", hub.KindText, []byte("after")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the late one to get the next message", func() bool {
+		late.mu.Lock()
+		defer late.mu.Unlock()
+		return len(late.seqs) > 0
+	})
+	late.mu.Lock()
+	defer late.mu.Unlock()
+	if !slices.Equal(late.seqs, []uint64{next}) {
+		t.Fatalf("the late one got seqs %v, want only %d: messages it already had came again", late.seqs, next)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
