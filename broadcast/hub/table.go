@@ -208,14 +208,16 @@ func (t *Table) FanOut(batch []Message) (delivered, dropped uint64) {
 		grp := &t.groups[g]
 		for _, mb := range grp.ch.members {
 			sub := mb.sub
-			if slot := sub.HubSlot(); several && slot.more != nil {
-				// On several channels, maybe several of this batch's:
-				// merged below, in one Deliver.
-				if slot.mark != t.batchNo {
-					slot.mark = t.batchNo
-					t.multi = append(t.multi, sub)
+			if several {
+				if slot := sub.HubSlot(); slot.more != nil {
+					// On several channels, maybe several of this
+					// batch's: merged below, in one Deliver.
+					if slot.mark != t.batchNo {
+						slot.mark = t.batchNo
+						t.multi = append(t.multi, sub)
+					}
+					continue
 				}
-				continue
 			}
 			e := sub.Encoding()
 			d, x := sub.Deliver(grp.frames[e], grp.sizes[e], &t.iov)
