@@ -13,10 +13,16 @@ import (
 // shard goroutine.
 type Slot struct {
 	shard *Shard
-	idx   int32  // in Table.subs
-	phase uint32 // the sweep, of every Hub.pingPhases, that pings it
-	first link   // its first channel (every subscriber has one)
-	more  []link // the others, for a subscriber of several; nil for one
+	idx   int32       // in Table.subs
+	phase uint32      // the sweep, of every Hub.pingPhases, that pings it
+	first link        // its first channel (every subscriber has one)
+	more  *extraLinks // the others, for a subscriber of several; nil for one (most: 8 bytes, not 32)
+}
+
+// extraLinks are the channels of a subscriber of several beyond its
+// first, and the fan-out's mark for it.
+type extraLinks struct {
+	links []link
 	mark  uint64 // the batch (Table.batchNo) that last put it in Table.multi
 }
 
@@ -35,7 +41,15 @@ func (s *Slot) linkAt(i int32) *link {
 	if i == 0 {
 		return &s.first
 	}
-	return &s.more[i-1]
+	return &s.more.links[i-1]
+}
+
+// links is the number of channels the subscriber is on.
+func (s *Slot) links() int32 {
+	if s.more == nil {
+		return 1
+	}
+	return int32(1 + len(s.more.links))
 }
 
 // on reports whether the subscriber is a member of ch.
@@ -43,8 +57,11 @@ func (s *Slot) on(ch *channel) bool {
 	if s.first.ch == ch {
 		return true
 	}
-	for i := range s.more {
-		if s.more[i].ch == ch {
+	if s.more == nil {
+		return false
+	}
+	for i := range s.more.links {
+		if s.more.links[i].ch == ch {
 			return true
 		}
 	}
@@ -109,7 +126,7 @@ func (t *Table) Link(sub Subscriber, channels []string) {
 		channels = defaultChannel
 	}
 	if len(channels) > 1 {
-		slot.more = make([]link, len(channels)-1)
+		slot.more = &extraLinks{links: make([]link, len(channels)-1)}
 	}
 	e := sub.Encoding()
 	t.mu.Lock()
@@ -150,7 +167,8 @@ func (t *Table) Unlink(sub Subscriber) {
 	e := sub.Encoding()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for li := int32(0); li <= int32(len(slot.more)); li++ {
+	n := slot.links()
+	for li := int32(0); li < n; li++ {
 		l := slot.linkAt(li)
 		ch := l.ch
 		end := len(ch.members) - 1
@@ -165,7 +183,7 @@ func (t *Table) Unlink(sub Subscriber) {
 		}
 		*l = link{}
 	}
-	t.subscriptions.Add(-int64(1 + len(slot.more)))
+	t.subscriptions.Add(-int64(n))
 	slot.more = nil
 }
 
@@ -209,11 +227,11 @@ func (t *Table) FanOut(batch []Message) (delivered, dropped uint64) {
 		for _, mb := range grp.ch.members {
 			sub := mb.sub
 			if several {
-				if slot := sub.HubSlot(); slot.more != nil {
+				if more := sub.HubSlot().more; more != nil {
 					// On several channels, maybe several of this
 					// batch's: merged below, in one Deliver.
-					if slot.mark != t.batchNo {
-						slot.mark = t.batchNo
+					if more.mark != t.batchNo {
+						more.mark = t.batchNo
 						t.multi = append(t.multi, sub)
 					}
 					continue
