@@ -3,7 +3,8 @@
 // a goroutine each), publishes timestamped, sequenced messages, and reports
 // connect rates, deliveries, loss, duplicates, reordering and latency
 // percentiles. It works against any RFC 6455 broadcast server whose
-// clients receive every message, the sender's own included.
+// clients receive every message, the sender's own included; against
+// fanout, on one channel too (Config.Channel).
 package bench
 
 import (
@@ -53,6 +54,10 @@ type Config struct {
 	ConnectTimeout time.Duration `json:"connect_timeout_ns"`
 	// Hold is how long the connect scenario holds its connections.
 	Hold time.Duration `json:"hold_ns"`
+	// Channel puts the receivers and the publishers on this fanout
+	// channel: their URLs get ?channel=Channel, and so does PublishURL.
+	// Empty: the default channel, the URLs as given.
+	Channel string `json:"channel,omitempty"`
 
 	// Publishers is the number of publishing connections. Zero means 1.
 	Publishers int `json:"publishers"`
@@ -107,7 +112,7 @@ type Config struct {
 
 // WithDefaults fills zero fields and checks the rest.
 func (c Config) WithDefaults() (Config, error) {
-	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).fillMessages} {
+	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).checkChannel, (*Config).fillMessages} {
 		if err := phase(&c); err != nil {
 			return c, err
 		}
@@ -216,12 +221,14 @@ func (c *Config) fillMessages() error {
 // header as text): only in batches, which are lines of text.
 func (c Config) textPayload() bool { return c.PublishURL != "" && c.PublishBatch > 1 }
 
-// urlFor is the server the idx-th connection goes to.
-func (c Config) urlFor(idx int) string {
-	if len(c.urls) == 0 {
-		return c.URL
+// urlFor is the URL the idx-th connection dials: its server, and
+// channel ("": the default one) in the query.
+func (c Config) urlFor(idx int, channel string) string {
+	u := c.URL
+	if len(c.urls) > 0 {
+		u = c.urls[idx%len(c.urls)]
 	}
-	return c.urls[idx%len(c.urls)]
+	return withChannel(u, channel)
 }
 
 // procs is how many receiving processes the run needs.

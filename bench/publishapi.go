@@ -15,12 +15,12 @@ import (
 )
 
 // apiClient posts publishers' messages to a publish API (Config.PublishURL:
-// fanout's POST /publish). One is shared by a run's publishers; its
+// fanout's POST /publish, on Config.Channel if set). One is shared by a run's publishers; its
 // Transport keeps an idle keep-alive connection for each of them, and each
 // publisher's requests are sequential (one in flight), so its messages are
 // published in order.
 type apiClient struct {
-	url  string
+	url  string   // PublishURL, with ?channel=Channel when set
 	auth []string // the Authorization header's value
 	hc   *http.Client
 
@@ -47,7 +47,7 @@ func newAPIClient(cfg Config) *apiClient {
 		ForceAttemptHTTP2:   false,
 	}
 	return &apiClient{
-		url:  cfg.PublishURL,
+		url:  withChannel(cfg.PublishURL, cfg.Channel),
 		auth: []string{"Bearer " + cfg.PublishKey},
 		hc:   &http.Client{Transport: tr, Timeout: 10 * time.Second},
 	}

@@ -37,7 +37,7 @@ type publisher struct {
 }
 
 func connectPublisher(ctx context.Context, cfg Config, id int, api *apiClient) (*publisher, error) {
-	nc, extra, err := dial(ctx, cfg, id)
+	nc, extra, err := dial(ctx, cfg, id, cfg.Channel)
 	if err != nil {
 		return nil, err
 	}

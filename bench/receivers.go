@@ -91,10 +91,10 @@ func newRecvPool(cfg Config, offset int) (*recvPool, error) {
 	return &recvPool{cfg: cfg, poller: p, offset: offset, closes: make(map[int]int64)}, nil
 }
 
-// dial opens and upgrades one client connection, bound to the idx-th
-// source address. It returns bytes the server sent right after the
-// handshake, if any.
-func dial(ctx context.Context, cfg Config, idx int) (net.Conn, []byte, error) {
+// dial opens and upgrades one client connection on channel ("": the
+// default one), bound to the idx-th source address. It returns bytes the
+// server sent right after the handshake, if any.
+func dial(ctx context.Context, cfg Config, idx int, channel string) (net.Conn, []byte, error) {
 	var laddr *net.TCPAddr
 	if n := len(cfg.SourceIPs); n > 0 {
 		laddr = &net.TCPAddr{IP: cfg.SourceIPs[idx%n]}
@@ -106,7 +106,7 @@ func dial(ctx context.Context, cfg Config, idx int) (net.Conn, []byte, error) {
 			return nd.DialContext(ctx, network, addr)
 		},
 	}
-	nc, br, _, err := d.Dial(ctx, cfg.urlFor(idx))
+	nc, br, _, err := d.Dial(ctx, cfg.urlFor(idx, channel))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -170,7 +170,7 @@ func (p *recvPool) open(ctx context.Context, r *receiver) error {
 		p.attempted.Add(1)
 		start := time.Now()
 		var extra []byte
-		r.nc, extra, err = dial(ctx, p.cfg, r.idx+p.offset)
+		r.nc, extra, err = dial(ctx, p.cfg, r.idx+p.offset, p.cfg.Channel)
 		if err != nil {
 			continue
 		}

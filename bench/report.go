@@ -28,6 +28,9 @@ func (r *Result) WriteText(w io.Writer) {
 	fmt.Fprintf(tw, "connect rate\t%.0f/s over %.1f s\n", r.Connect.PerSecond, r.Connect.Seconds)
 	h := r.Connect.Handshake
 	fmt.Fprintf(tw, "handshake latency\tp50 %s  p99 %s  max %s\n", ms(h.P50), ms(h.P99), ms(h.Max))
+	if c.Channel != "" {
+		fmt.Fprintf(tw, "channel\t%s\n", c.Channel)
+	}
 	if f := r.Fanout; f != nil {
 		rate := "max (closed loop)"
 		if c.Rate > 0 {

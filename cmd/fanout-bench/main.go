@@ -6,6 +6,7 @@
 //	fanout-bench slow     -url ... -conns 1000 -slow-fraction 0.1
 //	fanout-bench churn    -url ... -conns 1000 -churn-rate 50
 //	fanout-bench fanout   -url ... -publish-url http://127.0.0.1:8081/publish -publish-key K   (publishers POST)
+//	fanout-bench fanout   -url ... -channel news            (receivers and publishers on one channel)
 //	fanout-bench baseline -addr 127.0.0.1:9090      (the classic hub, for side-by-side runs)
 //
 // Every run prints its environment first, then a table; -json and -report
@@ -54,6 +55,7 @@ Scenarios:
   compare   print results (-json files) side by side with ratios
   summary   one line per result file: deliveries/s, loss ratio, p99 (ms), server CPU/delivery (µs)
 
+-channel NAME puts connect, fanout, slow and churn on one fanout channel.
 Run fanout-bench <scenario> -help for its flags.
 `
 
@@ -127,6 +129,9 @@ func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
 	if full.PublishURL != "" {
 		fmt.Fprintf(stdout, " publish-url=%s publish-batch=%d", full.PublishURL, full.PublishBatch)
 	}
+	if full.Channel != "" {
+		fmt.Fprintf(stdout, " channel=%s", full.Channel)
+	}
 	fmt.Fprintln(stdout)
 
 	progress := progressLine(stderr, a.quiet)
@@ -174,6 +179,7 @@ func scenarioFlags(scenario string, stderr io.Writer) (*flag.FlagSet, *scenarioA
 	fs.IntVar(&cfg.ConnectRetries, "connect-retries", 2, "retries per failed connection (`n`)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 10*time.Second, "dial + handshake `timeout`")
 	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "connect: how long to hold the connections")
+	fs.StringVar(&cfg.Channel, "channel", "", "fanout channel `name` for receivers and publishers (?channel=name on their URLs and on -publish-url; default: the default channel, URLs as given)")
 	fs.IntVar(&cfg.Publishers, "publishers", 1, "publishing connections (`n`)")
 	fs.IntVar(&cfg.Size, "size", 64, "message size in `bytes` (≥ 20)")
 	fs.Var(rateFlag{&cfg.Rate}, "rate", "total messages per `second`, or max (closed loop, -window in flight per publisher)")

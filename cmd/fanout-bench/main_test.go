@@ -32,6 +32,8 @@ func TestBadArgumentsExit2(t *testing.T) {
 		{"fanout", "-publish-batch", "4"},
 		{"fanout", "-publish-url", "http://x/publish", "-publish-key", "k", "-publish-batch", "4", "-size", "39"},
 		{"slow", "-slow-fraction", "1.5"},
+		{"fanout", "-channel", "two words"},
+		{"fanout", "-url", "ws://x/ws?channel=a", "-channel", "b"},
 		{"connect", "-source-ips", "10.0.0.0/8"},
 		{"connect", "-server-pid", "abc"},
 		{"ceiling", "-conns", "0"},
