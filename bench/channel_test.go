@@ -196,16 +196,23 @@ func TestChannelURLs(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No channel: the URLs as given, byte for byte.
-	if u0, u1, api := cfg.urlFor(0, cfg.Channel), cfg.urlFor(1, cfg.Channel), newAPIClient(cfg).url; u0 != "ws://127.0.0.1:1/ws" || u1 != "ws://127.0.0.1:2/ws?token=t" || api != cfg.PublishURL {
+	if u0, u1, api := cfg.urlFor(0, cfg.channelFor(0)), cfg.urlFor(1, cfg.channelFor(1)), newAPIClient(cfg).url; u0 != "ws://127.0.0.1:1/ws" || u1 != "ws://127.0.0.1:2/ws?token=t" || api != cfg.PublishURL {
 		t.Fatalf("urls %q %q %q, want them as given", u0, u1, api)
 	}
 	cfg.Channel = "a/b=c:d@e"
 	if cfg, err = cfg.WithDefaults(); err != nil {
 		t.Fatal(err)
 	}
-	if u0, u1, api := cfg.urlFor(0, cfg.Channel), cfg.urlFor(1, cfg.Channel), newAPIClient(cfg).url; u0 != "ws://127.0.0.1:1/ws?channel=a%2Fb%3Dc%3Ad%40e" ||
+	if u0, u1, api := cfg.urlFor(0, cfg.channelFor(0)), cfg.urlFor(1, cfg.channelFor(1)), newAPIClient(cfg).url; u0 != "ws://127.0.0.1:1/ws?channel=a%2Fb%3Dc%3Ad%40e" ||
 		u1 != "ws://127.0.0.1:2/ws?token=t&channel=a%2Fb%3Dc%3Ad%40e" || api != "http://127.0.0.1:3/publish?channel=a%2Fb%3Dc%3Ad%40e" {
 		t.Fatalf("urls %q %q %q", u0, u1, api)
+	}
+	rooms, err := Config{Scenario: ScenarioRooms, URL: "ws://x/ws", Conns: 3}.WithDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := rooms.urlFor(2, rooms.channelFor(2)); u != "ws://x/ws?channel=room-2" || rooms.RatePerClient != 1 || rooms.Publishers != 0 {
+		t.Fatalf("rooms: url %q, rate per client %v, publishers %d; want room-2, 1, 0", u, rooms.RatePerClient, rooms.Publishers)
 	}
 
 	for _, bad := range []Config{
@@ -213,6 +220,16 @@ func TestChannelURLs(t *testing.T) {
 		{Channel: strings.Repeat("x", 129)},
 		{URL: "ws://x/ws?channel=a", Channel: "b"},
 		{URL: "ws://x/ws?channel=a"}, // -channel says it to the publish API too
+		{RoomPrefix: "room-"},
+		{RatePerClient: 2},
+		{Scenario: ScenarioRooms, Channel: "news"},
+		{Scenario: ScenarioRooms, RoomPrefix: "a room "},
+		{Scenario: ScenarioRooms, Conns: 1000, RoomPrefix: strings.Repeat("r", 126)}, // room-999 is 129 bytes
+		{Scenario: ScenarioRooms, RatePerClient: -1},
+		{Scenario: ScenarioRooms, Publishers: 2},
+		{Scenario: ScenarioRooms, Rate: 100},
+		{Scenario: ScenarioRooms, PublishURL: "http://x/publish"},
+		{Scenario: ScenarioRooms, Size: roomPayloadHeader - 1},
 	} {
 		if bad.URL == "" {
 			bad.URL = "ws://x/ws"
@@ -220,5 +237,8 @@ func TestChannelURLs(t *testing.T) {
 		if _, err := bad.WithDefaults(); err == nil {
 			t.Errorf("%+v: accepted", bad)
 		}
+	}
+	if _, err := (Config{Scenario: ScenarioRooms, URL: "ws://x/ws", Conns: 1000, RoomPrefix: strings.Repeat("r", 125)}).WithDefaults(); err != nil {
+		t.Errorf("a 128-byte last room refused: %v", err)
 	}
 }

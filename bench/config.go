@@ -4,7 +4,8 @@
 // connect rates, deliveries, loss, duplicates, reordering and latency
 // percentiles. It works against any RFC 6455 broadcast server whose
 // clients receive every message, the sender's own included; against
-// fanout, on one channel too (Config.Channel).
+// fanout, on one channel (Config.Channel) or, in the rooms scenario, on
+// a channel per client.
 package bench
 
 import (
@@ -23,6 +24,7 @@ const (
 	ScenarioFanout  = "fanout"
 	ScenarioChurn   = "churn"
 	ScenarioSlow    = "slow"
+	ScenarioRooms   = "rooms"
 )
 
 // Config is one run's parameters. Zero values get the defaults named in
@@ -101,6 +103,15 @@ type Config struct {
 	// Zero means 5% of Conns per second.
 	ChurnRate float64 `json:"churn_rate"`
 
+	// RoomPrefix names the rooms (scenario rooms): client i is alone on
+	// channel RoomPrefix+i, i from 0 to Conns-1. Empty means "room-".
+	RoomPrefix string `json:"room_prefix,omitempty"`
+	// RatePerClient is the messages per second each client publishes to
+	// its own room (scenario rooms, where every client is a publisher and
+	// Publishers, Rate and Window do not apply): a fixed rate, no closed
+	// loop. Zero means 1.
+	RatePerClient float64 `json:"rate_per_client,omitempty"`
+
 	// ServerPIDs, if set, are sampled from /proc (RSS, fds, threads,
 	// CPU), and added up: a tier's cost.
 	ServerPIDs []int `json:"server_pids,omitempty"`
@@ -112,7 +123,7 @@ type Config struct {
 
 // WithDefaults fills zero fields and checks the rest.
 func (c Config) WithDefaults() (Config, error) {
-	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).checkChannel, (*Config).fillMessages} {
+	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).fillChannels, (*Config).fillMessages, (*Config).fillRooms} {
 		if err := phase(&c); err != nil {
 			return c, err
 		}
@@ -126,9 +137,9 @@ func (c *Config) checkTargets() error {
 		c.Scenario = ScenarioFanout
 	}
 	switch c.Scenario {
-	case ScenarioConnect, ScenarioFanout, ScenarioChurn, ScenarioSlow:
+	case ScenarioConnect, ScenarioFanout, ScenarioChurn, ScenarioSlow, ScenarioRooms:
 	default:
-		return fmt.Errorf("unknown scenario %q (connect, fanout, churn, slow)", c.Scenario)
+		return fmt.Errorf("unknown scenario %q (connect, fanout, churn, slow, rooms)", c.Scenario)
 	}
 	c.urls = nil
 	for _, one := range strings.Split(c.URL, ",") {
@@ -169,7 +180,7 @@ func (c *Config) fillCounts() error {
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 10 * time.Second
 	}
-	if c.Publishers == 0 {
+	if c.Publishers == 0 && c.Scenario != ScenarioRooms { // rooms: the clients publish (fillRooms)
 		c.Publishers = 1
 	}
 	if c.Publishers > math.MaxUint16 {

@@ -10,6 +10,7 @@ func (r *run) merge() {
 	fs := &FanoutStats{Publishers: cfg.Publishers}
 	slow := &SlowStats{Closes: map[string]int64{}}
 	churn := &ChurnStats{}
+	var rooms roomCounts
 	for _, s := range r.states {
 		pr := s.results
 		hs.Merge(pr.Handshake.hist())
@@ -31,10 +32,18 @@ func (r *run) merge() {
 		churn.Closed += pr.Churn.Closed
 		churn.Reconnected += pr.Churn.Reconnected
 		churn.Failed += pr.Churn.Failed
+		if pr.Rooms != nil {
+			rooms.add(*pr.Rooms)
+		}
 	}
 	res.Connect.Handshake = hs.Summary()
 	res.Histogram = lat.Buckets()
-	if cfg.Scenario != ScenarioConnect {
+	switch cfg.Scenario {
+	case ScenarioConnect:
+	case ScenarioRooms:
+		r.roomStats(fs, rooms, &lat)
+		res.Fanout = fs
+	default:
 		r.fanoutStats(fs, perPub, &lat)
 		res.Fanout = fs
 	}
@@ -72,12 +81,39 @@ func (r *run) fanoutStats(fs *FanoutStats, perPub []pubCounts, lat *Histogram) {
 	if fs.Expected > fs.Received {
 		fs.Lost = fs.Expected - fs.Received
 	}
+	r.finishFanout(fs, lat)
+}
+
+// finishFanout completes fs, its counts done, with the ratios and rates
+// over the measured span, and the latencies. The span ends when the
+// parent saw deliveries last grow, up to two ticks after the last one;
+// in rooms, whose figure is its rate (a fixed one, lower by that much
+// over a short run), at the last one, as the procs read it.
+func (r *run) finishFanout(fs *FanoutStats, lat *Histogram) {
 	if fs.Expected > 0 {
 		fs.LossRatio = float64(fs.Lost) / float64(fs.Expected)
 	}
 	fs.Seconds = r.lastGrowth.Sub(r.start).Seconds()
+	if r.cfg.Scenario == ScenarioRooms {
+		var last int64
+		for _, s := range r.states {
+			last = max(last, s.last.Last)
+		}
+		if last > 0 {
+			fs.Seconds = time.Unix(0, last).Sub(r.start).Seconds()
+		}
+	}
 	fs.PerSecond = float64(fs.Received) / max(fs.Seconds, 1e-9)
 	fs.Latency = lat.Summary()
+}
+
+// measuredEnd is the server sample that ends the span CPU per delivery is
+// measured over (see ServerCost.CPUPerDelivery). r.Server must be set.
+func (r *Result) measuredEnd() ServerSample {
+	if r.Config.Scenario == ScenarioRooms && r.Server.Drained.CPU > 0 {
+		return r.Server.Drained
+	}
+	return r.Server.End
 }
 
 // serverCost completes the server's cost once every client left: the
@@ -90,11 +126,12 @@ func (r *run) serverCost() {
 	for _, x := range append(sv.Samples, sv.Connected, sv.End) {
 		sv.PeakRSS = max(sv.PeakRSS, x.RSS)
 	}
-	if res.Fanout != nil && res.Fanout.Received > 0 && sv.End.CPU > 0 {
-		sv.CPUPerDelivery = time.Duration((sv.End.CPU - sv.PublishStart.CPU) / float64(res.Fanout.Received) * 1e9)
+	end := res.measuredEnd()
+	if res.Fanout != nil && res.Fanout.Received > 0 && end.CPU > 0 {
+		sv.CPUPerDelivery = time.Duration((end.CPU - sv.PublishStart.CPU) / float64(res.Fanout.Received) * 1e9)
 	}
-	if w := sv.End.Writes - sv.PublishStart.Writes; w > 0 && sv.End.Deliveries > sv.PublishStart.Deliveries {
-		sv.DeliveriesPerWrite = float64(sv.End.Deliveries-sv.PublishStart.Deliveries) / float64(w)
+	if w := end.Writes - sv.PublishStart.Writes; w > 0 && end.Deliveries > sv.PublishStart.Deliveries {
+		sv.DeliveriesPerWrite = float64(end.Deliveries-sv.PublishStart.Deliveries) / float64(w)
 	}
 	if c := int64(res.Connect.Connected); c > 0 && sv.Connected.RSS > 0 {
 		sv.BytesPerConn = float64(sv.Connected.RSS-sv.Before.RSS) / float64(c)

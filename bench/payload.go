@@ -3,6 +3,7 @@ package bench
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 )
 
 // A bench message's payload starts with a fixed header; the rest is
@@ -105,6 +106,34 @@ func parsePayload(p []byte) (pub uint16, seq uint64, sent int64, err error) {
 		return 0, 0, 0, errNotBench
 	}
 	return binary.BigEndian.Uint16(p[2:]), binary.BigEndian.Uint64(p[4:]), int64(binary.BigEndian.Uint64(p[12:])), nil
+}
+
+// A rooms message (scenario rooms) names the room it was published to,
+// its client's index, instead of a publisher: a client that receives
+// another room's message can tell.
+//
+//	"FR" | room uint32 | sequence uint64 | send time uint64 (unix ns)
+const roomPayloadHeader = 22
+
+var roomPayloadMagic = [2]byte{'F', 'R'}
+
+// roomWarmSeq marks a rooms warm-up message (see warmPub), never counted.
+const roomWarmSeq = math.MaxUint64
+
+// putRoomPayload fills p (len ≥ roomPayloadHeader) with a rooms header.
+func putRoomPayload(p []byte, room uint32, seq uint64, sent int64) {
+	p[0], p[1] = roomPayloadMagic[0], roomPayloadMagic[1]
+	binary.BigEndian.PutUint32(p[2:], room)
+	binary.BigEndian.PutUint64(p[6:], seq)
+	binary.BigEndian.PutUint64(p[14:], uint64(sent))
+}
+
+// parseRoomPayload reads a rooms header back.
+func parseRoomPayload(p []byte) (room uint32, seq uint64, sent int64, err error) {
+	if len(p) < roomPayloadHeader || p[0] != roomPayloadMagic[0] || p[1] != roomPayloadMagic[1] {
+		return 0, 0, 0, errNotBench
+	}
+	return binary.BigEndian.Uint32(p[2:]), binary.BigEndian.Uint64(p[6:]), int64(binary.BigEndian.Uint64(p[14:])), nil
 }
 
 // window is how far back a receiver remembers which sequence numbers it

@@ -17,8 +17,9 @@ import (
 // child processes of the same binary (when one process may not hold them
 // all under its file limit). A proc connects its share, reports
 // "connected", counts from "start", ticks every tickEvery, and on "stop"
-// sends its result. Children speak JSON lines: commands on stdin, procMsg
-// on stdout.
+// sends its result. In the rooms scenario its receivers publish too: they
+// warm up on "warm" and publish from "start". Children speak JSON lines:
+// commands on stdin, procMsg on stdout.
 
 const tickEvery = 200 * time.Millisecond
 
@@ -52,6 +53,11 @@ type procTick struct {
 	Unique  uint64   `json:"unique"` // cumulative
 	Errors  uint64   `json:"errors"`
 	Latency wireHist `json:"latency"` // since the previous tick
+	// Scenario rooms: messages the proc's clients wrote (cumulative), and
+	// whether they have written all they will (Sent is then final).
+	Sent      uint64 `json:"sent,omitempty"`
+	Published bool   `json:"published,omitempty"`
+	Last      int64  `json:"last,omitempty"` // when the latest counted message was read (unix ns)
 }
 
 // ChurnStats is the churn scenario's replacement work.
@@ -74,6 +80,7 @@ type procResult struct {
 	Slow       int              `json:"slow"`
 	SlowCloses map[string]int64 `json:"slow_closes"`
 	Churn      ChurnStats       `json:"churn"`
+	Rooms      *roomCounts      `json:"rooms,omitempty"` // scenario rooms
 }
 
 type procMsg struct {
@@ -93,7 +100,7 @@ type procSpec struct {
 	Config      Config  `json:"config"`
 	Index       int     `json:"index"`
 	Conns       int     `json:"conns"`
-	Offset      int     `json:"offset"` // first receiver index (spreads source addresses)
+	Offset      int     `json:"offset"` // first receiver's index over all procs (source addresses, rooms)
 	ConnectRate float64 `json:"connect_rate"`
 	ChurnRate   float64 `json:"churn_rate"`
 }
@@ -162,17 +169,28 @@ func (pr *procRun) connect(ctx context.Context) {
 }
 
 // waitStart reports the warm-up until "start" comes (or cmds closes); it
-// returns false if ctx ended first.
+// returns false if ctx ended first. In rooms, "warm" has the clients warm
+// themselves up (warmRooms) until "start".
 func (pr *procRun) waitStart(ctx context.Context, cmds <-chan string) bool {
 	warmTick := time.NewTicker(tickEvery / 4)
 	defer warmTick.Stop()
+	warmCtx, stopWarm := context.WithCancel(ctx)
+	var warming sync.WaitGroup
+	defer func() { stopWarm(); warming.Wait() }()
 	for {
 		select {
 		case <-warmTick.C:
 			pr.out(procMsg{Event: "warm", Warm: pr.pool.warm.Load()})
 		case cmd, ok := <-cmds:
-			if !ok || cmd == "start" {
+			switch {
+			case !ok || cmd == "start":
 				return true
+			case cmd == "warm" && pr.pool.rooms:
+				warming.Add(1)
+				go func() {
+					defer warming.Done()
+					pr.pool.warmRooms(warmCtx)
+				}()
 			}
 		case <-ctx.Done():
 			return false
@@ -180,21 +198,30 @@ func (pr *procRun) waitStart(ctx context.Context, cmds <-chan string) bool {
 	}
 }
 
-// count counts deliveries, ticking every tickEvery and churning
-// receivers if the scenario says so, until "stop" (or ctx ends).
+// count counts deliveries, ticking every tickEvery, churning receivers
+// or having them publish (rooms) if the scenario says so, until "stop"
+// (or ctx ends).
 func (pr *procRun) count(ctx context.Context, cmds <-chan string) {
 	pr.pool.counting.Store(true)
 	pr.startedAt = time.Now()
 	// The parent publishes only once every proc is counting: a message
 	// that reached a proc still waiting for "start" would show as lost.
+	// (Rooms' messages never leave their proc: its clients start now.)
 	pr.out(procMsg{Event: "started"})
-	churnCtx, stopChurn := context.WithCancel(ctx)
-	var churnWG sync.WaitGroup
-	if pr.churnEvery > 0 && pr.spec.ChurnRate > 0 {
-		churnWG.Add(1)
+	bgCtx, stopBG := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	switch {
+	case pr.churnEvery > 0 && pr.spec.ChurnRate > 0:
+		bg.Add(1)
 		go func() {
-			defer churnWG.Done()
-			pr.churn = pr.pool.churn(churnCtx, pr.spec.ChurnRate)
+			defer bg.Done()
+			pr.churn = pr.pool.churn(bgCtx, pr.spec.ChurnRate)
+		}()
+	case pr.pool.rooms:
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			pr.pool.publishRooms(bgCtx, pr.startedAt)
 		}()
 	}
 	ticker := time.NewTicker(tickEvery)
@@ -212,8 +239,8 @@ loop:
 			break loop
 		}
 	}
-	stopChurn()
-	churnWG.Wait()
+	stopBG()
+	bg.Wait()
 	pr.pool.counting.Store(false)
 	pr.tick()
 }
@@ -221,8 +248,10 @@ loop:
 // tick reports the counters and the latency since the last tick.
 func (pr *procRun) tick() {
 	pool := pr.pool
+	// Published before Sent: once it says so, Sent is final.
 	t := procTick{Sec: int(time.Since(pr.startedAt) / time.Second), Alive: pool.alive.Load(),
-		Frames: pool.frames.Load(), Unique: pool.unique.Load(), Errors: pool.errs.Load()}
+		Published: pool.rooms && pool.published.Load(), Sent: pool.sent.Load(),
+		Frames: pool.frames.Load(), Unique: pool.unique.Load(), Errors: pool.errs.Load(), Last: pool.lastAt.Load()}
 	t.Latency = toWire(&pool.tick)
 	pool.tick.Reset()
 	pr.out(procMsg{Event: "tick", Tick: &t})
@@ -241,6 +270,10 @@ func (pr *procRun) report() {
 	res.Foreign = pool.foreign.Load()
 	res.Errors = pool.errs.Load()
 	res.Closes = pool.closeCodes()
+	if pool.rooms {
+		rc := pool.roomSnapshot()
+		res.Rooms = &rc
+	}
 	pool.close()
 	pr.out(procMsg{Event: "result", Result: &res})
 }
@@ -296,7 +329,7 @@ func (p *recvPool) churn(ctx context.Context, rate float64) ChurnStats {
 		// A new receiver, not old reconnected: old's read handler may still
 		// be running after hangUp (netpoll runs one already submitted), and
 		// must find only its own, closed connection.
-		r := &receiver{pool: p, idx: old.idx, slot: old.slot, churn: true}
+		r := &receiver{pool: p, idx: old.idx, room: old.room, slot: old.slot, churn: true}
 		if err := p.open(ctx, r); err != nil {
 			if ctx.Err() != nil {
 				return st

@@ -25,11 +25,13 @@ import (
 // maxServerFrame bounds a message the bench accepts from a server.
 const maxServerFrame = 16 << 20
 
-// receiver is one client connection that only reads. While idle it owns no
-// goroutine and no buffer: netpoll tells a worker when it has bytes.
+// receiver is one client connection that reads (and, in the rooms
+// scenario, publishes to its own room: see rooms.go). While idle it owns
+// no goroutine and no buffer: netpoll tells a worker when it has bytes.
 type receiver struct {
 	pool   *recvPool
 	idx    int
+	room   uint32 // the receiver's index over all procs: its room (scenario rooms)
 	nc     net.Conn
 	rc     syscall.RawConn
 	watch  *netpoll.Watch
@@ -49,8 +51,9 @@ type receiver struct {
 	rerr   error
 	readFn func(uintptr) bool
 
-	tmu  sync.Mutex // held by the read worker while parsing; guards tracks for snapshot
-	warm bool       // read worker only: a warm-up message arrived
+	tmu  sync.Mutex    // held by the read worker while parsing; guards tracks for snapshot
+	warm atomic.Bool   // a warm-up message arrived (set by the read worker)
+	sent atomic.Uint64 // scenario rooms: own messages written (seq 0 … sent-1)
 
 	mu        sync.Mutex
 	done      bool          // guarded by mu: closed, by either side
@@ -67,12 +70,21 @@ type recvPool struct {
 	tick      Histogram // delivery latency, current second
 	handshake Histogram
 	frames    atomic.Uint64 // bench messages received by stable receivers
+	lastAt    atomic.Int64  // when the latest of them was read (unix ns)
 	unique    atomic.Uint64
 	foreign   atomic.Uint64 // messages without the bench header
+	misrouted atomic.Uint64 // scenario rooms: messages from another room
 	errs      atomic.Uint64
 	alive     atomic.Int64
 	warm      atomic.Int64 // receivers that have seen a warm-up message
 	counting  atomic.Bool  // receivers record latency only once publishing started
+	rooms     bool         // scenario rooms: receivers publish, and take only their room's messages
+
+	// Scenario rooms: the receivers' own publishing (rooms.go).
+	sent      atomic.Uint64 // messages written, over all receivers
+	writeErrs atomic.Uint64 // messages a write failed for (not sent)
+	warmSent  atomic.Uint64 // warm-up messages written
+	published atomic.Bool   // every receiver has published all it will
 
 	attempted, connected, failed, retries atomic.Uint64
 
@@ -88,7 +100,7 @@ func newRecvPool(cfg Config, offset int) (*recvPool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &recvPool{cfg: cfg, poller: p, offset: offset, closes: make(map[int]int64)}, nil
+	return &recvPool{cfg: cfg, poller: p, offset: offset, rooms: cfg.Scenario == ScenarioRooms, closes: make(map[int]int64)}, nil
 }
 
 // dial opens and upgrades one client connection on channel ("": the
@@ -132,7 +144,7 @@ func (p *recvPool) connectAll(ctx context.Context, n int, slowEvery, churnEvery 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				r := &receiver{pool: p, idx: i}
+				r := &receiver{pool: p, idx: i, room: uint32(p.offset + i)}
 				r.slow = slowEvery > 0 && i%slowEvery == slowEvery-1
 				r.churn = churnEvery > 0 && i%churnEvery == churnEvery-1
 				r.stable = !r.slow && !r.churn
@@ -170,7 +182,8 @@ func (p *recvPool) open(ctx context.Context, r *receiver) error {
 		p.attempted.Add(1)
 		start := time.Now()
 		var extra []byte
-		r.nc, extra, err = dial(ctx, p.cfg, r.idx+p.offset, p.cfg.Channel)
+		g := r.idx + p.offset
+		r.nc, extra, err = dial(ctx, p.cfg, g, p.cfg.channelFor(g))
 		if err != nil {
 			continue
 		}
@@ -286,25 +299,14 @@ func (r *receiver) onRead(ev netpoll.Event) {
 // Message accounts for one message from the server (frame.Handler, called
 // by ParseServer with r.tmu held). It never stops the parse.
 func (r *receiver) Message(_ ws.OpCode, p []byte) error {
-	pub, seq, sent, err := parsePayload(p)
-	if err != nil {
-		r.pool.foreign.Add(1)
+	track, seq, sent, ok := r.classify(p)
+	if !ok || !r.stable || !r.pool.counting.Load() {
 		return nil
 	}
-	if pub == warmPub {
-		if !r.warm {
-			r.warm = true
-			r.pool.warm.Add(1)
-		}
-		return nil
-	}
-	if !r.stable || !r.pool.counting.Load() {
-		return nil
-	}
-	for int(pub) >= len(r.tracks) {
+	for track >= len(r.tracks) {
 		r.tracks = append(r.tracks, seqTrack{})
 	}
-	t := &r.tracks[pub]
+	t := &r.tracks[track]
 	before := t.unique
 	t.see(seq)
 	r.frames++
@@ -318,6 +320,42 @@ func (r *receiver) Message(_ ws.OpCode, p []byte) error {
 	return nil
 }
 
+// classify reads a message's header: which of r.tracks it counts in (its
+// publisher's; in rooms, the one of r's own messages), its sequence and
+// send time. Messages that do not count are counted here instead, and ok
+// is false: a warm-up, one without the bench header (foreign), and in
+// rooms one from another room (misrouted).
+func (r *receiver) classify(p []byte) (track int, seq uint64, sent int64, ok bool) {
+	warm := false
+	if r.pool.rooms {
+		room, q, at, err := parseRoomPayload(p)
+		switch {
+		case err != nil:
+			r.pool.foreign.Add(1)
+			return 0, 0, 0, false
+		case room != r.room:
+			r.pool.misrouted.Add(1)
+			return 0, 0, 0, false
+		}
+		track, seq, sent, warm = 0, q, at, q == roomWarmSeq
+	} else {
+		pub, q, at, err := parsePayload(p)
+		if err != nil {
+			r.pool.foreign.Add(1)
+			return 0, 0, 0, false
+		}
+		track, seq, sent, warm = int(pub), q, at, pub == warmPub
+	}
+	if warm {
+		if !r.warm.Load() {
+			r.warm.Store(true)
+			r.pool.warm.Add(1)
+		}
+		return 0, 0, 0, false
+	}
+	return track, seq, sent, true
+}
+
 // Ping answers the server's ping (frame.Handler).
 func (r *receiver) Ping(p []byte) {
 	r.mu.Lock()
@@ -329,11 +367,17 @@ func (r *receiver) Ping(p []byte) {
 // Pong ignores a pong: the bench sends no pings (frame.Handler).
 func (r *receiver) Pong([]byte) {}
 
-// flushFrames adds the messages counted since the last flush to the pool's.
+// flushFrames adds the messages counted since the last flush to the
+// pool's, read at r.now.
 func (r *receiver) flushFrames() {
-	if r.frames > 0 {
-		r.pool.frames.Add(r.frames)
-		r.frames = 0
+	if r.frames == 0 {
+		return
+	}
+	r.pool.frames.Add(r.frames)
+	r.frames = 0
+	// Bounded: each failed swap means another worker stored a later time.
+	for last := r.pool.lastAt.Load(); r.now > last && !r.pool.lastAt.CompareAndSwap(last, r.now); {
+		last = r.pool.lastAt.Load()
 	}
 }
 
@@ -381,9 +425,15 @@ func (r *receiver) hangUp() {
 	if r.done {
 		return
 	}
-	r.done = true // ours: not counted as a server close
 	_ = r.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = r.nc.Write(frame.CloseMasked(ws.StatusNormalClosure, ""))
+	r.releaseLocked()
+}
+
+// releaseLocked ends r from our side: not counted as a server close.
+// r.mu must be held, and r not done.
+func (r *receiver) releaseLocked() {
+	r.done = true
 	if r.watch != nil {
 		r.watch.Stop()
 	}

@@ -31,36 +31,73 @@ func (r *Result) WriteText(w io.Writer) {
 	if c.Channel != "" {
 		fmt.Fprintf(tw, "channel\t%s\n", c.Channel)
 	}
-	if f := r.Fanout; f != nil {
-		rate := "max (closed loop)"
-		if c.Rate > 0 {
-			rate = fmt.Sprintf("%.0f msg/s", c.Rate)
-		}
-		fmt.Fprintf(tw, "publishing\t%d publishers, %d B messages, %s\n", f.Publishers, c.Size, rate)
-		if c.PublishURL != "" {
-			fmt.Fprintf(tw, "publish API\tPOST %s, up to %d messages per request: %d requests, %d refused (503)\n", c.PublishURL, c.PublishBatch, f.PublishRequests, f.PublishRefused)
-			if l := f.PublishLatency; l != nil {
-				fmt.Fprintf(tw, "publish API latency\tp50 %s  p99 %s  max %s (request sent to answer read)\n", ms(l.P50), ms(l.P99), ms(l.Max))
-			}
-		}
-		fmt.Fprintf(tw, "messages sent\t%d\n", f.Sent)
-		fmt.Fprintf(tw, "receivers counted\t%d\n", f.Receivers)
-		fmt.Fprintf(tw, "deliveries\t%d of %d expected (%.0f/s over %.1f s)\n", f.Received, f.Expected, f.PerSecond, f.Seconds)
-		fmt.Fprintf(tw, "lost\t%d (%.4f %%)\n", f.Lost, 100*f.LossRatio)
-		fmt.Fprintf(tw, "duplicates\t%d\n", f.Duplicates)
-		fmt.Fprintf(tw, "reordered\t%d\n", f.Reordered)
-		if len(f.PerPublisher) > 1 && len(f.PerPublisher) <= 16 {
-			for _, p := range f.PerPublisher {
-				fmt.Fprintf(tw, "  publisher %d\t%d sent, %d of %d received, %d lost, %d duplicates, %d reordered\n",
-					p.Publisher, p.Sent, p.Received, p.Expected, p.Lost, p.Duplicates, p.Reordered)
-			}
-		}
-		l := f.Latency
-		fmt.Fprintf(tw, "delivery latency\tp50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
-		if f.Foreign > 0 {
-			fmt.Fprintf(tw, "foreign messages\t%d\n", f.Foreign)
+	switch f := r.Fanout; {
+	case f != nil && r.Rooms != nil:
+		r.writeRooms(tw, f)
+	case f != nil:
+		r.writeFanout(tw, f)
+	}
+	r.writeRest(tw)
+	tw.Flush()
+}
+
+// writeFanout prints what receivers saw of the publishers' messages.
+func (r *Result) writeFanout(tw io.Writer, f *FanoutStats) {
+	c := r.Config
+	rate := "max (closed loop)"
+	if c.Rate > 0 {
+		rate = fmt.Sprintf("%.0f msg/s", c.Rate)
+	}
+	fmt.Fprintf(tw, "publishing\t%d publishers, %d B messages, %s\n", f.Publishers, c.Size, rate)
+	if c.PublishURL != "" {
+		fmt.Fprintf(tw, "publish API\tPOST %s, up to %d messages per request: %d requests, %d refused (503)\n", c.PublishURL, c.PublishBatch, f.PublishRequests, f.PublishRefused)
+		if l := f.PublishLatency; l != nil {
+			fmt.Fprintf(tw, "publish API latency\tp50 %s  p99 %s  max %s (request sent to answer read)\n", ms(l.P50), ms(l.P99), ms(l.Max))
 		}
 	}
+	fmt.Fprintf(tw, "messages sent\t%d\n", f.Sent)
+	fmt.Fprintf(tw, "receivers counted\t%d\n", f.Receivers)
+	fmt.Fprintf(tw, "deliveries\t%d of %d expected (%.0f/s over %.1f s)\n", f.Received, f.Expected, f.PerSecond, f.Seconds)
+	fmt.Fprintf(tw, "lost\t%d (%.4f %%)\n", f.Lost, 100*f.LossRatio)
+	fmt.Fprintf(tw, "duplicates\t%d\n", f.Duplicates)
+	fmt.Fprintf(tw, "reordered\t%d\n", f.Reordered)
+	if len(f.PerPublisher) > 1 && len(f.PerPublisher) <= 16 {
+		for _, p := range f.PerPublisher {
+			fmt.Fprintf(tw, "  publisher %d\t%d sent, %d of %d received, %d lost, %d duplicates, %d reordered\n",
+				p.Publisher, p.Sent, p.Received, p.Expected, p.Lost, p.Duplicates, p.Reordered)
+		}
+	}
+	writeLatency(tw, f)
+}
+
+// writeRooms prints what the rooms' clients saw of their own messages.
+func (r *Result) writeRooms(tw io.Writer, f *FanoutStats) {
+	c, rm := r.Config, r.Rooms
+	fmt.Fprintf(tw, "rooms\t%d (%s … %s), one subscriber each: the client that publishes there\n", rm.Rooms, c.room(0), c.room(max(c.Conns, 1)-1))
+	fmt.Fprintf(tw, "publishing\t%g msg/s per client (%g msg/s in all), %d B messages\n", rm.RatePerClient, rm.RatePerClient*float64(rm.Rooms), c.Size)
+	fmt.Fprintf(tw, "messages sent\t%d\n", f.Sent)
+	fmt.Fprintf(tw, "messages received\t%d of %d (%.0f/s through the whole path, over %.1f s)\n", f.Received, f.Expected, f.PerSecond, f.Seconds)
+	fmt.Fprintf(tw, "lost\t%d (%.4f %%), %d clients short of their own\n", f.Lost, 100*f.LossRatio, rm.ClientsShort)
+	fmt.Fprintf(tw, "duplicates\t%d\n", f.Duplicates)
+	fmt.Fprintf(tw, "reordered\t%d\n", f.Reordered)
+	fmt.Fprintf(tw, "from other rooms\t%d\n", rm.Misrouted)
+	if rm.WriteErrors > 0 {
+		fmt.Fprintf(tw, "write errors\t%d (those clients closed)\n", rm.WriteErrors)
+	}
+	writeLatency(tw, f)
+}
+
+func writeLatency(tw io.Writer, f *FanoutStats) {
+	l := f.Latency
+	fmt.Fprintf(tw, "delivery latency\tp50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
+	if f.Foreign > 0 {
+		fmt.Fprintf(tw, "foreign messages\t%d\n", f.Foreign)
+	}
+}
+
+// writeRest prints the warm-up, what stopped early, how connections
+// ended, and the server's cost.
+func (r *Result) writeRest(tw io.Writer) {
 	if r.WarmupIncomplete > 0 {
 		fmt.Fprintf(tw, "warm-up incomplete\t%d receivers saw no warm-up message\n", r.WarmupIncomplete)
 	}
@@ -81,10 +118,15 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(tw, "server per connection\t%.0f bytes RSS, %.3f fds\n", s.BytesPerConn, s.FDsPerConn)
 		fmt.Fprintf(tw, "server threads\t%d before, %d connected\n", s.Before.Threads, s.Connected.Threads)
 		if s.CPUPerDelivery > 0 {
-			fmt.Fprintf(tw, "server CPU per delivery\t%.2f µs (%.2f s user+sys while publishing and draining)\n", float64(s.CPUPerDelivery)/1e3, s.End.CPU-s.PublishStart.CPU)
+			per, span := "delivery", "publishing, draining and the clients' closes"
+			if r.Rooms != nil {
+				per, span = "message", "publishing and draining" // one delivery each; see measuredEnd
+			}
+			fmt.Fprintf(tw, "server CPU per %s\t%.2f µs (%.2f s user+sys while %s)\n", per, float64(s.CPUPerDelivery)/1e3, r.measuredEnd().CPU-s.PublishStart.CPU, span)
 		}
 		if s.DeliveriesPerWrite > 0 {
-			fmt.Fprintf(tw, "server deliveries per write\t%.2f (%d deliveries in %d socket writes)\n", s.DeliveriesPerWrite, s.End.Deliveries-s.PublishStart.Deliveries, s.End.Writes-s.PublishStart.Writes)
+			end := r.measuredEnd()
+			fmt.Fprintf(tw, "server deliveries per write\t%.2f (%d deliveries in %d socket writes)\n", s.DeliveriesPerWrite, end.Deliveries-s.PublishStart.Deliveries, end.Writes-s.PublishStart.Writes)
 		}
 		if s.Connected.Goroutines > 0 {
 			fmt.Fprintf(tw, "server goroutines\t%d before, %d connected\n", s.Before.Goroutines, s.Connected.Goroutines)
@@ -93,7 +135,6 @@ func (r *Result) WriteText(w io.Writer) {
 			fmt.Fprintf(tw, "after clients left\t%d fds (before: %d; back to baseline: %v), %s RSS (peak-to-baseline return is lazy in Go)\n", s.AfterClose.FDs, s.Before.FDs, *s.Baseline, mib(s.AfterClose.RSS))
 		}
 	}
-	tw.Flush()
 }
 
 func codes(m map[string]int64) string {

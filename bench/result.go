@@ -53,12 +53,33 @@ type SlowStats struct {
 	Closes    map[string]int64 `json:"closes"` // close code (or "open", 1006 for no frame) -> count
 }
 
+// RoomStats is the rooms scenario's own figures: each client alone on its
+// channel, publishing there and receiving its own messages back. The
+// figures it shares with the others (sent, received, loss, latency) are
+// in FanoutStats, where a delivery is a message: each has one subscriber.
+type RoomStats struct {
+	Rooms         int     `json:"rooms"` // clients counted, each in a room of its own
+	RatePerClient float64 `json:"rate_per_client"`
+	// Misrouted counts messages a client received from another room: a
+	// server that routes by channel sends none.
+	Misrouted uint64 `json:"misrouted"`
+	// ClientsShort counts clients that received fewer of their own
+	// messages than they sent.
+	ClientsShort int `json:"clients_short"`
+	// WriteErrors counts messages a client failed to write (not sent; the
+	// client was closed from this side).
+	WriteErrors uint64 `json:"write_errors,omitempty"`
+}
+
 // ServerCost is the server's resources as sampled from outside.
 type ServerCost struct {
-	Before       ServerSample   `json:"before"`
-	Connected    ServerSample   `json:"connected"`
-	PublishStart ServerSample   `json:"publish_start"`
-	End          ServerSample   `json:"end"`
+	Before       ServerSample `json:"before"`
+	Connected    ServerSample `json:"connected"`
+	PublishStart ServerSample `json:"publish_start"`
+	// Drained is sampled when the drain ends, before any client leaves.
+	Drained ServerSample `json:"drained"`
+	End     ServerSample `json:"end"` // once every client left
+
 	AfterClose   *ServerSample  `json:"after_close,omitempty"`
 	Samples      []ServerSample `json:"samples"`
 	PeakRSS      int64          `json:"peak_rss_bytes"` // highest RSS sampled during the run
@@ -66,7 +87,10 @@ type ServerCost struct {
 	FDsPerConn   float64        `json:"fds_per_conn"`
 	Baseline     *bool          `json:"fds_returned_to_baseline,omitempty"`
 	// CPUPerDelivery is server CPU (user+system) from the first publish to
-	// the end of the drain, divided by the deliveries counted.
+	// the end of the run (End: the clients' closes included), divided by
+	// the deliveries counted. In rooms it is per message (one delivery
+	// each), and ends at Drained: a room's few messages would otherwise
+	// carry its client's close.
 	CPUPerDelivery time.Duration `json:"cpu_per_delivery_ns,omitempty"`
 	// DeliveriesPerWrite is the server's coalescing over the same span:
 	// its deliveries per socket write (from fanout's metrics; 0 without).
@@ -93,6 +117,7 @@ type Result struct {
 	Fanout  *FanoutStats     `json:"fanout,omitempty"`
 	Slow    *SlowStats       `json:"slow,omitempty"`
 	Churn   *ChurnStats      `json:"churn,omitempty"`
+	Rooms   *RoomStats       `json:"rooms,omitempty"`
 	Server  *ServerCost      `json:"server,omitempty"`
 	Closes  map[string]int64 `json:"closes"` // server close codes seen by receivers
 	Series  []Point          `json:"series"`

@@ -140,18 +140,22 @@ func (r *run) sample(conns int64) ServerSample {
 func procError(m procMsg) error { return fmt.Errorf("bench: proc %d: %s", m.proc, m.Error) }
 
 // startProcs starts the receivers: here, or spread over child processes.
+// Receivers are numbered 0 … Conns-1 over all procs, each proc's in one
+// run of numbers (a room per number, in the rooms scenario).
 func (r *run) startProcs(ctx context.Context) error {
 	cfg, n := r.cfg, r.res.Procs
 	r.procs = make([]proc, n)
+	first := 0
 	for i := range r.procs {
 		share := cfg.Conns / n
 		if i < cfg.Conns%n {
 			share++
 		}
 		spec := procSpec{
-			Config: cfg, Index: i, Conns: share, Offset: i * cfg.ConnsPerProc,
+			Config: cfg, Index: i, Conns: share, Offset: first,
 			ConnectRate: cfg.ConnectRate / float64(n), ChurnRate: cfg.ChurnRate / float64(n),
 		}
+		first += share
 		if n == 1 {
 			r.procs[i] = startLocal(ctx, spec, r.events)
 			continue
@@ -199,9 +203,10 @@ func (r *run) connect(ctx context.Context) error {
 	return nil
 }
 
-// connectPublishers opens the publishing connections (not for connect).
+// connectPublishers opens the publishing connections (not for connect,
+// nor rooms, whose clients publish).
 func (r *run) connectPublishers(ctx context.Context) error {
-	if r.cfg.Scenario == ScenarioConnect {
+	if r.cfg.Scenario == ScenarioConnect || r.cfg.Scenario == ScenarioRooms {
 		return nil
 	}
 	if r.cfg.PublishURL != "" {
@@ -218,25 +223,55 @@ func (r *run) connectPublishers(ctx context.Context) error {
 	return nil
 }
 
+// warmUpLimit is how long the warm-up may take at most.
+const warmUpLimit = 10 * time.Second
+
 // warmUp: until every reading receiver has seen a message, it may not be
 // registered with the server yet (a client sees the 101 before the server
 // adds it to its table), and a message it misses then would count as
 // lost. Publisher 0 sends uncounted warm-up messages until all have seen
-// one, or 10 s pass (the rest then count as they are).
+// one, or warmUpLimit passes (the rest then count as they are). In rooms,
+// each room's one subscriber is its publisher: the procs have their
+// clients warm up on their own (recvPool.warmRooms).
 func (r *run) warmUp(ctx context.Context) error {
-	if len(r.pubs) == 0 || r.readersTotal == 0 {
+	if r.readersTotal == 0 {
 		return nil
 	}
+	if r.cfg.Scenario == ScenarioRooms {
+		for _, p := range r.procs {
+			p.send("warm")
+		}
+		return r.awaitWarm(ctx, nil)
+	}
+	if len(r.pubs) == 0 {
+		return nil
+	}
+	payload := make([]byte, r.cfg.Size)
+	seq := uint64(0)
+	return r.awaitWarm(ctx, func() error {
+		putPayload(payload, warmPub, seq, time.Now().UnixNano())
+		seq++
+		r.res.WarmupSent++
+		return r.pubs[0].warm(ctx, payload)
+	})
+}
+
+// awaitWarm waits until the procs report every reading receiver warm, or
+// warmUpLimit passes. send, if set, publishes one more warm-up: at once,
+// then at doubling gaps (20 ms, 40 ms, ... 1 s): with many receivers one
+// warm-up takes seconds to reach them all, and a fixed pace would queue a
+// flood of them ahead of the measurement.
+func (r *run) awaitWarm(ctx context.Context, send func() error) error {
 	warm := make([]int64, len(r.procs))
-	deadline := time.After(10 * time.Second)
-	// The gap between warm-ups doubles (20 ms, 40 ms, ... 1 s): with many
-	// receivers one warm-up takes seconds to reach them all, and a fixed
-	// pace would queue a flood of them ahead of the measurement.
+	deadline := time.After(warmUpLimit)
 	gap := 20 * time.Millisecond
 	next := time.NewTimer(0)
 	defer next.Stop()
-	payload := make([]byte, r.cfg.Size)
-	for seq := uint64(0); ; {
+	nextC := next.C
+	if send == nil {
+		nextC = nil
+	}
+	for {
 		var total int64
 		for _, w := range warm {
 			total += w
@@ -252,13 +287,10 @@ func (r *run) warmUp(ctx context.Context) error {
 			case "error":
 				return procError(m)
 			}
-		case <-next.C:
+		case <-nextC:
 			next.Reset(gap)
 			gap = min(2*gap, time.Second)
-			putPayload(payload, warmPub, seq, time.Now().UnixNano())
-			seq++
-			r.res.WarmupSent++
-			if err := r.pubs[0].warm(ctx, payload); err != nil {
+			if err := send(); err != nil {
 				return fmt.Errorf("bench: warm-up: %w", err)
 			}
 		case <-deadline:
@@ -271,10 +303,15 @@ func (r *run) warmUp(ctx context.Context) error {
 }
 
 // startCounting tells every proc to start counting and waits until all
-// do: a message that reached a proc still waiting would show as lost.
+// do: a message that reached a proc still waiting would show as lost. In
+// rooms, where each proc's clients publish from "start", the run's clock
+// starts here, before any of them can.
 func (r *run) startCounting(ctx context.Context) error {
 	if r.watchServer {
 		r.res.Server.PublishStart = r.sample(int64(r.res.Connect.Connected))
+	}
+	if r.cfg.Scenario == ScenarioRooms {
+		r.start = time.Now()
 	}
 	for _, p := range r.procs {
 		p.send("start")
@@ -297,9 +334,13 @@ func (r *run) startCounting(ctx context.Context) error {
 }
 
 // publish starts every publisher. pubsDone closes when all have finished
-// (never, for connect: it ends when the hold does); pubErrs carries the
-// error of each that stopped early.
+// (never, for connect: it ends when the hold does; nor for rooms, whose
+// procs publish and say when they are done in their ticks); pubErrs
+// carries the error of each that stopped early.
 func (r *run) publish(ctx context.Context) (pubsDone <-chan struct{}, pubErrs <-chan error) {
+	if r.cfg.Scenario == ScenarioRooms {
+		return nil, nil
+	}
 	r.start = time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(r.pubs))
@@ -342,6 +383,10 @@ func (r *run) measure(ctx context.Context, pubsDone <-chan struct{}, pubErrs <-c
 				r.addTick(m.proc, m.Tick)
 				r.states[m.proc].last = *m.Tick
 				r.secHist.Merge(m.Tick.Latency.hist())
+				if r.cfg.Scenario == ScenarioRooms && r.phase == "publishing" && r.procsPublished() {
+					r.phase = "draining"
+					drainEnd = time.Now().Add(r.cfg.Drain)
+				}
 			case "result":
 				r.states[m.proc].results = m.Result
 				results++
@@ -376,6 +421,10 @@ func (r *run) measure(ctx context.Context, pubsDone <-chan struct{}, pubErrs <-c
 		}
 		if end {
 			stopped = true
+			if r.watchServer {
+				alive, _, _, _ := r.totals()
+				r.res.Server.Drained = r.sample(alive)
+			}
 			for _, p := range r.procs {
 				p.send("stop")
 			}
@@ -412,8 +461,16 @@ func (r *run) totals() (alive int64, frames, unique, errs uint64) {
 	return
 }
 
-// expected is the deliveries owed for what was sent so far.
+// expected is the deliveries owed for what was sent so far: in rooms,
+// one for each message the clients wrote.
 func (r *run) expected() uint64 {
+	if r.cfg.Scenario == ScenarioRooms {
+		var sent uint64
+		for _, s := range r.states {
+			sent += s.last.Sent
+		}
+		return sent
+	}
 	var sent uint64
 	for _, p := range r.pubs {
 		sent += p.sent.Load()

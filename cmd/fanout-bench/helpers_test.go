@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fanout/fanout/bench/baseline"
+	"github.com/fanout/fanout/broadcast"
 )
 
 func startBaseline(t *testing.T) string {
@@ -21,6 +22,22 @@ func startBaseline(t *testing.T) string {
 	srv := &http.Server{Handler: baseline.Handler(hub, "/ws")}
 	go srv.Serve(ln)
 	t.Cleanup(func() { hub.Close(); srv.Close() })
+	return "ws://" + ln.Addr().String() + "/ws"
+}
+
+// startFanout starts a real fanout node and returns its WebSocket URL.
+func startFanout(t *testing.T) string {
+	t.Helper()
+	srv, err := broadcast.New(broadcast.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
 	return "ws://" + ln.Addr().String() + "/ws"
 }
 

@@ -7,6 +7,7 @@
 //	fanout-bench churn    -url ... -conns 1000 -churn-rate 50
 //	fanout-bench fanout   -url ... -publish-url http://127.0.0.1:8081/publish -publish-key K   (publishers POST)
 //	fanout-bench fanout   -url ... -channel news            (receivers and publishers on one channel)
+//	fanout-bench rooms    -url ... -conns 10000 -rate-per-client 2   (a channel per client, each publishing to its own)
 //	fanout-bench baseline -addr 127.0.0.1:9090      (the classic hub, for side-by-side runs)
 //
 // Every run prints its environment first, then a table; -json and -report
@@ -50,6 +51,7 @@ Scenarios:
   fanout    -conns receivers, -publishers publishing -size byte messages at -rate
   slow      fanout while -slow-fraction of the receivers never read
   churn     fanout while receivers leave and rejoin at -churn-rate
+  rooms     -conns clients, each alone on its own channel, publishing there at -rate-per-client
   baseline  run the classic goroutine-per-connection hub (for comparisons)
   ceiling   measure this machine's raw write cost per delivery
   compare   print results (-json files) side by side with ratios
@@ -76,7 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runSummary(args[1:], stdout, stderr)
 	case "ceiling":
 		return runCeiling(args[1:], stdout, stderr)
-	case bench.ScenarioConnect, bench.ScenarioFanout, bench.ScenarioSlow, bench.ScenarioChurn:
+	case bench.ScenarioConnect, bench.ScenarioFanout, bench.ScenarioSlow, bench.ScenarioChurn, bench.ScenarioRooms:
 		return runScenario(args[0], args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "fanout-bench: unknown scenario %q\n\n%s", args[0], usage)
@@ -124,15 +126,7 @@ func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintf(stdout, "# env: %s\n", bench.ReadEnv())
-	fmt.Fprintf(stdout, "# params: scenario=%s url=%s conns=%d conns-per-proc=%d publishers=%d size=%d rate=%s window=%d duration=%s messages=%d source-ips=%d",
-		full.Scenario, full.URL, full.Conns, full.ConnsPerProc, full.Publishers, full.Size, rateFlag{&full.Rate}, full.Window, full.Duration, full.Messages, len(full.SourceIPs))
-	if full.PublishURL != "" {
-		fmt.Fprintf(stdout, " publish-url=%s publish-batch=%d", full.PublishURL, full.PublishBatch)
-	}
-	if full.Channel != "" {
-		fmt.Fprintf(stdout, " channel=%s", full.Channel)
-	}
-	fmt.Fprintln(stdout)
+	fmt.Fprintf(stdout, "# params: %s\n", params(full))
 
 	progress := progressLine(stderr, a.quiet)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -163,21 +157,63 @@ type scenarioArgs struct {
 	quiet      bool
 }
 
+// params is the run's parameters line: what the scenario uses.
+func params(c bench.Config) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "scenario=%s url=%s conns=%d conns-per-proc=%d", c.Scenario, c.URL, c.Conns, c.ConnsPerProc)
+	if c.Scenario == bench.ScenarioRooms {
+		fmt.Fprintf(&b, " room-prefix=%s rate-per-client=%g size=%d duration=%s messages=%d source-ips=%d",
+			c.RoomPrefix, c.RatePerClient, c.Size, c.Duration, c.Messages, len(c.SourceIPs))
+		return b.String()
+	}
+	fmt.Fprintf(&b, " publishers=%d size=%d rate=%s window=%d duration=%s messages=%d source-ips=%d",
+		c.Publishers, c.Size, rateFlag{&c.Rate}, c.Window, c.Duration, c.Messages, len(c.SourceIPs))
+	if c.PublishURL != "" {
+		fmt.Fprintf(&b, " publish-url=%s publish-batch=%d", c.PublishURL, c.PublishBatch)
+	}
+	if c.Channel != "" {
+		fmt.Fprintf(&b, " channel=%s", c.Channel)
+	}
+	return b.String()
+}
+
 // scenarioFlags defines a scenario's flags, to be parsed into the
-// returned scenarioArgs.
+// returned scenarioArgs: how it connects and reports, and how it
+// publishes (rooms has flags of its own for that).
 func scenarioFlags(scenario string, stderr io.Writer) (*flag.FlagSet, *scenarioArgs) {
 	a := &scenarioArgs{cfg: bench.Config{Scenario: scenario}}
-	cfg := &a.cfg
 	fs := flag.NewFlagSet("fanout-bench "+scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	a.connectFlags(fs)
+	if scenario == bench.ScenarioRooms {
+		a.roomsFlags(fs)
+	} else {
+		a.publishFlags(fs)
+	}
+	a.reportFlags(fs)
+	return fs, a
+}
+
+// connectFlags are how a scenario's connections connect.
+func (a *scenarioArgs) connectFlags(fs *flag.FlagSet) {
+	cfg := &a.cfg
+	conns := "receiving connections (`n`), over all processes"
+	if cfg.Scenario == bench.ScenarioRooms {
+		conns = "clients (`n`), over all processes, each alone in its room"
+	}
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket `URL`; a comma-separated list spreads connections over a tier")
-	fs.IntVar(&cfg.Conns, "conns", 1000, "receiving connections (`n`), over all processes")
+	fs.IntVar(&cfg.Conns, "conns", 1000, conns)
 	fs.IntVar(&cfg.ConnsPerProc, "conns-per-proc", 15000, "connections per process (`n`); more spread over child processes")
 	fs.StringVar(&a.sourceIPs, "source-ips", "", "local `addresses` for client sockets: 127.0.0.2-127.0.0.40, a CIDR, or a comma list")
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", 0, "new connections per `second` (0: as fast as possible)")
 	fs.IntVar(&cfg.ConnectWorkers, "connect-workers", 64, "concurrent handshakes per process (`n`)")
 	fs.IntVar(&cfg.ConnectRetries, "connect-retries", 2, "retries per failed connection (`n`)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 10*time.Second, "dial + handshake `timeout`")
+}
+
+// publishFlags are how connect, fanout, slow and churn publish.
+func (a *scenarioArgs) publishFlags(fs *flag.FlagSet) {
+	cfg := &a.cfg
 	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "connect: how long to hold the connections")
 	fs.StringVar(&cfg.Channel, "channel", "", "fanout channel `name` for receivers and publishers (?channel=name on their URLs and on -publish-url; default: the default channel, URLs as given)")
 	fs.IntVar(&cfg.Publishers, "publishers", 1, "publishing connections (`n`)")
@@ -192,13 +228,28 @@ func scenarioFlags(scenario string, stderr io.Writer) (*flag.FlagSet, *scenarioA
 	fs.IntVar(&cfg.PublishBatch, "publish-batch", 1, "messages per POST (`n`): 1 sends each alone (application/octet-stream); more sends them as application/x-ndjson, one text message per line")
 	fs.Float64Var(&cfg.SlowFraction, "slow-fraction", 0.1, "slow: fraction of receivers that never read")
 	fs.Float64Var(&cfg.ChurnRate, "churn-rate", 0, "churn: receivers replaced per `second` (0: 5% of -conns)")
+}
+
+// roomsFlags are how the rooms' clients publish.
+func (a *scenarioArgs) roomsFlags(fs *flag.FlagSet) {
+	cfg := &a.cfg
+	fs.StringVar(&cfg.RoomPrefix, "room-prefix", "room-", "room names: client i is alone on channel `prefix`+i, i from 0 to -conns − 1")
+	fs.Float64Var(&cfg.RatePerClient, "rate-per-client", 1, "messages per `second` each client publishes to its own room (a fixed rate; the total is this × -conns)")
+	fs.IntVar(&cfg.Size, "size", 64, "message size in `bytes` (≥ 22)")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish")
+	fs.IntVar(&cfg.Messages, "messages", 0, "stop each client after `n` messages (0: use -duration)")
+	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "wait this long at most for messages after publishing")
+}
+
+// reportFlags are what a scenario watches on the server and writes.
+func (a *scenarioArgs) reportFlags(fs *flag.FlagSet) {
+	cfg := &a.cfg
 	fs.StringVar(&a.pids, "server-pid", "", "sample these `pids` (comma-separated: a tier's processes, added up) for RSS, fds, threads and CPU from /proc")
 	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "scrape this Prometheus `URL` for the server's cost")
 	fs.IntVar(&cfg.Workers, "workers", 0, "netpoll workers per bench process (`n`; 0: default)")
 	fs.StringVar(&a.jsonPath, "json", "", "write all figures as JSON to `file`")
 	fs.StringVar(&a.reportPath, "report", "", "write a self-contained HTML report to `file`")
 	fs.BoolVar(&a.quiet, "quiet", false, "no progress line")
-	return fs, a
 }
 
 // config completes a.cfg from the flags that need parsing and returns it

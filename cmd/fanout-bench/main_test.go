@@ -34,6 +34,13 @@ func TestBadArgumentsExit2(t *testing.T) {
 		{"slow", "-slow-fraction", "1.5"},
 		{"fanout", "-channel", "two words"},
 		{"fanout", "-url", "ws://x/ws?channel=a", "-channel", "b"},
+		{"fanout", "-rate-per-client", "2"},
+		{"rooms", "-rate-per-client", "-1"},
+		{"rooms", "-room-prefix", "a room "},
+		{"rooms", "-size", "21"},
+		{"rooms", "-rate", "5"},
+		{"rooms", "-publishers", "2"},
+		{"rooms", "-channel", "news"},
 		{"connect", "-source-ips", "10.0.0.0/8"},
 		{"connect", "-server-pid", "abc"},
 		{"ceiling", "-conns", "0"},
@@ -74,5 +81,54 @@ func TestRunSummaryCompare(t *testing.T) {
 	stdout.Reset()
 	if code := run([]string{"compare", "-labels", "x,y", out, out}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "1.00×") {
 		t.Fatalf("compare: %d\n%s", code, stdout.String())
+	}
+}
+
+// Each scenario's -help lists the flags it takes: rooms its own way of
+// publishing, the others theirs and -channel.
+func TestScenarioHelp(t *testing.T) {
+	for _, tc := range []struct {
+		scenario  string
+		has, lack []string
+	}{
+		{"rooms", []string{"-room-prefix", "-rate-per-client", "-conns", "-conns-per-proc", "-source-ips", "-server-pid", "-messages", "-drain"}, []string{"-channel", "-publishers", "-rate ", "-publish-url", "-window", "-hold"}},
+		{"fanout", []string{"-channel", "-publishers", "-rate ", "-publish-url"}, []string{"-room-prefix", "-rate-per-client"}},
+		{"connect", []string{"-channel", "-hold"}, []string{"-room-prefix"}},
+	} {
+		var out, errb bytes.Buffer
+		if code := run([]string{tc.scenario, "-help"}, &out, &errb); code != 0 {
+			t.Fatalf("%s -help: exit %d", tc.scenario, code)
+		}
+		help := errb.String()
+		for _, f := range tc.has {
+			if !strings.Contains(help, "  "+f) {
+				t.Errorf("%s -help lacks %s:\n%s", tc.scenario, f, help)
+			}
+		}
+		for _, f := range tc.lack {
+			if strings.Contains(help, "  "+f) {
+				t.Errorf("%s -help lists %s, which it does not take", tc.scenario, f)
+			}
+		}
+	}
+}
+
+// rooms against a real fanout node, then summary on its JSON.
+func TestRoomsRun(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "rooms.json")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"rooms", "-url", startFanout(t), "-conns", "20", "-rate-per-client", "100", "-messages", "5",
+		"-json", out, "-server-pid", itoa(os.Getpid())}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, want := range []string{`(?m)^# params: scenario=rooms .* room-prefix=room- rate-per-client=100 `, `(?m)^rooms\s+20 \(room-0 … room-19\)`,
+		`(?m)^messages received\s+100 of 100 \(`, `(?m)^lost\s+0 \(0\.0000 %\), 0 clients short`, `(?m)^from other rooms\s+0$`, `(?m)^server CPU per message\s`} {
+		if !regexp.MustCompile(want).MatchString(stdout.String()) {
+			t.Fatalf("output lacks %s:\n%s", want, stdout.String())
+		}
+	}
+	stdout.Reset()
+	if code := run([]string{"summary", out}, &stdout, &stderr); code != 0 || len(strings.Fields(stdout.String())) != 4 {
+		t.Fatalf("summary: %d %q", code, stdout.String())
 	}
 }
