@@ -509,7 +509,8 @@ func TestSubscriptionParams(t *testing.T) {
 // A json client is never dropped for: under SlowDrop a raw client loses
 // frames, a json one is closed with 4000 and resumes from its last seq.
 func TestSlowJSONClientIsClosedNotDropped(t *testing.T) {
-	s := startServer(t, broadcast.Config{QueueBytes: 4096, SlowPolicy: broadcast.SlowDrop, CloseTimeout: time.Minute})
+	s := startServer(t, broadcast.Config{QueueBytes: 4096, SlowPolicy: broadcast.SlowDrop, CloseTimeout: time.Minute,
+		Backlog: 1 << 15}) // every publish below fits in the ring
 	rc := dialRawPath(t, s.addr, "/ws?channel=a&format=json")
 	raw := dialRawPath(t, s.addr, "/ws?channel=a")
 	s.waitConns(t, 2)

@@ -28,6 +28,54 @@ func encodeJSON(m *Message) []byte {
 	return AppendEnvelope(b, m)
 }
 
+// encodeSSE is EncodingSSE: the envelope as one event whose id is the
+// message's cursor, in one allocation of exactly its size.
+func encodeSSE(m *Message) []byte {
+	epoch := m.lazy.epoch
+	n := len("id: ") + len(epoch) + 1 + digits(m.Seq) + len("\ndata: ") + jsonEnvelopeLen(m) + len("\n\n")
+	b := make([]byte, 0, n)
+	b = AppendSSEID(b, epoch, m.Seq)
+	b = append(b, "data: "...)
+	b = AppendEnvelope(b, m)
+	return append(b, "\n\n"...)
+}
+
+// AppendSSEID appends an SSE event's id line for the cursor epoch:seq:
+// what EventSource sends back as Last-Event-ID when it reconnects.
+func AppendSSEID(b []byte, epoch string, seq uint64) []byte {
+	b = append(b, "id: "...)
+	b = append(b, epoch...)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, seq, 10)
+	return append(b, '\n')
+}
+
+// AppendWelcome appends the welcome of a json-format connection (or an
+// SSE stream) that joined as j, on channels:
+//
+//	{"type":"welcome","epoch":"E","seq":S,"channels":["a","b"]}
+//
+// plus "recovered" when it asked to resume.
+func AppendWelcome(b []byte, epoch string, channels []string, j Joined, resume bool) []byte {
+	b = append(b, `{"type":"welcome","epoch":`...)
+	b = AppendJSONString(b, epoch)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, j.Seq, 10)
+	b = append(b, `,"channels":[`...)
+	for i, c := range channels {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendJSONString(b, c)
+	}
+	b = append(b, ']')
+	if resume {
+		b = append(b, `,"recovered":`...)
+		b = strconv.AppendBool(b, j.Recovered)
+	}
+	return append(b, '}')
+}
+
 // AppendEnvelope appends m's JSON envelope to dst.
 func AppendEnvelope(dst []byte, m *Message) []byte {
 	dst = append(dst, `{"type":"message","channel":`...)

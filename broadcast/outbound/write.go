@@ -132,17 +132,6 @@ func (c *Conn) queueLocked(frames [][]byte, off int) (dropped int) {
 	return dropped
 }
 
-// QueueFramesLocked queues frames behind what waits, before or after
-// JoinLocked, under QueueBytes and the slow-consumer policy like any
-// delivery; they go out with the next flush. It returns how many were
-// dropped. c.mu must be held.
-func (c *Conn) QueueFramesLocked(frames [][]byte) (dropped int) {
-	if c.State() != StateOpen {
-		return 0
-	}
-	return c.queueLocked(frames, 0)
-}
-
 // addOutLocked changes the queued byte count, here and server-wide.
 func (c *Conn) addOutLocked(n int) {
 	c.outBytes += n

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
 
 	"github.com/gobwas/ws"
 
@@ -42,31 +41,10 @@ type subscription struct {
 	resume   bool     // it asked to resume: its welcome says whether it did
 }
 
-// welcome is the first frame of a json-format connection:
-//
-//	{"type":"welcome","epoch":"E","seq":S,"channels":["a","b"]}
-//
-// plus "recovered" when it asked to resume.
+// welcome is the first frame of a json-format connection
+// (hub.AppendWelcome).
 func welcome(epoch string, channels []string, j hub.Joined, resume bool) []byte {
-	b := make([]byte, 0, 96+len(epoch)+len(channels)*16)
-	b = append(b, `{"type":"welcome","epoch":`...)
-	b = hub.AppendJSONString(b, epoch)
-	b = append(b, `,"seq":`...)
-	b = strconv.AppendUint(b, j.Seq, 10)
-	b = append(b, `,"channels":[`...)
-	for i, c := range channels {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = hub.AppendJSONString(b, c)
-	}
-	b = append(b, ']')
-	if resume {
-		b = append(b, `,"recovered":`...)
-		b = strconv.AppendBool(b, j.Recovered)
-	}
-	b = append(b, '}')
-	return frame.Compile(ws.OpText, b)
+	return frame.Compile(ws.OpText, hub.AppendWelcome(make([]byte, 0, 96+len(epoch)+len(channels)*16), epoch, channels, j, resume))
 }
 
 // clientMessage is what a json-format client sends to publish.

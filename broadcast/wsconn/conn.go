@@ -222,30 +222,33 @@ var errTornDown = errors.New("wsconn: connection torn down before its watch was 
 
 // Join implements hub.Subscriber: the 101 goes out now, ahead of every
 // message the shard delivers from here on; in json format, followed by
-// the welcome and what the client missed, when it resumed. A replay over
-// QueueBytes closes the client (CloseSlowJSON) after what fitted: it
-// resumes from there.
+// the welcome and what the client missed, when it resumed, written as far
+// as the socket takes them and queued behind. A replay over the socket's
+// buffer and QueueBytes closes the client (CloseSlowJSON) after what
+// fitted: it resumes from there.
 func (c *Conn) Join(j hub.Joined) {
 	c.Lock()
 	defer c.Unlock()
-	if c.sub != nil && c.sub.format == FormatJSON {
-		resume := c.sub.resume
-		switch {
-		case resume && j.Recovered:
-			c.env.resumed.Add(1)
-		case resume:
-			c.env.notRecovered.Add(1)
-		}
-		c.QueueFramesLocked([][]byte{welcome(c.env.hub.Epoch(), c.sub.channels, j, resume)})
-		if len(j.Replay) > 0 {
-			frames := make([][]byte, len(j.Replay))
-			for i := range j.Replay {
-				frames[i] = j.Replay[i].Bytes(hub.EncodingJSON)
-			}
-			c.QueueFramesLocked(frames)
-		}
-	}
 	c.JoinLocked()
+	if c.sub == nil || c.sub.format != FormatJSON {
+		return
+	}
+	switch {
+	case c.sub.resume && j.Recovered:
+		c.env.resumed.Add(1)
+	case c.sub.resume:
+		c.env.notRecovered.Add(1)
+	}
+	w := welcome(c.env.hub.Epoch(), c.sub.channels, j, c.sub.resume)
+	frames, size := make([][]byte, 1, 1+len(j.Replay)), len(w)
+	frames[0] = w
+	for i := range j.Replay {
+		b := j.Replay[i].Bytes(hub.EncodingJSON)
+		frames = append(frames, b)
+		size += len(b)
+	}
+	var iov []unix.Iovec
+	c.SendLocked(frames, size, &iov)
 }
 
 // Encoding implements hub.Subscriber: the raw frame, or the JSON envelope.
