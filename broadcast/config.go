@@ -18,6 +18,15 @@ type Config struct {
 	// Path is the URL path that upgrades; other paths get 404.
 	// Empty means "/ws".
 	Path string
+	// SSEPath is the URL path of Server-Sent Events streams, on the same
+	// listener. Empty means "/sse".
+	SSEPath string
+	// NoSSE turns Server-Sent Events off (SSEPath gets 404). Zero: on.
+	NoSSE bool
+	// SSERetry is the reconnection delay an SSE client is told (retry:)
+	// when it is turned away for a while (limits, shutdown) with a 200.
+	// Zero means 5s.
+	SSERetry time.Duration
 	// Shards is the number of connection table shards, each with one
 	// goroutine writing to its connections. Zero means 16.
 	Shards int
@@ -157,6 +166,12 @@ func DefaultConfig() Config { return Config{}.withDefaults() }
 func (c Config) withDefaults() Config {
 	if c.Path == "" {
 		c.Path = "/ws"
+	}
+	if c.SSEPath == "" {
+		c.SSEPath = "/sse"
+	}
+	if c.SSERetry <= 0 {
+		c.SSERetry = 5 * time.Second
 	}
 	if c.MessageTimeout == 0 {
 		c.MessageTimeout = 5 * time.Second

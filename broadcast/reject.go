@@ -28,6 +28,7 @@ const (
 	RejectSilent                          // closed: nothing sent before the deadline (HandshakeFirstByteTimeout)
 	RejectParams                          // 400: channel, format or since the server cannot take (the body says why)
 	RejectChannelDenied                   // 403: a channel the token does not grant
+	RejectPreflight                       // 204: an SSE CORS preflight, answered (not a connection)
 	numRejects
 )
 
@@ -47,6 +48,7 @@ var rejectNames = [numRejects]string{
 	RejectSilent:        "first_byte_timeout",
 	RejectParams:        "bad_params",
 	RejectChannelDenied: "channel_denied",
+	RejectPreflight:     "sse_preflight",
 }
 
 func (k RejectKind) String() string {
@@ -65,15 +67,29 @@ func RejectKinds() []RejectKind {
 	return out
 }
 
-// rejections are the HTTP answers of the refusals the server makes itself.
-var rejections = map[RejectKind]error{
-	RejectNotFound:     rejection(http.StatusNotFound, "no such path"),
-	RejectFull:         rejection(http.StatusServiceUnavailable, "connection limit reached"),
-	RejectShutdown:     rejection(http.StatusServiceUnavailable, "server shutting down"),
-	RejectOrigin:       rejection(http.StatusForbidden, "origin not allowed"),
-	RejectUnauthorized: rejection(http.StatusUnauthorized, "missing or invalid token"),
-	RejectPerIP:        rejection(http.StatusTooManyRequests, "too many connections from this address"),
+// answers are the HTTP answers of the refusals the server makes itself,
+// to an upgrade; an SSE request gets 200 with retry: instead of 503 and
+// 429 (sseStatus).
+var answers = map[RejectKind]struct {
+	status int
+	reason string
+}{
+	RejectNotFound:     {http.StatusNotFound, "no such path"},
+	RejectFull:         {http.StatusServiceUnavailable, "connection limit reached"},
+	RejectShutdown:     {http.StatusServiceUnavailable, "server shutting down"},
+	RejectOrigin:       {http.StatusForbidden, "origin not allowed"},
+	RejectUnauthorized: {http.StatusUnauthorized, "missing or invalid token"},
+	RejectPerIP:        {http.StatusTooManyRequests, "too many connections from this address"},
 }
+
+// rejections are answers as the upgrader's errors.
+var rejections = func() map[RejectKind]error {
+	m := make(map[RejectKind]error, len(answers))
+	for k, a := range answers {
+		m[k] = rejection(a.status, a.reason)
+	}
+	return m
+}()
 
 // admitRefusals names the reject kind of each admission refusal.
 var admitRefusals = map[error]RejectKind{

@@ -17,6 +17,7 @@ import (
 	"github.com/fanout/fanout/broadcast/hub"
 	"github.com/fanout/fanout/broadcast/internal/lograte"
 	"github.com/fanout/fanout/broadcast/outbound"
+	"github.com/fanout/fanout/broadcast/sseconn"
 	"github.com/fanout/fanout/broadcast/wsconn"
 	"github.com/fanout/fanout/netpoll"
 )
@@ -33,6 +34,7 @@ type Server struct {
 	admit  *admit.Controller
 	out    *outbound.Env
 	ws     *wsconn.Env
+	sse    *sseconn.Env
 	hist   *history.Memory // nil: no history (Config.HistorySize < 0)
 	idem   *idempotency
 	bus    Bus // nil: standalone; set before Serve
@@ -85,6 +87,7 @@ func New(cfg Config) (*Server, error) {
 	s.idem = newIdempotency(cfg.IdempotencyWindow, cfg.IdempotencyKeys, cfg.Logger)
 	s.hub = hub.New(cfg.hubConfig(hist))
 	s.ws = wsconn.NewEnv(cfg.wsConfig(), s.out, s.hub, p, (*connNode)(s))
+	s.sse = sseconn.NewEnv(cfg.Logger, s.out, s.hub, p, (*sseNode)(s))
 	return s, nil
 }
 

@@ -1,8 +1,7 @@
 package broadcast
 
 import (
-	"sync/atomic"
-
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -61,6 +61,10 @@ func (s *Server) handshake(nc net.Conn, ip netip.Addr, slot admit.Slot) {
 		return
 	}
 	s.admit.EndHandshake(slot)
+	if u.sse {
+		s.attachSSE(fd, &u, hc.resp)
+		return
+	}
 	s.attach(fd, &u, hc.resp, hc.early)
 }
 
@@ -75,6 +79,7 @@ type upgrade struct {
 	refused    bool
 	sub        subscription  // what the URL asks for
 	format     wsconn.Format // decided in onBeforeUpgrade
+	sse        bool          // an SSE request (runSSE), not an upgrade
 }
 
 // run upgrades hc's connection under the handshake deadline and detaches
@@ -89,12 +94,24 @@ func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 	} else {
 		_ = nc.SetDeadline(hc.deadline)
 	}
+	br := sseBufs.Get().(*bufio.Reader)
+	br.Reset(hc)
+	defer func() {
+		br.Reset(nil)
+		sseBufs.Put(br)
+	}()
+	if !u.srv.cfg.NoSSE && isSSE(br, u.srv.cfg.SSEPath) {
+		return u.runSSE(br, hc)
+	}
 	up := ws.Upgrader{
 		OnRequest:       u.onRequest,
 		OnHeader:        u.onHeader,
 		OnBeforeUpgrade: u.onBeforeUpgrade,
 	}
-	if _, err := up.Upgrade(hc); err != nil {
+	if _, err := up.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{br, hc}); err != nil {
 		return -1, err
 	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {

@@ -136,6 +136,10 @@ func New(cfg Config) (*Controller, error) {
 	return &Controller{cfg: cfg, origins: p}, nil
 }
 
+// OriginAllowed reports whether the Origin policy allows origin (a
+// request without one, "", is always allowed).
+func (a *Controller) OriginAllowed(origin string) bool { return a.origins.allowed(origin) }
+
 // Authenticates reports whether requests need a token.
 func (a *Controller) Authenticates() bool { return a.cfg.Authenticate != nil }
 

@@ -148,6 +148,7 @@ func (h *Hub) Broadcast(m Message) (seq uint64, err error) {
 	}
 	seq = h.head
 	m.Seq = seq
+	m.lazy.epoch = h.epoch
 	if h.hist != nil {
 		// Before any shard can take it: a subscriber joining once a
 		// shard has passed it finds it there (Shard.joined).

@@ -23,6 +23,9 @@ const (
 	// {"type":"message","channel":..,"seq":..,"data":..}. It is built the
 	// first time a recipient needs it (see Message.Bytes).
 	EncodingJSON
+	// EncodingSSE is the JSON envelope as one Server-Sent Event:
+	// "id: EPOCH:SEQ\ndata: {envelope}\n\n". Built on first use.
+	EncodingSSE
 	numEncodings
 )
 
@@ -64,7 +67,9 @@ type Message struct {
 // encoding holds the encodings a message gets only when some recipient
 // needs them. Every copy of a message points at the same one.
 type encoding struct {
-	json lazyBytes
+	epoch string // the hub's, set by Broadcast: an SSE event's id names it
+	json  lazyBytes
+	sse   lazyBytes
 }
 
 // lazyBytes is a value built once, by the first caller, while the others
@@ -113,13 +118,16 @@ func (m *Message) Bytes(e Encoding) []byte {
 		return m.frame
 	case EncodingJSON:
 		return m.lazy.json.get(m, encodeJSON)
+	case EncodingSSE:
+		return m.lazy.sse.get(m, encodeSSE)
 	}
 	return nil
 }
 
-// Size is what the message keeps alive once every encoding of it is
-// built: the raw frame and the JSON envelope's frame, exactly (what a
-// history holding it counts against its byte budget).
+// Size is what the message keeps alive once its raw frame and JSON
+// envelope are built, exactly (what a history holding it counts against
+// its byte budget). The SSE event, built only for SSE recipients, is
+// about the envelope's size again; it is not counted.
 func (m *Message) Size() int {
 	n := jsonEnvelopeLen(m)
 	return len(m.frame) + frame.HeaderSize(n) + n
