@@ -41,6 +41,7 @@ type options struct {
 	natsBuffer      int
 	natsResume      time.Duration
 	clientPublish   bool
+	sse             bool
 	slowPolicy      string
 	batch           api.BatchConfig
 	cfg             broadcast.Config
@@ -74,6 +75,7 @@ func defaults() *options {
 		natsBuffer:      bc.BufferBytes,
 		natsResume:      bc.ResumeDelay,
 		clientPublish:   !cfg.ReceiveOnly,
+		sse:             !cfg.NoSSE,
 		slowPolicy:      cfg.SlowPolicy.String(),
 		batch:           api.DefaultBatchConfig(),
 		cfg:             cfg,
@@ -123,6 +125,9 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.adminAddr, "admin-addr", o.adminAddr, "admin HTTP listen `address` (/healthz, /readyz, /metrics); empty disables it")
 	fs.IntVar(&o.adminMaxConns, "admin-max-conns", o.adminMaxConns, "admin connections open at once (`n`); at the cap the one idle longest is closed for the next client, else new ones wait unaccepted")
 	fs.StringVar(&c.Path, "path", c.Path, "URL `path` that upgrades to WebSocket; others get 404")
+	fs.StringVar(&c.SSEPath, "sse-path", c.SSEPath, "URL `path` of Server-Sent Events streams, on the WebSocket listener")
+	fs.BoolVar(&o.sse, "sse", o.sse, "serve Server-Sent Events at -sse-path; false answers 404 there")
+	fs.DurationVar(&c.SSERetry, "sse-retry", c.SSERetry, "reconnection delay (`duration`) told to an SSE client turned away for a while (limits, shutdown) with a 200 and retry:")
 	fs.BoolVar(&o.clientPublish, "client-publish", o.clientPublish, "clients may publish; false makes them receive-only (their data frames close with 1008)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "read worker pool size (`n`); 0 means max(8, 4×GOMAXPROCS)")
 	fs.IntVar(&c.Shards, "shards", c.Shards, "connection table shards (`n`), each with one writer goroutine")
@@ -275,6 +280,14 @@ func validateChoices(o *options) error {
 			return fmt.Errorf("-pprof-addr: %w", err)
 		}
 	}
+	for _, p := range []struct{ name, path string }{{"path", c.Path}, {"sse-path", c.SSEPath}} {
+		if !strings.HasPrefix(p.path, "/") || strings.ContainsAny(p.path, "? ") {
+			return fmt.Errorf("-%s: %q: want an absolute path (/ws), no query", p.name, p.path)
+		}
+	}
+	if o.sse && c.SSEPath == c.Path {
+		return fmt.Errorf("-sse-path: %q is -path too: they must differ", c.SSEPath)
+	}
 	if o.natsBuffer <= 0 || o.natsResume <= 0 {
 		return errors.New("-nats-buffer and -nats-resume-delay must be positive")
 	}
@@ -337,6 +350,7 @@ func validateLimits(o *options) error {
 		{"close-timeout", c.CloseTimeout},
 		{"shutdown-timeout", o.shutdownTimeout},
 		{"history-ttl", c.HistoryTTL},
+		{"sse-retry", c.SSERetry},
 		{"idempotency-window", c.IdempotencyWindow},
 	} {
 		if v.val <= 0 {
@@ -414,6 +428,7 @@ func configure(o *options) {
 		c.Authenticate = broadcast.JWTAuthenticator([]byte(o.authSecret), checks...)
 	}
 	c.ReceiveOnly = !o.clientPublish
+	c.NoSSE = !o.sse
 	if c.HistorySize == 0 {
 		c.HistorySize = -1 // the flag's "none"; the Config's zero is the default
 	}
