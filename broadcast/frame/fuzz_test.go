@@ -27,10 +27,22 @@ func FuzzParse(f *testing.F) {
 		{0x82, 0xfe, 0xff},
 	}
 	for i, s := range seeds {
-		f.Add(s, uint16(i*7))
+		f.Add(s, uint16(i*7), false)
 	}
-	f.Fuzz(func(t *testing.T, in []byte, split uint16) {
-		checkSplit(t, in, split, (*Parser).Parse)
+	// Compressed messages (permessage-deflate negotiated): whole,
+	// fragmented, a bomb, a broken stream, RSV1 where it may not be.
+	z := deflated(bytes.Repeat([]byte("compress me "), 50))
+	for i, s := range [][]byte{
+		raw(0xc1, true, z),
+		cat(raw(0x42, true, z[:3]), client(true, ws.OpPing, nil), raw(0x80, true, z[3:])),
+		raw(0xc2, true, deflated(make([]byte, 200_000))),
+		raw(0xc1, true, []byte{0xff, 0xfe, 0x01}),
+		cat(raw(0x01, true, []byte("a")), raw(0xc0, true, z)),
+	} {
+		f.Add(s, uint16(i*5), true)
+	}
+	f.Fuzz(func(t *testing.T, in []byte, split uint16, deflate bool) {
+		checkSplit(t, in, split, deflate, (*Parser).Parse)
 	})
 }
 
@@ -50,26 +62,27 @@ func FuzzParseServer(f *testing.F) {
 		raw(0x89, false, bytes.Repeat([]byte("p"), 126)),
 		{0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 1},
 		{0x82, 0x7e, 0xff},
+		raw(0xc1, false, deflated([]byte("a compressed server frame, a compressed server frame"))),
 	}
 	for i, s := range seeds {
-		f.Add(s, uint16(i*7))
+		f.Add(s, uint16(i*7), i == len(seeds)-1)
 	}
-	f.Fuzz(func(t *testing.T, in []byte, split uint16) {
-		checkSplit(t, in, split, (*Parser).ParseServer)
+	f.Fuzz(func(t *testing.T, in []byte, split uint16, deflate bool) {
+		checkSplit(t, in, split, deflate, (*Parser).ParseServer)
 	})
 }
 
 // checkSplit parses in whole and split at split (modulo its length) and
 // fails t unless both give the same events, bytes consumed and close code,
 // any error being a CloseError.
-func checkSplit(t *testing.T, in []byte, split uint16, parse parseFunc) {
+func checkSplit(t *testing.T, in []byte, split uint16, deflate bool, parse parseFunc) {
 	t.Helper()
-	whole, wholeN, wholeErr := parseAll(in, len(in), parse)
+	whole, wholeN, wholeErr := parseAll(in, len(in), deflate, parse)
 	cut := 0
 	if len(in) > 0 {
 		cut = int(split) % (len(in) + 1)
 	}
-	parts, partsN, partsErr := parseAll(in, cut, parse)
+	parts, partsN, partsErr := parseAll(in, cut, deflate, parse)
 	if wholeN > len(in) || partsN > len(in) {
 		t.Fatalf("consumed more than given: %d, %d of %d", wholeN, partsN, len(in))
 	}
@@ -90,9 +103,10 @@ func checkSplit(t *testing.T, in []byte, split uint16, parse parseFunc) {
 type parseFunc func(*Parser, []byte, Handler) (int, error)
 
 // parseAll feeds in[:cut] then the rest, as two reads would, keeping the
-// unconsumed tail between calls like the server does.
-func parseAll(in []byte, cut int, parse parseFunc) (events []string, consumed int, err error) {
-	p := Parser{MaxMessage: 1 << 16}
+// unconsumed tail between calls like the server does; deflate as if the
+// connection negotiated permessage-deflate.
+func parseAll(in []byte, cut int, deflate bool, parse parseFunc) (events []string, consumed int, err error) {
+	p := Parser{MaxMessage: 1 << 16, Deflate: deflate}
 	var r rec
 	var buf []byte
 	for _, chunk := range [][]byte{in[:cut], in[cut:]} {

@@ -71,15 +71,21 @@ func protocolError(reason string) *CloseError {
 // Parser holds the state of one connection's incoming stream between calls
 // to Parse. The zero value is ready to use with DefaultMaxMessage.
 type Parser struct {
-	// MaxMessage limits a data message, the sum of its fragments, in bytes.
-	// Zero means DefaultMaxMessage. A bigger message closes with 1009.
+	// MaxMessage limits a data message, the sum of its fragments, in bytes,
+	// and, once inflated, a compressed one. Zero means DefaultMaxMessage.
+	// A bigger message closes with 1009.
 	MaxMessage int
 
 	// Ordered for packing: a Parser lives in every connection.
 	need       int32     // bytes the next frame needs in the buffer, when known (capped at MaxInt32)
 	fragmented bool      // a fragmented message is in progress
 	op         ws.OpCode // opcode of the fragmented message in progress
-	msg        []byte    // fragments so far; nil when no message is in progress
+	compressed bool      // the fragmented message in progress is compressed
+	// Deflate: the connection negotiated permessage-deflate, so a data
+	// message's first frame may carry RSV1 (compressed). Without it RSV1
+	// is a protocol error (1002), as every RSV bit is.
+	Deflate bool
+	msg     []byte // fragments so far; nil when no message is in progress
 }
 
 // Need returns how many bytes the buffer must hold, counted from its first
@@ -97,7 +103,7 @@ func (p *Parser) Pending() bool { return p.fragmented }
 
 // Reset forgets any message in progress and releases its buffer.
 func (p *Parser) Reset() {
-	p.fragmented, p.op, p.msg, p.need = false, 0, nil, 0
+	p.fragmented, p.op, p.msg, p.need, p.compressed = false, 0, nil, 0, false
 }
 
 func (p *Parser) limit() int {
@@ -159,6 +165,12 @@ func (p *Parser) parse(b []byte, h Handler, side ws.State) (n int, err error) {
 			}
 			hdr.Length = int64(u)
 		}
+		compressed := false
+		if hdr.Rsv == 4 && p.Deflate && (hdr.OpCode == ws.OpText || hdr.OpCode == ws.OpBinary) {
+			// RSV1 on a data message's first frame: compressed. On a
+			// continuation or a control frame it stays an error.
+			compressed, hdr.Rsv = true, 0
+		}
 		state := side
 		if p.fragmented {
 			state |= ws.StateFragmented
@@ -185,7 +197,7 @@ func (p *Parser) parse(b []byte, h Handler, side ws.State) (n int, err error) {
 		n += size
 		p.need = 0
 
-		if err := p.frame(hdr.Fin, hdr.OpCode, payload, h); err != nil {
+		if err := p.frame(hdr.Fin, hdr.OpCode, compressed, payload, h); err != nil {
 			return n, err
 		}
 	}
@@ -195,7 +207,7 @@ func (p *Parser) parse(b []byte, h Handler, side ws.State) (n int, err error) {
 // of the message in progress. A close frame always ends in an error. It
 // takes fin and op rather than the ws.Header: a header holds an array, so
 // it would be passed in memory, which costs a small frame about a fifth.
-func (p *Parser) frame(fin bool, op ws.OpCode, payload []byte, h Handler) error {
+func (p *Parser) frame(fin bool, op ws.OpCode, compressed bool, payload []byte, h Handler) error {
 	switch op {
 	case ws.OpPing:
 		h.Ping(payload)
@@ -205,23 +217,34 @@ func (p *Parser) frame(fin bool, op ws.OpCode, payload []byte, h Handler) error 
 		return closeFrame(payload)
 	case ws.OpText, ws.OpBinary:
 		if fin {
-			return deliver(h, op, payload)
+			return p.deliver(h, op, compressed, payload)
 		}
 		p.fragmented = true
 		p.op = op
+		p.compressed = compressed
 		p.msg = append(p.msg[:0], payload...)
 	case ws.OpContinuation:
 		p.msg = append(p.msg, payload...)
 		if fin {
-			op, msg := p.op, p.msg
-			p.fragmented, p.op, p.msg = false, 0, nil
-			return deliver(h, op, msg)
+			op, msg, z := p.op, p.msg, p.compressed
+			p.fragmented, p.op, p.msg, p.compressed = false, 0, nil, false
+			return p.deliver(h, op, z, msg)
 		}
 	}
 	return nil
 }
 
-func deliver(h Handler, op ws.OpCode, payload []byte) error {
+// deliver hands a complete message to h: inflated first when compressed
+// (within MaxMessage), then checked for UTF-8 when it is text.
+func (p *Parser) deliver(h Handler, op ws.OpCode, compressed bool, payload []byte) error {
+	if compressed {
+		msg, done, err := inflate(payload, p.limit())
+		if err != nil {
+			return err
+		}
+		defer done()
+		payload = msg
+	}
 	if op == ws.OpText && !utf8.Valid(payload) {
 		return &CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: "invalid UTF-8 in text message"}
 	}
