@@ -23,6 +23,13 @@ type Config struct {
 	SSEPath string
 	// NoSSE turns Server-Sent Events off (SSEPath gets 404). Zero: on.
 	NoSSE bool
+	// NoCompression turns permessage-deflate off: no offer is accepted.
+	// Zero: negotiated with every client that offers it, always without
+	// context takeover.
+	NoCompression bool
+	// CompressMinBytes: a message (or JSON envelope) under this many
+	// bytes goes to deflate clients uncompressed. Zero means 256.
+	CompressMinBytes int
 	// SSERetry is the reconnection delay an SSE client is told (retry:)
 	// when it is turned away for a while (limits, shutdown) with a 200.
 	// Zero means 5s.
@@ -173,6 +180,9 @@ func (c Config) withDefaults() Config {
 	if c.SSERetry <= 0 {
 		c.SSERetry = 5 * time.Second
 	}
+	if c.CompressMinBytes <= 0 {
+		c.CompressMinBytes = 256
+	}
 	if c.MessageTimeout == 0 {
 		c.MessageTimeout = 5 * time.Second
 	}
@@ -269,7 +279,8 @@ func (c Config) outboundConfig() outbound.Config {
 
 func (c Config) hubConfig(hist hub.History) hub.Config {
 	return hub.Config{Shards: c.Shards, Backlog: c.Backlog, FlushDelay: c.FlushDelay,
-		SweepEvery: c.sweepEvery(), PingInterval: c.PingInterval, DrainSpread: c.DrainSpread, History: hist}
+		SweepEvery: c.sweepEvery(), PingInterval: c.PingInterval, DrainSpread: c.DrainSpread, History: hist,
+		CompressMinBytes: c.CompressMinBytes}
 }
 
 // historyConfig is the history's bounds; ok false when there is none.

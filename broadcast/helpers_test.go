@@ -84,12 +84,8 @@ func dialRaw(t testing.TB, addr string) *rawClient {
 // dialRawWith upgrades with the handshake request req.
 func dialRawWith(t testing.TB, addr, req string) *rawClient {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	rc := &rawClient{Conn: nc, br: bufio.NewReader(nc)}
+	rc := dialRawConn(t, addr)
+	nc := rc.Conn
 	if _, err := io.WriteString(nc, req); err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +98,18 @@ func dialRawWith(t testing.TB, addr, req string) *rawClient {
 		t.Fatalf("handshake: status %d", resp.StatusCode)
 	}
 	return rc
+}
+
+// dialRawConn connects, closed when the test ends; nothing is sent.
+func dialRawConn(t testing.TB, addr string) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return &rawClient{Conn: nc, br: bufio.NewReader(nc)}
 }
 
 // masked builds a masked client frame with first byte b0 (FIN, RSV and

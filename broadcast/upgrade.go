@@ -14,7 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"golang.org/x/sys/unix"
 
 	"github.com/fanout/fanout/broadcast/admit"
@@ -80,6 +82,7 @@ type upgrade struct {
 	sub        subscription  // what the URL asks for
 	format     wsconn.Format // decided in onBeforeUpgrade
 	sse        bool          // an SSE request (runSSE), not an upgrade
+	flate      wsflate.Extension
 }
 
 // run upgrades hc's connection under the handshake deadline and detaches
@@ -108,6 +111,15 @@ func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 		OnHeader:        u.onHeader,
 		OnBeforeUpgrade: u.onBeforeUpgrade,
 	}
+	if !u.srv.cfg.NoCompression {
+		// Always without context takeover, both ways, whatever the
+		// client offers: one compressed frame serves every connection,
+		// and none keeps a compressor or a decompressor. An offer that
+		// asks for a smaller server window than deflate's is declined
+		// (wsflate.Extension.Negotiate): the connection is plain.
+		u.flate.Parameters = wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}
+		up.Negotiate = u.negotiate
+	}
 	if _, err := up.Upgrade(struct {
 		io.Reader
 		io.Writer
@@ -118,6 +130,18 @@ func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 		return -1, fmt.Errorf("%w: %w", errRegister, err)
 	}
 	return detach(nc)
+}
+
+// negotiate answers an extension offer. An offer of permessage-deflate
+// with parameters that are not valid is declined, not refused (RFC 7692
+// 7.1.1): the connection goes on without compression.
+func (u *upgrade) negotiate(opt httphead.Option) (httphead.Option, error) {
+	accept, err := u.flate.Negotiate(opt)
+	if err != nil {
+		u.flate.Reset()
+		return httphead.Option{}, nil
+	}
+	return accept, nil
 }
 
 func (u *upgrade) refuse(kind RejectKind) error {
@@ -351,7 +375,8 @@ func detach(nc net.Conn) (int, error) {
 // (the 101) as its first bytes. From here on no goroutine belongs to it
 // while it is idle, and its teardown releases u's ticket.
 func (s *Server) attach(fd int, u *upgrade, resp []byte, early bool) {
-	c := wsconn.New(s.ws, s.nextID.Add(1), fd, u.format, u.sub.channels)
+	_, deflate := u.flate.Accepted()
+	c := wsconn.New(s.ws, s.nextID.Add(1), fd, wsconn.Options{Format: u.format, Channels: u.sub.channels, Deflate: deflate})
 	c.Ticket = u.ticket
 	s.accepted.Add(1)
 	if err := c.Start(resp, u.sub.hubSubscription()); err != nil {

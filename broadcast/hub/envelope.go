@@ -28,6 +28,32 @@ func encodeJSON(m *Message) []byte {
 	return AppendEnvelope(b, m)
 }
 
+// encodeFrameDeflate is EncodingFrameDeflate: the payload compressed once,
+// or the raw frame itself when it is small or does not shrink.
+func encodeFrameDeflate(m *Message) []byte {
+	if len(m.Payload) < m.lazy.compressMin {
+		return m.frame
+	}
+	if f, ok := frame.CompileDeflate(m.Kind.Op(), m.Payload); ok {
+		return f
+	}
+	return m.frame
+}
+
+// encodeJSONDeflate is EncodingJSONDeflate: the envelope compressed once,
+// or its plain frame.
+func encodeJSONDeflate(m *Message) []byte {
+	plain := m.Bytes(EncodingJSON)
+	n := jsonEnvelopeLen(m)
+	if n < m.lazy.compressMin {
+		return plain
+	}
+	if f, ok := frame.CompileDeflate(ws.OpText, plain[len(plain)-n:]); ok {
+		return f
+	}
+	return plain
+}
+
 // encodeSSE is EncodingSSE: the envelope as one event whose id is the
 // message's cursor, in one allocation of exactly its size.
 func encodeSSE(m *Message) []byte {

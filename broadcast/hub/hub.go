@@ -52,6 +52,10 @@ type Config struct {
 	// hub): a cursor of another epoch cannot be resumed. Empty means a
 	// random one.
 	Epoch string
+	// CompressMinBytes: a message (or JSON envelope) under this many
+	// bytes goes to permessage-deflate clients uncompressed. Zero means
+	// 256.
+	CompressMinBytes int
 }
 
 // History is where the hub keeps recent messages for subscribers that
@@ -107,6 +111,9 @@ func New(cfg Config) *Hub {
 	if cfg.Epoch == "" {
 		cfg.Epoch = NewEpoch()
 	}
+	if cfg.CompressMinBytes <= 0 {
+		cfg.CompressMinBytes = 256
+	}
 	h := &Hub{
 		cfg:       cfg,
 		head:      1,
@@ -148,7 +155,7 @@ func (h *Hub) Broadcast(m Message) (seq uint64, err error) {
 	}
 	seq = h.head
 	m.Seq = seq
-	m.lazy.epoch = h.epoch
+	m.lazy.epoch, m.lazy.compressMin = h.epoch, h.cfg.CompressMinBytes
 	if h.hist != nil {
 		// Before any shard can take it: a subscriber joining once a
 		// shard has passed it finds it there (Shard.joined).

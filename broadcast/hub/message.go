@@ -26,6 +26,12 @@ const (
 	// EncodingSSE is the JSON envelope as one Server-Sent Event:
 	// "id: EPOCH:SEQ\ndata: {envelope}\n\n". Built on first use.
 	EncodingSSE
+	// EncodingFrameDeflate and EncodingJSONDeflate are EncodingFrame and
+	// EncodingJSON for clients that negotiated permessage-deflate: the
+	// frame compressed once (RSV1), or the plain frame when the message is
+	// under Config.CompressMinBytes or does not shrink. Built on first use.
+	EncodingFrameDeflate
+	EncodingJSONDeflate
 	numEncodings
 )
 
@@ -67,9 +73,12 @@ type Message struct {
 // encoding holds the encodings a message gets only when some recipient
 // needs them. Every copy of a message points at the same one.
 type encoding struct {
-	epoch string // the hub's, set by Broadcast: an SSE event's id names it
-	json  lazyBytes
-	sse   lazyBytes
+	epoch       string // the hub's, set by Broadcast: an SSE event's id names it
+	compressMin int    // the hub's Config.CompressMinBytes, set by Broadcast
+	json        lazyBytes
+	sse         lazyBytes
+	frameZ      lazyBytes
+	jsonZ       lazyBytes
 }
 
 // lazyBytes is a value built once, by the first caller, while the others
@@ -120,14 +129,18 @@ func (m *Message) Bytes(e Encoding) []byte {
 		return m.lazy.json.get(m, encodeJSON)
 	case EncodingSSE:
 		return m.lazy.sse.get(m, encodeSSE)
+	case EncodingFrameDeflate:
+		return m.lazy.frameZ.get(m, encodeFrameDeflate)
+	case EncodingJSONDeflate:
+		return m.lazy.jsonZ.get(m, encodeJSONDeflate)
 	}
 	return nil
 }
 
 // Size is what the message keeps alive once its raw frame and JSON
 // envelope are built, exactly (what a history holding it counts against
-// its byte budget). The SSE event, built only for SSE recipients, is
-// about the envelope's size again; it is not counted.
+// its byte budget). The SSE event and the compressed frames, built only
+// for their recipients, are not counted.
 func (m *Message) Size() int {
 	n := jsonEnvelopeLen(m)
 	return len(m.frame) + frame.HeaderSize(n) + n

@@ -146,19 +146,32 @@ type Conn struct {
 	limiter  *rate.Limiter // ClientRate; nil without one
 	sub      *subscription // channels and format; nil: the default channel, raw
 	ponged   bool          // a pong was queued during this read event; read side only
+	deflate  bool          // permessage-deflate negotiated; set by New
 
 	// Ticket is the admission the connection holds; its Node releases it
 	// when the connection ends.
 	Ticket admit.Ticket
 }
 
-// New makes the upgraded socket fd connection id, receiving channels
-// (none: the default channel) in format. Nothing reaches it until Start.
-func New(env *Env, id uint64, fd int, format Format, channels []string) *Conn {
-	c := &Conn{env: env}
+// Options are what an upgrade decided about a connection.
+type Options struct {
+	Format   Format
+	Channels []string // none: the default channel
+	// Deflate: permessage-deflate was negotiated (without context
+	// takeover): messages go out compressed when that pays, and the
+	// client's compressed ones are inflated.
+	Deflate bool
+}
+
+// New makes the upgraded socket fd connection id, as o says. Nothing
+// reaches it until Start.
+func New(env *Env, id uint64, fd int, o Options) *Conn {
+	c := &Conn{env: env, deflate: o.Deflate}
 	c.Init(env.out, c, env.poller, id, fd)
-	if format != FormatRaw || len(channels) > 0 {
-		c.sub = &subscription{format: format, channels: channels}
+	c.parser.Deflate = o.Deflate
+	format := o.Format
+	if format != FormatRaw || len(o.Channels) > 0 {
+		c.sub = &subscription{format: format, channels: o.Channels}
 	}
 	if format == FormatJSON {
 		// It sees every seq: it never misses one silently, it is
@@ -243,7 +256,7 @@ func (c *Conn) Join(j hub.Joined) {
 	frames, size := make([][]byte, 1, 1+len(j.Replay)), len(w)
 	frames[0] = w
 	for i := range j.Replay {
-		b := j.Replay[i].Bytes(hub.EncodingJSON)
+		b := j.Replay[i].Bytes(c.Encoding())
 		frames = append(frames, b)
 		size += len(b)
 	}
@@ -251,10 +264,16 @@ func (c *Conn) Join(j hub.Joined) {
 	c.SendLocked(frames, size, &iov)
 }
 
-// Encoding implements hub.Subscriber: the raw frame, or the JSON envelope.
+// Encoding implements hub.Subscriber: the raw frame, or the JSON envelope;
+// compressed when the client negotiated permessage-deflate.
 func (c *Conn) Encoding() hub.Encoding {
-	if c.sub != nil && c.sub.format == FormatJSON {
+	switch json := c.sub != nil && c.sub.format == FormatJSON; {
+	case json && c.deflate:
+		return hub.EncodingJSONDeflate
+	case json:
 		return hub.EncodingJSON
+	case c.deflate:
+		return hub.EncodingFrameDeflate
 	}
 	return hub.EncodingFrame
 }

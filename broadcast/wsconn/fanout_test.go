@@ -33,7 +33,7 @@ func devnullSubscribers(tb testing.TB, n int, format wsconn.Format, channel stri
 	}
 	subs := make([]hub.Subscriber, n)
 	for i := range subs {
-		subs[i] = wsconn.New(env, uint64(i+1), devnull, format, channels)
+		subs[i] = wsconn.New(env, uint64(i+1), devnull, wsconn.Options{Format: format, Channels: channels})
 	}
 	return subs
 }

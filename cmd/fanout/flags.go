@@ -42,6 +42,7 @@ type options struct {
 	natsResume      time.Duration
 	clientPublish   bool
 	sse             bool
+	compression     string // -compression: on or off
 	slowPolicy      string
 	batch           api.BatchConfig
 	cfg             broadcast.Config
@@ -76,6 +77,7 @@ func defaults() *options {
 		natsResume:      bc.ResumeDelay,
 		clientPublish:   !cfg.ReceiveOnly,
 		sse:             !cfg.NoSSE,
+		compression:     onOff(!cfg.NoCompression),
 		slowPolicy:      cfg.SlowPolicy.String(),
 		batch:           api.DefaultBatchConfig(),
 		cfg:             cfg,
@@ -128,6 +130,8 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.SSEPath, "sse-path", c.SSEPath, "URL `path` of Server-Sent Events streams, on the WebSocket listener")
 	fs.BoolVar(&o.sse, "sse", o.sse, "serve Server-Sent Events at -sse-path; false answers 404 there")
 	fs.DurationVar(&c.SSERetry, "sse-retry", c.SSERetry, "reconnection delay (`duration`) told to an SSE client turned away for a while (limits, shutdown) with a 200 and retry:")
+	fs.StringVar(&o.compression, "compression", o.compression, "permessage-deflate: `on` (negotiated with clients that offer it, always without context takeover: each message compressed once for all) or off")
+	fs.IntVar(&c.CompressMinBytes, "compress-min-bytes", c.CompressMinBytes, "messages under this many `bytes` go to deflate clients uncompressed")
 	fs.BoolVar(&o.clientPublish, "client-publish", o.clientPublish, "clients may publish; false makes them receive-only (their data frames close with 1008)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "read worker pool size (`n`); 0 means max(8, 4×GOMAXPROCS)")
 	fs.IntVar(&c.Shards, "shards", c.Shards, "connection table shards (`n`), each with one writer goroutine")
@@ -285,6 +289,9 @@ func validateChoices(o *options) error {
 			return fmt.Errorf("-%s: %q: want an absolute path (/ws), no query", p.name, p.path)
 		}
 	}
+	if o.compression != "on" && o.compression != "off" {
+		return fmt.Errorf("-compression: %q: want on or off", o.compression)
+	}
 	if o.sse && c.SSEPath == c.Path {
 		return fmt.Errorf("-sse-path: %q is -path too: they must differ", c.SSEPath)
 	}
@@ -333,6 +340,7 @@ func validateLimits(o *options) error {
 		{"read-buffer", c.ReadBufferSize, 64},
 		{"admin-max-conns", o.adminMaxConns, 1},
 		{"max-channels-per-conn", c.MaxChannelsPerConn, 1},
+		{"compress-min-bytes", c.CompressMinBytes, 1},
 		{"history-size", c.HistorySize, 0},
 		{"idempotency-keys", c.IdempotencyKeys, 1},
 		{"max-batch-items", o.batch.MaxItems, 1},
@@ -400,6 +408,13 @@ func loopbackAddr(addr string) error {
 	return nil
 }
 
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
+}
+
 // splitList splits a comma-separated flag value, dropping blanks.
 func splitList(v string) []string {
 	var out []string
@@ -429,6 +444,7 @@ func configure(o *options) {
 	}
 	c.ReceiveOnly = !o.clientPublish
 	c.NoSSE = !o.sse
+	c.NoCompression = o.compression == "off"
 	if c.HistorySize == 0 {
 		c.HistorySize = -1 // the flag's "none"; the Config's zero is the default
 	}
