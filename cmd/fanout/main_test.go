@@ -353,9 +353,17 @@ func TestAdminMaxConnsFlag(t *testing.T) {
 		t.Fatalf("/readyz with the slots held: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	// The first one held was idle longest: closed for it.
-	_ = held[0].SetReadDeadline(time.Now().Add(10 * time.Second))
-	if n, err := held[0].Read(make([]byte, 1)); n != 0 || err == nil || os.IsTimeout(err) {
-		t.Fatalf("the longest-idle connection: read %d, %v; want it closed", n, err)
+	// It was served with both slots held by idle keep-alives: one of them
+	// was closed for it (which one is the server's idle bookkeeping's
+	// business, tested in broadcast/api: TestAdminMaxConns).
+	closed := func(nc net.Conn) bool {
+		_ = nc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		n, err := nc.Read(make([]byte, 1))
+		return n == 0 && err != nil && !os.IsTimeout(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !closed(held[0]) && !closed(held[1]); {
+		if time.Now().After(deadline) {
+			t.Fatal("both held keep-alives still open after a newcomer was served over -admin-max-conns 2")
+		}
 	}
 }
