@@ -445,9 +445,8 @@ func TestJWTChannels(t *testing.T) {
 	if !slices.Equal(w.Channels, []string{"a", "b"}) {
 		t.Fatalf("no channel named: welcome %+v, want the token's channels", w)
 	}
-	if st := s.Stats(); st.Rejects(broadcast.RejectChannelDenied) != 2 {
-		t.Fatalf("channel_denied rejects %d, want 2", st.Rejects(broadcast.RejectChannelDenied))
-	}
+	// Counted once the refusal is written: wait for it.
+	waitFor(t, "2 channel_denied rejects", func() bool { return s.Stats().Rejects(broadcast.RejectChannelDenied) == 2 })
 }
 
 // upgradeStatus tries an upgrade and returns the status and the body of
@@ -501,9 +500,7 @@ func TestSubscriptionParams(t *testing.T) {
 			t.Errorf("?%s: %d %q, want %d with %q", tc.query, status, body, tc.status, tc.reason)
 		}
 	}
-	if st := s.Stats(); st.Rejects(broadcast.RejectParams) != 13 {
-		t.Errorf("bad_params rejects %d, want 13", st.Rejects(broadcast.RejectParams))
-	}
+	waitFor(t, "13 bad_params rejects", func() bool { return s.Stats().Rejects(broadcast.RejectParams) == 13 })
 }
 
 // A json client is never dropped for: under SlowDrop a raw client loses

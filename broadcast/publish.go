@@ -108,7 +108,11 @@ func (s *Server) publish(m Message) (Receipt, error) {
 	default:
 		return Receipt{}, fmt.Errorf("broadcast: publish: unknown kind %d", m.Kind)
 	}
-	return s.route(m.Channel, m.Kind, m.Payload)
+	seq, err := s.route(m.Channel, m.Kind, m.Payload)
+	if err != nil {
+		return Receipt{}, err
+	}
+	return Receipt{Channel: m.Channel, Seq: seq, Epoch: s.hub.Epoch(), Recipients: s.hub.Members(m.Channel)}, nil
 }
 
 // compactBufs hold JSON payloads while they are compacted (then copied
@@ -126,41 +130,45 @@ type Bus interface {
 func (s *Server) SetBus(b Bus) { s.bus = b }
 
 // Deliver fans out a message the bus brings, to this node's clients. kind
-// is the Kind the publishing node gave the bus.
-func (s *Server) Deliver(channel string, kind byte, payload []byte) (Receipt, error) {
-	r, err := s.fanOut(channel, Kind(kind), payload)
+// is the Kind the publishing node gave the bus. It returns the message's
+// seq on this node.
+func (s *Server) Deliver(channel string, kind byte, payload []byte) (uint64, error) {
+	seq, err := s.fanOut(channel, Kind(kind), payload)
 	if err != nil {
 		s.logRefused.Warn(s.log, "bus message refused locally", "err", err)
 	}
-	return r, err
+	return seq, err
 }
 
-// route sends a validated message to the bus when the node is in a tier,
-// and fans it out here otherwise.
-func (s *Server) route(channel string, kind Kind, payload []byte) (Receipt, error) {
+// route sends a validated message to the bus when the node is in a tier
+// (seq 0: the bus gives it one on each node), and fans it out here
+// otherwise. What it returns is all a client's message needs: the
+// receipt's other fields cost a walk over the shards, for publishers who
+// asked (Publish).
+func (s *Server) route(channel string, kind Kind, payload []byte) (seq uint64, err error) {
 	if s.bus == nil {
 		return s.fanOut(channel, kind, payload)
 	}
 	if s.closing.Load() {
 		s.refused.Add(1)
-		return Receipt{}, ErrServerClosed
+		return 0, ErrServerClosed
 	}
 	if err := s.bus.Publish(channel, byte(kind), payload); err != nil {
 		s.refused.Add(1)
-		return Receipt{}, fmt.Errorf("%w: %w", ErrBus, err)
+		return 0, fmt.Errorf("%w: %w", ErrBus, err)
 	}
-	return Receipt{Channel: channel, Epoch: s.hub.Epoch(), Recipients: s.hub.Members(channel)}, nil
+	return 0, nil
 }
 
 // fanOut encodes the message once and broadcasts it through the hub.
-func (s *Server) fanOut(channel string, kind Kind, payload []byte) (Receipt, error) {
+func (s *Server) fanOut(channel string, kind Kind, payload []byte) (uint64, error) {
 	seq, err := s.hub.Broadcast(hub.NewMessage(channel, kind, payload))
 	if err != nil {
 		s.refused.Add(1)
 		if errors.Is(err, hub.ErrBacklog) {
-			return Receipt{}, ErrBacklog
+			return 0, ErrBacklog
 		}
-		return Receipt{}, ErrServerClosed
+		return 0, ErrServerClosed
 	}
-	return Receipt{Channel: channel, Seq: seq, Epoch: s.hub.Epoch(), Recipients: s.hub.Members(channel)}, nil
+	return seq, nil
 }

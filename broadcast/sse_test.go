@@ -202,10 +202,10 @@ func TestSSERefusals(t *testing.T) {
 			t.Errorf("%s: %d, want %d", tc.name, c.resp.StatusCode, tc.status)
 		}
 	}
-	st := s.Stats()
-	if st.Rejects(broadcast.RejectFull) != 1 || st.Rejects(broadcast.RejectUnauthorized) != 1 || st.Rejects(broadcast.RejectOrigin) != 1 {
-		t.Fatalf("rejects %v", st.Rejected)
-	}
+	waitFor(t, "the refusals counted", func() bool {
+		st := s.Stats()
+		return st.Rejects(broadcast.RejectFull) == 1 && st.Rejects(broadcast.RejectUnauthorized) == 1 && st.Rejects(broadcast.RejectOrigin) == 1
+	})
 }
 
 // A page on another origin the policy allows reads the stream (CORS), and
