@@ -49,7 +49,7 @@ func parseSubscription(q url.Values, maxChannels int) (subscription, error) {
 	if v, ok := q["since"]; ok {
 		c, err := ParseCursor(v[0])
 		if err != nil {
-			return sub, err
+			return sub, fmt.Errorf("since: %w", err)
 		}
 		sub.resume, sub.since = true, c
 	}
@@ -62,7 +62,7 @@ func ParseCursor(s string) (hub.Cursor, error) {
 	epoch, seq, ok := strings.Cut(s, ":")
 	n, err := strconv.ParseUint(seq, 10, 64)
 	if !ok || epoch == "" || len(epoch) > 64 || err != nil {
-		return hub.Cursor{}, fmt.Errorf("since %.80q: want EPOCH:SEQ (the welcome's epoch and the last seq received)", s)
+		return hub.Cursor{}, fmt.Errorf("%.80q: want EPOCH:SEQ (the welcome's epoch and the last seq received)", s)
 	}
 	return hub.Cursor{Epoch: epoch, Seq: n}, nil
 }
