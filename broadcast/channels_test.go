@@ -2,6 +2,7 @@ package broadcast_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -558,5 +559,33 @@ func TestIdempotentPublish(t *testing.T) {
 	expectMessage(t, c, websocket.TextMessage, []byte("twice")) // not "once" again
 	if _, err := s.Publish(broadcast.Message{Payload: []byte("x"), IdempotencyKey: strings.Repeat("k", 257)}); err != broadcast.ErrIdempotencyKey {
 		t.Fatalf("a 257-byte key: %v", err)
+	}
+}
+
+// A token's claim that repeats a channel joins it once (every message
+// once); a claim of no channel grants none, the default one included; a
+// JSON message whose strings are not UTF-8 is refused (it would go out as
+// a text frame browsers must fail on).
+func TestChannelEdgeCases(t *testing.T) {
+	s := startServer(t, broadcast.Config{Authenticate: broadcast.JWTAuthenticator([]byte("s3cret"))})
+	exp := time.Now().Add(time.Hour).Unix()
+	dup := signed(t, "s3cret", jwt.MapClaims{"exp": exp, "channels": []string{"a", "a"}})
+	c, w := dialJSON(t, s, "format=json&token="+dup)
+	if !slices.Equal(w.Channels, []string{"a"}) {
+		t.Fatalf("welcome channels %v, want [a]", w.Channels)
+	}
+	r1 := publish(t, s, "a", "one")
+	r2 := publish(t, s, "a", "two")
+	for _, want := range []uint64{r1.Seq, r2.Seq} {
+		if e := readEnvelope(t, c); e.Seq != want {
+			t.Fatalf("got seq %d, want %d: a repeated claim delivered twice", e.Seq, want)
+		}
+	}
+	none := signed(t, "s3cret", jwt.MapClaims{"exp": exp, "channels": []string{}})
+	if status, body := upgradeStatus(t, s.url+"?token="+none); status != http.StatusForbidden {
+		t.Fatalf("a claim of no channel, no channel named: %d %q, want 403", status, body)
+	}
+	if _, err := s.Publish(broadcast.Message{Channel: "a", Kind: broadcast.KindJSON, Payload: []byte("{\"x\":\"\xff\"}")}); !errors.Is(err, broadcast.ErrInvalidUTF8) {
+		t.Fatalf("JSON with invalid UTF-8: %v, want ErrInvalidUTF8", err)
 	}
 }

@@ -98,6 +98,9 @@ func (s *Server) publish(m Message) (Receipt, error) {
 		}
 	case KindBinary:
 	case KindJSON:
+		if !utf8.Valid(m.Payload) { // json.Compact does not look inside strings
+			return Receipt{}, ErrInvalidUTF8
+		}
 		buf := compactBufs.Get().(*bytes.Buffer)
 		defer compactBufs.Put(buf)
 		buf.Reset()

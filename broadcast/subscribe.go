@@ -34,7 +34,9 @@ func parseSubscription(q url.Values, maxChannels int) (subscription, error) {
 			return sub, fmt.Errorf("channel %.140q: %s", name, why(err))
 		}
 		if !slices.Contains(sub.channels, name) {
-			sub.channels = append(sub.channels, name)
+			// A copy: the name would otherwise keep the whole query
+			// string (the token with it) alive for the connection's life.
+			sub.channels = append(sub.channels, strings.Clone(name))
 		}
 		if len(sub.channels) > maxChannels {
 			return sub, fmt.Errorf("more than %d channels (-max-channels-per-conn)", maxChannels)
@@ -74,6 +76,7 @@ func ParseCursor(s string) (hub.Cursor, error) {
 // refused).
 func (sub *subscription) resolve(channels []string, maxChannels int) (wsconn.Format, error) {
 	if !slices.Equal(channels, sub.channels) { // the token's: check them as the URL's were
+		channels = distinct(channels)
 		if len(channels) > maxChannels {
 			return 0, fmt.Errorf("the token grants %d channels, more than %d (-max-channels-per-conn): name some", len(channels), maxChannels)
 		}
@@ -93,6 +96,18 @@ func (sub *subscription) resolve(channels []string, maxChannels int) (wsconn.For
 		return 0, errors.New("since needs format=json")
 	}
 	return wsconn.FormatRaw, nil
+}
+
+// distinct returns names without repeats, in their order (a token's claim
+// may repeat one; a channel is joined once).
+func distinct(names []string) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // why is what is wrong with a channel name, without the package prefix.

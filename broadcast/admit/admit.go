@@ -301,6 +301,9 @@ func grantChannels(g Grant, r *Request) error {
 		return nil
 	}
 	if len(r.Channels) == 0 {
+		if len(g.Channels) == 0 {
+			return errors.New("the token grants no channel") // not the default one either
+		}
 		r.Channels = g.Channels
 		return nil
 	}

@@ -35,13 +35,16 @@ func (c BatchConfig) withDefaults() BatchConfig {
 // "..." for binary; "idempotency_key" as the header of POST /publish),
 // published in this order, one Publish each. A JSON string as data is
 // published as text (raw-format clients get the text), any other value as
-// JSON. An item that is invalid, or that p refuses, fails alone: the
-// answer, 200 {"results": [...], "published": k, "failed": f}, has one
-// result per item, its receipt ({"channel","seq","epoch","recipients"},
-// plus "repeat": true for an idempotent repeat) or {"channel", "error"}
-// with the reason and the HTTP status it would have had alone. A body
-// that is not such an array is refused whole (400), as one over cfg's
-// bounds (413). Keys as PublishHandler.
+// JSON. An item that is invalid fails alone; one p refuses for now (503:
+// backlog, shutdown, bus) stops the batch there, the items after it "not
+// tried" (503 too), so that a retry from it keeps the order. The answer,
+// 200 {"results": [...], "published": k, "failed": f}, has one result per
+// item, its receipt ({"channel","seq","epoch","recipients"}, plus
+// "repeat": true for an idempotent repeat) or {"channel", "error",
+// "status"} with the reason and the HTTP status it would have had alone.
+// A body that is not such an array is refused whole (400), as one over
+// cfg's bounds (413, found while reading: no more than MaxItems items are
+// ever decoded). Keys as PublishHandler.
 func BatchHandler(p Publisher, keys []string, cfg BatchConfig) http.Handler {
 	return &batchHandler{p: p, keys: append([]string(nil), keys...), cfg: cfg.withDefaults()}
 }
@@ -78,23 +81,9 @@ func (h *batchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !authorized(w, r, h.keys) {
 		return
 	}
-	var items []batchItem
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxBytes)))
-	if err := dec.Decode(&items); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch over %d bytes", h.cfg.MaxBytes))
-			return
-		}
-		writeError(w, http.StatusBadRequest, `batch: want a JSON array of {"channel":..,"data":..}: `+err.Error())
-		return
-	}
-	switch {
-	case len(items) == 0:
-		writeError(w, http.StatusBadRequest, "empty batch")
-		return
-	case len(items) > h.cfg.MaxItems:
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d messages, over %d", len(items), h.cfg.MaxItems))
+	items, status, err := h.decode(w, r)
+	if err != nil {
+		writeError(w, status, err.Error())
 		return
 	}
 	out := struct {
@@ -102,9 +91,15 @@ func (h *batchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Published int           `json:"published"`
 		Failed    int           `json:"failed"`
 	}{Results: make([]batchResult, len(items))}
+	var refused error // a refusal that may pass later: the items after it are not tried
 	for i, it := range items {
 		res := &out.Results[i]
 		res.Channel = it.Channel
+		if refused != nil {
+			res.Error, res.Status = "not tried: an earlier item was refused ("+refused.Error()+"); send again from it", http.StatusServiceUnavailable
+			out.Failed++
+			continue
+		}
 		m, err := it.message()
 		var rc broadcast.Receipt
 		if err == nil {
@@ -112,6 +107,9 @@ func (h *batchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			res.Error, res.Status = err.Error(), refusalStatus(err)
+			if res.Status == http.StatusServiceUnavailable {
+				refused = err // what follows would overtake it
+			}
 			out.Failed++
 			continue
 		}
@@ -121,6 +119,42 @@ func (h *batchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header()["Content-Type"] = jsonType
 	w.WriteHeader(http.StatusOK)
 	_ = json.NewEncoder(w).Encode(out)
+}
+
+// decode reads the body's array item by item, and stops at MaxItems + 1:
+// a huge batch of tiny items is refused before it is all in memory.
+func (h *batchHandler) decode(w http.ResponseWriter, r *http.Request) ([]batchItem, int, error) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxBytes)))
+	bad := func(err error) ([]batchItem, int, error) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("batch over %d bytes", h.cfg.MaxBytes)
+		}
+		return nil, http.StatusBadRequest, fmt.Errorf(`batch: want a JSON array of {"channel":..,"data":..}: %w`, err)
+	}
+	if tok, err := dec.Token(); err != nil {
+		return bad(err)
+	} else if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return bad(fmt.Errorf("the body starts with %v", tok))
+	}
+	var items []batchItem
+	for dec.More() {
+		if len(items) == h.cfg.MaxItems {
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("batch of more than %d messages", h.cfg.MaxItems)
+		}
+		var it batchItem
+		if err := dec.Decode(&it); err != nil {
+			return bad(err)
+		}
+		items = append(items, it)
+	}
+	if _, err := dec.Token(); err != nil { // the closing ]
+		return bad(err)
+	}
+	if len(items) == 0 {
+		return nil, http.StatusBadRequest, errors.New("empty batch")
+	}
+	return items, 0, nil
 }
 
 // errItem: neither data nor data_base64, or both.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -193,3 +194,36 @@ func TestListChannels(t *testing.T) {
 }
 
 func timeout() time.Time { return time.Now().Add(10 * time.Second) }
+
+// An NDJSON batch takes no Idempotency-Key (it names one message); a
+// batch item refused for now stops the batch there (a retry from it keeps
+// the order); a batch over MaxItems is refused while it is read.
+func TestPublishBatchRules(t *testing.T) {
+	s := startServer(t, broadcast.Config{})
+	_, admin := startAdmin(t, api.Config{Server: s, PublishKeys: []string{"k"}, Batch: api.BatchConfig{MaxItems: 3}})
+	var e map[string]any
+	if code, _ := request(t, "POST", admin+"/publish", "application/x-ndjson", map[string]string{"Idempotency-Key": "x"}, []byte("a\nb\n"), &e); code != http.StatusBadRequest {
+		t.Fatalf("NDJSON with Idempotency-Key: %d %v, want 400", code, e)
+	}
+	many := "[" + strings.Repeat(`{},`, 1000) + "{}]"
+	if code, _ := request(t, "POST", admin+"/publish/batch", "application/json", nil, []byte(many), &e); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("1001 items over MaxItems 3: %d %v, want 413", code, e)
+	}
+
+	cp := &countingPublisher{ok: 1, err: broadcast.ErrBacklog}
+	h := httptest.NewServer(api.BatchHandler(cp, []string{"k"}, api.BatchConfig{}))
+	defer h.Close()
+	var out struct {
+		Results   []receipt `json:"results"`
+		Published int       `json:"published"`
+		Failed    int       `json:"failed"`
+	}
+	body := `[{"channel":"a","data":1},{"channel":"a","data":2},{"channel":"a","data":3}]`
+	if code, _ := request(t, "POST", h.URL, "application/json", nil, []byte(body), &out); code != http.StatusOK {
+		t.Fatalf("batch: %d", code)
+	}
+	if out.Published != 1 || out.Failed != 2 || out.Results[1].Status != 503 || out.Results[2].Status != 503 ||
+		!strings.HasPrefix(out.Results[2].Error, "not tried") || len(cp.got) != 1 {
+		t.Fatalf("after a 503: %+v (publisher saw %d): want the rest not tried", out, len(cp.got))
+	}
+}

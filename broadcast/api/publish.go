@@ -122,6 +122,10 @@ func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ct := r.Header.Get("Content-Type")
 	switch {
 	case mediaType(ct, typeBatch):
+		if m.IdempotencyKey != "" {
+			writeError(w, http.StatusBadRequest, "Idempotency-Key is for one message: an NDJSON batch takes none (POST /publish/batch takes one per item)")
+			return
+		}
 		h.serveBatch(w, buf, m.Channel)
 		return
 	case mediaType(ct, typeJSON):

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"strconv"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/gobwas/ws"
@@ -208,6 +210,9 @@ func unsafeString(b []byte) string {
 // receive the text, and json-format ones the same string); any other
 // value is KindJSON, compacted. An invalid value is an error.
 func FromJSON(data []byte) (Kind, []byte, error) {
+	if !utf8.Valid(data) { // json.Compact does not look inside strings
+		return 0, nil, errors.New("not valid UTF-8")
+	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, data); err != nil {
 		return 0, nil, err

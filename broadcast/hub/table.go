@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -125,6 +126,9 @@ func (t *Table) Link(sub Subscriber, channels []string) {
 	if len(channels) == 0 {
 		channels = defaultChannel
 	}
+	if len(channels) > 1 && hasRepeats(channels) {
+		channels = withoutRepeats(channels) // linked twice, it would get everything twice
+	}
 	if len(channels) > 1 {
 		slot.more = &extraLinks{links: make([]link, len(channels)-1)}
 	}
@@ -148,6 +152,25 @@ func (t *Table) Link(sub Subscriber, channels []string) {
 }
 
 var defaultChannel = []string{""}
+
+func hasRepeats(names []string) bool {
+	for i, n := range names {
+		if slices.Contains(names[:i], n) {
+			return true
+		}
+	}
+	return false
+}
+
+func withoutRepeats(names []string) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
 
 // Unlink takes sub out of the table; a subscriber not in it is left
 // alone. The owner calls it.

@@ -101,10 +101,13 @@ func TestNodeDeflate(t *testing.T) {
 // and fails with what it printed unless it exits 0 with its PASS line.
 func runNode(t *testing.T, node string, flags []string, script string, args ...string) {
 	t.Helper()
-	// The script ends by itself within its --timeout (30 s); the context
-	// is only for a node that would not.
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	// The script ends by itself within its --timeout; the context is only
+	// for a node that would not. Deadlines three times the scripts' own:
+	// CI runs every package's tests at once, under -race, on two cores
+	// (TestNodeEventSource took 33 s there once, 7 s alone).
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
+	args = append(args, "--wait", "30000", "--timeout", "90000")
 	argv := append(append(append([]string(nil), flags...), filepath.Join(nodeScripts, script)), args...)
 	cmd := exec.CommandContext(ctx, node, argv...)
 	cmd.Env = append(os.Environ(), "FANOUT_PUBLISH_KEY=node-key") // the key stays out of ps
