@@ -78,9 +78,14 @@ func withChannel(u, name string) string {
 	if name == "" {
 		return u
 	}
+	return withParam(u, "channel", name)
+}
+
+// withParam is u with key=value added to its query.
+func withParam(u, key, value string) string {
 	sep := "?"
 	if strings.Contains(u, "?") {
 		sep = "&"
 	}
-	return u + sep + "channel=" + url.QueryEscape(name)
+	return u + sep + key + "=" + url.QueryEscape(value)
 }

@@ -5,7 +5,9 @@
 // percentiles. It works against any RFC 6455 broadcast server whose
 // clients receive every message, the sender's own included; against
 // fanout, on one channel (Config.Channel) or, in the rooms scenario, on
-// a channel per client.
+// a channel per client, with receivers that are WebSocket clients (raw or
+// json format, permessage-deflate or not) or Server-Sent Events streams
+// (Config.Transport).
 package bench
 
 import (
@@ -61,9 +63,31 @@ type Config struct {
 	// Empty: the default channel, the URLs as given.
 	Channel string `json:"channel,omitempty"`
 
+	// How receivers receive (see transport.go); publishers always write
+	// plain raw-format WebSocket frames (or POST).
+	//
+	// Transport is TransportWS (the default, for "") or TransportSSE:
+	// GET SSEPath on URL's host, the messages as Server-Sent Events.
+	Transport string `json:"transport,omitempty"`
+	// SSEPath is the SSE streams' path on URL's host (the URL's path
+	// replaced, its query kept). Empty means "/sse".
+	SSEPath string `json:"sse_path,omitempty"`
+	// Format is the WebSocket receivers' format: FormatRaw (the default,
+	// for ""), the payload as published, or FormatJSON (?format=json),
+	// each message in its JSON envelope. SSE streams are always JSON.
+	Format string `json:"format,omitempty"`
+	// Compression has WebSocket receivers offer permessage-deflate
+	// (without context takeover, both ways). Off: no offer.
+	Compression bool `json:"compression,omitempty"`
+	// Payload is what a message holds: PayloadBinary (the default, for
+	// ""), the bench header and padding, or PayloadJSON, a JSON object
+	// of Size bytes that carries the header (see jsonFiller).
+	Payload string `json:"payload,omitempty"`
+
 	// Publishers is the number of publishing connections. Zero means 1.
 	Publishers int `json:"publishers"`
-	// Size is each message's size in bytes, at least 20. Zero means 64.
+	// Size is each message's size in bytes, at least 20 (60 with
+	// PayloadJSON). Zero means 64.
 	Size int `json:"size"`
 	// Rate is messages per second over all publishers; zero means
 	// closed loop ("max"): each publisher keeps Window messages in flight.
@@ -123,7 +147,7 @@ type Config struct {
 
 // WithDefaults fills zero fields and checks the rest.
 func (c Config) WithDefaults() (Config, error) {
-	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).fillChannels, (*Config).fillMessages, (*Config).fillRooms} {
+	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).fillChannels, (*Config).fillTransport, (*Config).fillMessages, (*Config).fillRooms} {
 		if err := phase(&c); err != nil {
 			return c, err
 		}
@@ -210,6 +234,9 @@ func (c *Config) fillMessages() error {
 	if c.textPayload() && c.Size < textPayloadHeader {
 		return fmt.Errorf("size %d: at least %d bytes with a publish batch (the bench header as text)", c.Size, textPayloadHeader)
 	}
+	if c.Payload == PayloadJSON && c.Size < jsonPayloadMin {
+		return fmt.Errorf("size %d: at least %d bytes with the json payload (its header)", c.Size, jsonPayloadMin)
+	}
 	if c.Window == 0 {
 		c.Window = 16
 	}
@@ -228,9 +255,12 @@ func (c *Config) fillMessages() error {
 	return nil
 }
 
-// textPayload reports whether publishers send text messages (the bench
-// header as text): only in batches, which are lines of text.
-func (c Config) textPayload() bool { return c.PublishURL != "" && c.PublishBatch > 1 }
+// textPayload reports whether publishers send binary payloads as text
+// messages (the bench header as text): only in batches, which are lines
+// of text. A JSON payload is a line as it is.
+func (c Config) textPayload() bool {
+	return c.PublishURL != "" && c.PublishBatch > 1 && c.Payload != PayloadJSON
+}
 
 // urlFor is the URL the idx-th connection dials: its server, and
 // channel ("": the default one) in the query.

@@ -89,10 +89,12 @@ type ServerSample struct {
 	CPU        float64 `json:"cpu_seconds"` // user+system since the server started
 	Conns      int64   `json:"client_conns"`
 	// From fanout's metrics (MetricsURL), counted since it started:
-	// deliveries (fanout_deliveries_total) and the socket writes that
-	// carried them (fanout_socket_writes_total).
+	// deliveries (fanout_deliveries_total), the socket writes that
+	// carried them (fanout_socket_writes_total) and the bytes written
+	// (fanout_bytes_out_total).
 	Deliveries int64 `json:"deliveries,omitempty"`
 	Writes     int64 `json:"socket_writes,omitempty"`
+	BytesOut   int64 `json:"bytes_out,omitempty"`
 }
 
 // sampleServer reads the server's RSS, fds and threads from /proc (pid)
@@ -198,5 +200,6 @@ func scrape(url string, s *ServerSample) error {
 	s.Conns = get("fanout_connections")
 	s.Deliveries = get("fanout_deliveries_total")
 	s.Writes = get("fanout_socket_writes_total")
+	s.BytesOut = get("fanout_bytes_out_total")
 	return nil
 }

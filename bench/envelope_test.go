@@ -22,7 +22,8 @@ func envelopeOf(channel string, kind hub.Kind, payload []byte, seq uint64) []byt
 // Every kind of message comes back out of fanout's envelope as it was
 // published: text from the string, JSON as the value, binary decoded.
 func TestEnvelopeRecoversThePayload(t *testing.T) {
-	jsonMsg := []byte(`{"bench":"FJ0003","items":[{"id":1000,"name":"alpha-1","score":4.50,"active":true,"tags":["a","b"]}],"note":"x \\ y"}`)
+	jsonMsg := jsonFiller(1024)
+	putJSONPayload(jsonMsg, 3, 1<<40, 1234567890)
 	for _, tc := range []struct {
 		name    string
 		kind    hub.Kind
@@ -156,4 +157,29 @@ func FuzzEnvelope(f *testing.F) {
 			t.Fatalf("%q: type %d data %q; encoding/json: %q (%d) data %q", in, typ, got, want.Type, wantTyp, wantData)
 		}
 	})
+}
+
+func BenchmarkDecodeEnvelope(b *testing.B) {
+	jsonMsg := jsonFiller(1024)
+	bin := newPayload(Config{Size: 1024})
+	for _, tc := range []struct {
+		name string
+		env  []byte
+	}{
+		{"text-json-1024", envelopeOf("news", hub.KindText, jsonMsg, 1)},
+		{"json-1024", envelopeOf("news", hub.KindJSON, jsonMsg, 1)},
+		{"binary-1024", envelopeOf("news", hub.KindBinary, bin, 1)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(tc.env)))
+			var dst []byte
+			for b.Loop() {
+				var err error
+				if _, _, dst, err = decodeEnvelope(tc.env, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

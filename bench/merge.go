@@ -22,6 +22,8 @@ func (r *run) merge() {
 		}
 		fs.Receivers += pr.Stable
 		fs.Foreign += pr.Foreign
+		fs.Corrupt += pr.Corrupt
+		fs.WireBytes += pr.Wire
 		for k, v := range pr.Closes {
 			res.Closes[k] += v
 		}
@@ -104,6 +106,9 @@ func (r *run) finishFanout(fs *FanoutStats, lat *Histogram) {
 		}
 	}
 	fs.PerSecond = float64(fs.Received) / max(fs.Seconds, 1e-9)
+	if fs.Received > 0 {
+		fs.WireBytesPerDelivery = float64(fs.WireBytes) / float64(fs.Received)
+	}
 	fs.Latency = lat.Summary()
 }
 
@@ -111,6 +116,17 @@ func (r *run) finishFanout(fs *FanoutStats, lat *Histogram) {
 // measured over (see ServerCost.CPUPerDelivery). r.Server must be set.
 func (r *Result) measuredEnd() ServerSample {
 	if r.Config.Scenario == ScenarioRooms && r.Server.Drained.CPU > 0 {
+		return r.Server.Drained
+	}
+	return r.Server.End
+}
+
+// bytesSpan is the server sample that ends the span bytes out per
+// delivery is measured over: Drained, before any client leaves (their
+// close frames are no deliveries), when it has the server's metrics.
+// r.Server must be set.
+func (r *Result) bytesSpan() ServerSample {
+	if r.Server.Drained.Deliveries > 0 {
 		return r.Server.Drained
 	}
 	return r.Server.End
@@ -132,6 +148,9 @@ func (r *run) serverCost() {
 	}
 	if w := end.Writes - sv.PublishStart.Writes; w > 0 && end.Deliveries > sv.PublishStart.Deliveries {
 		sv.DeliveriesPerWrite = float64(end.Deliveries-sv.PublishStart.Deliveries) / float64(w)
+	}
+	if b := res.bytesSpan(); b.Deliveries > sv.PublishStart.Deliveries && b.BytesOut > sv.PublishStart.BytesOut {
+		sv.BytesOutPerDelivery = float64(b.BytesOut-sv.PublishStart.BytesOut) / float64(b.Deliveries-sv.PublishStart.Deliveries)
 	}
 	if c := int64(res.Connect.Connected); c > 0 && sv.Connected.RSS > 0 {
 		sv.BytesPerConn = float64(sv.Connected.RSS-sv.Before.RSS) / float64(c)

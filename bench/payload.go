@@ -3,7 +3,10 @@ package bench
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
+
+	"github.com/gobwas/ws"
 )
 
 // A bench message's payload starts with a fixed header; the rest is
@@ -36,9 +39,15 @@ func putPayload(p []byte, pub uint16, seq uint64, sent int64) {
 //	'"' "FT" | publisher 4 hex | sequence 16 hex | send time 16 hex | padding '"'
 const textPayloadHeader = 40
 
-// newPayload returns the buffer a publisher fills with putPayload (or
-// putTextPayload, for text): Size bytes, the padding already in place.
+// newPayload returns the buffer a publisher fills with putMessage: Size
+// bytes, the padding (or, for JSON, the filler) already in place. It is
+// also what every receiver expects after a message's header (see
+// payloadHeaderLen): a message whose other bytes differ was not delivered
+// intact.
 func newPayload(cfg Config) []byte {
+	if cfg.Payload == PayloadJSON {
+		return jsonFiller(cfg.Size)
+	}
 	p := make([]byte, cfg.Size)
 	for i := range p {
 		p[i] = 'x'
@@ -47,6 +56,29 @@ func newPayload(cfg Config) []byte {
 		p[len(p)-1] = '"'
 	}
 	return p
+}
+
+// messageOp is the opcode of the frames publishers send: text for JSON
+// messages, binary otherwise.
+func (c Config) messageOp() ws.OpCode {
+	if c.Payload == PayloadJSON {
+		return ws.OpText
+	}
+	return ws.OpBinary
+}
+
+// putMessage fills p (from newPayload) with the header of message seq of
+// publisher pub, sent at sent, in the form cfg's publishers send: binary,
+// text (a publish batch's lines) or JSON.
+func putMessage(cfg Config, p []byte, pub uint16, seq uint64, sent int64) {
+	switch {
+	case cfg.Payload == PayloadJSON:
+		putJSONPayload(p, pub, seq, sent)
+	case cfg.textPayload():
+		putTextPayload(p, pub, seq, sent)
+	default:
+		putPayload(p, pub, seq, sent)
+	}
 }
 
 // putTextPayload fills p (from newPayload, len ≥ textPayloadHeader) with a
@@ -91,12 +123,19 @@ func getHex(b []byte) (v uint64, ok bool) {
 	return v, true
 }
 
-// parsePayload reads a message header back, binary or text.
+// parsePayload reads a message header back, binary, text or JSON.
 func parsePayload(p []byte) (pub uint16, seq uint64, sent int64, err error) {
-	if len(p) >= textPayloadHeader && p[0] == '"' && p[1] == 'F' && p[2] == 'T' {
-		pu, ok1 := getHex(p[3:7])
-		sq, ok2 := getHex(p[7:23])
-		st, ok3 := getHex(p[23:39])
+	hex := []byte(nil) // the text and JSON headers' 36 hex digits
+	switch {
+	case len(p) >= textPayloadHeader && p[0] == '"' && p[1] == 'F' && p[2] == 'T':
+		hex = p[3:39]
+	case len(p) >= jsonPayloadMin && string(p[:len(jsonPayloadPrefix)]) == jsonPayloadPrefix:
+		hex = p[len(jsonPayloadPrefix):jsonPayloadHeader]
+	}
+	if hex != nil {
+		pu, ok1 := getHex(hex[0:4])
+		sq, ok2 := getHex(hex[4:20])
+		st, ok3 := getHex(hex[20:36])
 		if !ok1 || !ok2 || !ok3 {
 			return 0, 0, 0, errNotBench
 		}
@@ -106,6 +145,89 @@ func parsePayload(p []byte) (pub uint16, seq uint64, sent int64, err error) {
 		return 0, 0, 0, errNotBench
 	}
 	return binary.BigEndian.Uint16(p[2:]), binary.BigEndian.Uint64(p[4:]), int64(binary.BigEndian.Uint64(p[12:])), nil
+}
+
+// payloadHeaderLen is how many of p's first bytes are its header, the
+// ones that differ from message to message (p's header was parsed): the
+// rest is what newPayload put there.
+func payloadHeaderLen(p []byte) int {
+	switch {
+	case p[0] == '"':
+		return textPayloadHeader - 1 // the padding and the closing quote follow
+	case p[0] == '{':
+		return jsonPayloadHeader
+	case p[1] == roomPayloadMagic[1]:
+		return roomPayloadHeader
+	}
+	return payloadHeader
+}
+
+// A JSON message (Config.Payload PayloadJSON) is a JSON object of exactly
+// Size bytes, sent as text: the header in its first member, then filler
+// of the kind an API sends (objects with ids, names, numbers, flags), so
+// that permessage-deflate has something like real traffic to compress:
+//
+//	{"bench":"FJ" | publisher 4 hex | sequence 16 hex | send time 16 hex '"' ,"items":[{...},...],"note":"..."}
+//
+// The items come from a fixed pseudo-random sequence: every publisher's
+// filler is the same, as newPayload gives it.
+const (
+	jsonPayloadPrefix = `{"bench":"FJ`
+	jsonPayloadHeader = len(jsonPayloadPrefix) + 36 // 48
+	jsonPayloadMin    = jsonPayloadHeader + len(`","note":""}`)
+)
+
+// putJSONPayload fills p (from newPayload, JSON) with a JSON header.
+func putJSONPayload(p []byte, pub uint16, seq uint64, sent int64) {
+	h := p[len(jsonPayloadPrefix):jsonPayloadHeader]
+	putHex(h[0:4], uint64(pub))
+	putHex(h[4:20], seq)
+	putHex(h[20:36], uint64(sent))
+}
+
+// fillerWords name the filler's items and make up its note.
+var fillerWords = [...]string{"alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+	"india", "juliett", "kilo", "lima", "mike", "november", "oscar", "papa"}
+
+// jsonFiller is a JSON message of exactly size bytes (≥ jsonPayloadMin)
+// with a zero header: as many items as fit, and a note of words that
+// takes up the rest.
+func jsonFiller(size int) []byte {
+	b := make([]byte, 0, size)
+	b = append(b, jsonPayloadPrefix...)
+	for range 36 {
+		b = append(b, '0')
+	}
+	b = append(b, '"')
+	const tail = `,"note":""}`
+	x := uint32(2463534242) // xorshift32: the same filler on every run
+	next := func() uint32 { x ^= x << 13; x ^= x >> 17; x ^= x << 5; return x }
+	var item []byte
+	for i := 0; ; i++ {
+		r := next()
+		item = fmt.Appendf(item[:0], `{"id":%d,"name":"%s-%d","score":%d.%02d,"active":%t,"tags":["%s","%s"]}`,
+			1000+i, fillerWords[r%16], r>>20, (r>>8)%100, (r>>16)%100, r&1 == 0, fillerWords[(r>>4)%16], fillerWords[(r>>12)%16])
+		sep := ","
+		if i == 0 {
+			sep = `,"items":[`
+		}
+		if len(b)+len(sep)+len(item)+len("]")+len(tail) > size {
+			if i > 0 {
+				b = append(b, ']')
+			}
+			break
+		}
+		b = append(append(b, sep...), item...)
+	}
+	b = append(b, tail[:len(tail)-2]...)
+	for i := 0; len(b) < size-2; i++ {
+		w := fillerWords[next()%16]
+		if i > 0 {
+			w = " " + w
+		}
+		b = append(b, w[:min(len(w), size-2-len(b))]...)
+	}
+	return append(b, `"}`...)
 }
 
 // A rooms message (scenario rooms) names the room it was published to,

@@ -25,13 +25,16 @@ const tickEvery = 200 * time.Millisecond
 
 // ConnectStats is the connect phase.
 type ConnectStats struct {
-	Attempted uint64  `json:"attempted"`
-	Connected uint64  `json:"connected"`
-	Failed    uint64  `json:"failed"`
-	Retries   uint64  `json:"retries"`
-	Seconds   float64 `json:"seconds"`
-	PerSecond float64 `json:"per_second"`
-	Handshake Summary `json:"handshake_latency"`
+	Attempted uint64 `json:"attempted"`
+	Connected uint64 `json:"connected"`
+	Failed    uint64 `json:"failed"`
+	Retries   uint64 `json:"retries"`
+	// Compressed counts the connections that negotiated
+	// permessage-deflate (Config.Compression).
+	Compressed uint64  `json:"compressed,omitempty"`
+	Seconds    float64 `json:"seconds"`
+	PerSecond  float64 `json:"per_second"`
+	Handshake  Summary `json:"handshake_latency"`
 }
 
 type wireHist struct {
@@ -75,6 +78,8 @@ type procResult struct {
 	PerPub     []pubCounts      `json:"per_publisher"`
 	Frames     uint64           `json:"frames"`
 	Foreign    uint64           `json:"foreign"`
+	Corrupt    uint64           `json:"corrupt"`
+	Wire       uint64           `json:"wire_bytes"` // read by stable receivers while counting
 	Errors     uint64           `json:"errors"`
 	Closes     map[string]int64 `json:"closes"`
 	Slow       int              `json:"slow"`
@@ -149,7 +154,7 @@ func (pr *procRun) connect(ctx context.Context) {
 	secs := time.Since(start).Seconds()
 	pr.connected = ConnectStats{
 		Attempted: pool.attempted.Load(), Connected: pool.connected.Load(),
-		Failed: pool.failed.Load(), Retries: pool.retries.Load(),
+		Failed: pool.failed.Load(), Retries: pool.retries.Load(), Compressed: pool.deflated.Load(),
 		Seconds: secs, PerSecond: float64(pool.connected.Load()) / max(secs, 1e-9),
 		Handshake: pool.handshake.Summary(),
 	}
@@ -268,6 +273,8 @@ func (pr *procRun) report() {
 	res.Latency = toWire(&pool.lat)
 	res.Frames = pool.frames.Load()
 	res.Foreign = pool.foreign.Load()
+	res.Corrupt = pool.corrupt.Load()
+	res.Wire = pool.wire.Load()
 	res.Errors = pool.errs.Load()
 	res.Closes = pool.closeCodes()
 	if pool.rooms {

@@ -20,18 +20,22 @@ import (
 // publisher's requests are sequential (one in flight), so its messages are
 // published in order.
 type apiClient struct {
-	url  string   // PublishURL, with ?channel=Channel when set
-	auth []string // the Authorization header's value
-	hc   *http.Client
+	url   string   // PublishURL, with ?channel=Channel when set
+	auth  []string // the Authorization header's value
+	ctype []string // the Content-Type of a request that carries one message
+	hc    *http.Client
 
 	requests atomic.Uint64 // requests answered
 	refused  atomic.Uint64 // of which 503: retried after Retry-After
 	latency  Histogram     // request sent to answer read, per answered request
 }
 
-// Content types of the two kinds of request.
+// Content types of the kinds of request: one binary message, one JSON
+// message (Config.Payload json: published as JSON, the envelope's data is
+// the value itself), a batch.
 var (
 	ctypeOne   = []string{"application/octet-stream"}
+	ctypeJSON  = []string{"application/json"}
 	ctypeBatch = []string{"application/x-ndjson"}
 )
 
@@ -46,11 +50,16 @@ func newAPIClient(cfg Config) *apiClient {
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
 	}
-	return &apiClient{
-		url:  withChannel(cfg.PublishURL, cfg.Channel),
-		auth: []string{"Bearer " + cfg.PublishKey},
-		hc:   &http.Client{Transport: tr, Timeout: 10 * time.Second},
+	a := &apiClient{
+		url:   withChannel(cfg.PublishURL, cfg.Channel),
+		auth:  []string{"Bearer " + cfg.PublishKey},
+		ctype: ctypeOne,
+		hc:    &http.Client{Transport: tr, Timeout: 10 * time.Second},
 	}
+	if cfg.Payload == PayloadJSON {
+		a.ctype = ctypeJSON
+	}
+	return a
 }
 
 // answer is what the publish API says in its JSON body.
@@ -72,7 +81,7 @@ func (a *apiClient) post(ctx context.Context, body []byte, n int, batch bool) (p
 		return 0, 0, err
 	}
 	req.Header["Authorization"] = a.auth
-	req.Header["Content-Type"] = ctypeOne
+	req.Header["Content-Type"] = a.ctype
 	if batch {
 		req.Header["Content-Type"] = ctypeBatch
 	}

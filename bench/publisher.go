@@ -37,7 +37,7 @@ type publisher struct {
 }
 
 func connectPublisher(ctx context.Context, cfg Config, id int, api *apiClient) (*publisher, error) {
-	nc, extra, err := dial(ctx, cfg, id, cfg.Channel)
+	nc, extra, _, err := dial(ctx, cfg, id, cfg.urlFor(id, cfg.Channel), false)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func connectPublisher(ctx context.Context, cfg Config, id int, api *apiClient) (
 // came with the handshake on.
 func (p *publisher) read(buf []byte) {
 	defer close(p.done)
-	err := readFrames(p.nc, buf, p)
+	err := readFrames(p.nc, buf, frame.Parser{MaxMessage: maxServerFrame}, p)
 	if ce, ok := frame.AsClose(err); ok && ce.Peer {
 		_ = p.write(frame.CloseMasked(ce.Code, ce.Reason))
 		err = errors.New("bench: server closed a publisher")
@@ -192,10 +192,11 @@ func (p *publisher) runRate(ctx context.Context, t0 time.Time) error {
 // order.
 func (p *publisher) send(ctx context.Context, seq uint64, n int, at func(uint64) int64, deadline time.Time) (int, error) {
 	if p.api == nil {
+		op := p.cfg.messageOp()
 		p.out = p.out[:0]
 		for q := seq; q < seq+uint64(n); q++ {
-			putPayload(p.payload, p.id, q, at(q))
-			p.out = frame.AppendMasked(p.out, ws.OpBinary, p.payload, ws.NewMask())
+			putMessage(p.cfg, p.payload, p.id, q, at(q))
+			p.out = frame.AppendMasked(p.out, op, p.payload, ws.NewMask())
 		}
 		if err := p.write(p.out); err != nil {
 			return 0, err
@@ -236,23 +237,21 @@ func (p *publisher) send(ctx context.Context, seq uint64, n int, at func(uint64)
 // per line (NDJSON).
 func (p *publisher) body(dst []byte, seq uint64, n int, at func(uint64) int64) []byte {
 	for q := seq; q < seq+uint64(n); q++ {
-		if p.cfg.textPayload() {
-			putTextPayload(p.payload, p.id, q, at(q))
-			dst = append(append(dst, p.payload...), '\n')
-			continue
-		}
-		putPayload(p.payload, p.id, q, at(q))
+		putMessage(p.cfg, p.payload, p.id, q, at(q))
 		dst = append(dst, p.payload...)
+		if p.cfg.PublishBatch > 1 {
+			dst = append(dst, '\n')
+		}
 	}
 	return dst
 }
 
-// warm publishes one uncounted warm-up message (payload, from putPayload
+// warm publishes one uncounted warm-up message (payload, from putMessage
 // with warmPub) the way the publisher publishes: as a frame, or alone in
 // a POST. A refused warm-up is not an error: the next one will do.
 func (p *publisher) warm(ctx context.Context, payload []byte) error {
 	if p.api == nil {
-		return p.write(frame.CompileMasked(ws.OpBinary, payload))
+		return p.write(frame.CompileMasked(p.cfg.messageOp(), payload))
 	}
 	_, _, err := p.api.post(ctx, payload, 1, false)
 	return err

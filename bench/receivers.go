@@ -1,10 +1,10 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -26,8 +26,9 @@ import (
 const maxServerFrame = 16 << 20
 
 // receiver is one client connection that reads (and, in the rooms
-// scenario, publishes to its own room: see rooms.go). While idle it owns
-// no goroutine and no buffer: netpoll tells a worker when it has bytes.
+// scenario, publishes to its own room: see rooms.go): a WebSocket or an
+// SSE stream (see transport.go). While idle it owns no goroutine and no
+// buffer: netpoll tells a worker when it has bytes.
 type receiver struct {
 	pool   *recvPool
 	idx    int
@@ -41,15 +42,18 @@ type receiver struct {
 	slot   int  // index in pool.recvs, set under pool.mu before it is shared
 
 	// Read side: touched only by the worker holding the read event.
-	parser frame.Parser
-	buf    []byte
-	tracks []seqTrack
-	now    int64
-	frames uint64
-	rdst   []byte
-	rn     int
-	rerr   error
-	readFn func(uintptr) bool
+	parser  frame.Parser // WebSocket
+	events  sseParser    // SSE
+	buf     []byte
+	scratch []byte // envelopes' decoded payloads, during a parse (from pool.scratch)
+	tracks  []seqTrack
+	now     int64
+	frames  uint64
+	wire    uint64 // bytes read while counting (stable receivers), since the last flush
+	rdst    []byte
+	rn      int
+	rerr    error
+	readFn  func(uintptr) bool
 
 	tmu  sync.Mutex    // held by the read worker while parsing; guards tracks for snapshot
 	warm atomic.Bool   // a warm-up message arrived (set by the read worker)
@@ -76,9 +80,16 @@ type recvPool struct {
 	misrouted atomic.Uint64 // scenario rooms: messages from another room
 	errs      atomic.Uint64
 	alive     atomic.Int64
-	warm      atomic.Int64 // receivers that have seen a warm-up message
-	counting  atomic.Bool  // receivers record latency only once publishing started
-	rooms     bool         // scenario rooms: receivers publish, and take only their room's messages
+	warm      atomic.Int64  // receivers that have seen a warm-up message
+	counting  atomic.Bool   // receivers record latency only once publishing started
+	rooms     bool          // scenario rooms: receivers publish, and take only their room's messages
+	sse       bool          // receivers are SSE streams (Transport sse)
+	envelopes bool          // messages come in their JSON envelope (json format, SSE)
+	expect    []byte        // what a message holds after its header (newPayload)
+	corrupt   atomic.Uint64 // bench messages whose bytes after the header are not what was published
+	wire      atomic.Uint64 // bytes stable receivers read while counting
+	deflated  atomic.Uint64 // connections that negotiated permessage-deflate
+	scratch   sync.Pool     // *[]byte: envelopes' decoded payloads
 
 	// Scenario rooms: the receivers' own publishing (rooms.go).
 	sent      atomic.Uint64 // messages written, over all receivers
@@ -100,35 +111,9 @@ func newRecvPool(cfg Config, offset int) (*recvPool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &recvPool{cfg: cfg, poller: p, offset: offset, rooms: cfg.Scenario == ScenarioRooms, closes: make(map[int]int64)}, nil
-}
-
-// dial opens and upgrades one client connection on channel ("": the
-// default one), bound to the idx-th source address. It returns bytes the
-// server sent right after the handshake, if any.
-func dial(ctx context.Context, cfg Config, idx int, channel string) (net.Conn, []byte, error) {
-	var laddr *net.TCPAddr
-	if n := len(cfg.SourceIPs); n > 0 {
-		laddr = &net.TCPAddr{IP: cfg.SourceIPs[idx%n]}
-	}
-	d := ws.Dialer{
-		Timeout: cfg.ConnectTimeout,
-		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			nd := net.Dialer{LocalAddr: laddr}
-			return nd.DialContext(ctx, network, addr)
-		},
-	}
-	nc, br, _, err := d.Dial(ctx, cfg.urlFor(idx, channel))
-	if err != nil {
-		return nil, nil, err
-	}
-	var extra []byte
-	if br != nil {
-		extra = make([]byte, br.Buffered())
-		_, _ = io.ReadFull(br, extra)
-		ws.PutReader(br)
-	}
-	return nc, extra, nil
+	return &recvPool{cfg: cfg, poller: p, offset: offset, rooms: cfg.Scenario == ScenarioRooms,
+		sse: cfg.Transport == TransportSSE, envelopes: cfg.envelopes(), expect: newPayload(cfg),
+		closes: make(map[int]int64)}, nil
 }
 
 // connectAll opens n receivers at the configured rate, with retries.
@@ -182,18 +167,21 @@ func (p *recvPool) open(ctx context.Context, r *receiver) error {
 		p.attempted.Add(1)
 		start := time.Now()
 		var extra []byte
-		g := r.idx + p.offset
-		r.nc, extra, err = dial(ctx, p.cfg, g, p.cfg.channelFor(g))
+		var deflate bool
+		r.nc, extra, deflate, err = dialReceiver(ctx, p.cfg, r.idx+p.offset)
 		if err != nil {
 			continue
 		}
 		p.handshake.Record(time.Since(start))
 		var ended error
-		if ended, err = r.start(extra); err != nil {
+		if ended, err = r.start(extra, deflate); err != nil {
 			r.nc.Close()
 			continue
 		}
 		p.connected.Add(1)
+		if deflate {
+			p.deflated.Add(1)
+		}
 		p.alive.Add(1)
 		if ended != nil {
 			r.stopped(ended) // in the bytes that came with the 101
@@ -204,11 +192,11 @@ func (p *recvPool) open(ctx context.Context, r *receiver) error {
 	return err
 }
 
-// start prepares a connected r and starts watching it. Frames that came
-// with the handshake (extra) are parsed first: the socket will not report
-// them. If they end the stream, start returns why as ended, and r is not
-// watched.
-func (r *receiver) start(extra []byte) (ended, err error) {
+// start prepares a connected r (deflate: it negotiated permessage-deflate)
+// and starts watching it. Frames (or events) that came with the handshake
+// (extra) are parsed first: the socket will not report them. If they end
+// the stream, start returns why as ended, and r is not watched.
+func (r *receiver) start(extra []byte, deflate bool) (ended, err error) {
 	rc, fd, err := rawFD(r.nc)
 	if err != nil {
 		return nil, err
@@ -216,7 +204,8 @@ func (r *receiver) start(extra []byte) (ended, err error) {
 	r.rc = rc
 	r.readFn = r.rawRead
 	r.done, r.closeCode = false, 0
-	r.parser = frame.Parser{MaxMessage: maxServerFrame}
+	r.parser = frame.Parser{MaxMessage: maxServerFrame, Deflate: deflate}
+	r.events = sseParser{}
 	if len(extra) > 0 {
 		r.buf = append(r.buf[:0], extra...)
 	}
@@ -235,11 +224,33 @@ func (r *receiver) start(extra []byte) (ended, err error) {
 	return nil, r.watch.Start()
 }
 
-// parse consumes the complete frames in r.buf, keeping the tail, and
-// returns the error that ended the stream, if one did.
+// parse consumes the complete frames (or events) in r.buf, keeping the
+// tail, and returns the error that ended the stream, if one did: a
+// *frame.CloseError (for an event stream too: one the bench cannot parse
+// is a protocol error, as a frame would be).
 func (r *receiver) parse() error {
 	r.tmu.Lock()
-	used, err := r.parser.ParseServer(r.buf, r)
+	if r.pool.envelopes {
+		sp, _ := r.pool.scratch.Get().(*[]byte)
+		if sp == nil {
+			sp = new([]byte)
+		}
+		r.scratch = *sp
+		defer func() {
+			*sp, r.scratch = r.scratch[:0], nil
+			r.pool.scratch.Put(sp)
+		}()
+	}
+	var used int
+	var err error
+	if r.pool.sse {
+		used, err = r.events.parse(r.buf, r.envelope)
+		if err != nil {
+			err = &frame.CloseError{Code: ws.StatusProtocolError, Reason: err.Error()}
+		}
+	} else {
+		used, err = r.parser.ParseServer(r.buf, r)
+	}
 	r.tmu.Unlock()
 	r.buf = r.buf[:copy(r.buf, r.buf[used:])]
 	return err
@@ -282,6 +293,9 @@ func (r *receiver) onRead(ev netpoll.Event) {
 		}
 		r.now = time.Now().UnixNano()
 		r.buf = r.buf[:len(r.buf)+r.rn]
+		if r.stable && r.pool.counting.Load() {
+			r.wire += uint64(r.rn)
+		}
 		if err := r.parse(); err != nil {
 			r.stopped(err)
 			return
@@ -297,11 +311,37 @@ func (r *receiver) onRead(ev netpoll.Event) {
 }
 
 // Message accounts for one message from the server (frame.Handler, called
-// by ParseServer with r.tmu held). It never stops the parse.
+// by ParseServer with r.tmu held): as published, or in its JSON envelope
+// (json format). It never stops the parse.
 func (r *receiver) Message(_ ws.OpCode, p []byte) error {
+	if r.pool.envelopes {
+		return r.envelope(p)
+	}
+	r.count(p)
+	return nil
+}
+
+// envelope accounts for one JSON envelope (a json-format frame, an SSE
+// event's data; called with r.tmu held): a message is counted by its
+// payload, recovered as published; the welcome is not counted; anything
+// else, or what is not an envelope, is foreign. It never stops the parse.
+func (r *receiver) envelope(b []byte) error {
+	typ, payload, scratch, err := decodeEnvelope(b, r.scratch)
+	r.scratch = scratch
+	switch {
+	case err != nil || typ == envOther || (typ == envMessage && payload == nil):
+		r.pool.foreign.Add(1)
+	case typ == envMessage:
+		r.count(payload)
+	}
+	return nil
+}
+
+// count accounts for one message's payload, as its publisher sent it.
+func (r *receiver) count(p []byte) {
 	track, seq, sent, ok := r.classify(p)
 	if !ok || !r.stable || !r.pool.counting.Load() {
-		return nil
+		return
 	}
 	for track >= len(r.tracks) {
 		r.tracks = append(r.tracks, seqTrack{})
@@ -311,20 +351,20 @@ func (r *receiver) Message(_ ws.OpCode, p []byte) error {
 	t.see(seq)
 	r.frames++
 	if t.unique == before {
-		return nil // a duplicate: its latency would count one delivery twice
+		return // a duplicate: its latency would count one delivery twice
 	}
 	r.pool.unique.Add(1)
 	d := time.Duration(r.now - sent)
 	r.pool.lat.Record(d)
 	r.pool.tick.Record(d)
-	return nil
 }
 
 // classify reads a message's header: which of r.tracks it counts in (its
 // publisher's; in rooms, the one of r's own messages), its sequence and
 // send time. Messages that do not count are counted here instead, and ok
-// is false: a warm-up, one without the bench header (foreign), and in
-// rooms one from another room (misrouted).
+// is false: a warm-up, one without the bench header (foreign), in rooms
+// one from another room (misrouted), and one whose other bytes are not
+// what was published (corrupt: not delivered intact, so lost).
 func (r *receiver) classify(p []byte) (track int, seq uint64, sent int64, ok bool) {
 	warm := false
 	if r.pool.rooms {
@@ -353,6 +393,10 @@ func (r *receiver) classify(p []byte) (track int, seq uint64, sent int64, ok boo
 		}
 		return 0, 0, 0, false
 	}
+	if h, want := payloadHeaderLen(p), r.pool.expect; len(p) != len(want) || !bytes.Equal(p[h:], want[h:]) {
+		r.pool.corrupt.Add(1)
+		return 0, 0, 0, false
+	}
 	return track, seq, sent, true
 }
 
@@ -367,9 +411,13 @@ func (r *receiver) Ping(p []byte) {
 // Pong ignores a pong: the bench sends no pings (frame.Handler).
 func (r *receiver) Pong([]byte) {}
 
-// flushFrames adds the messages counted since the last flush to the
-// pool's, read at r.now.
+// flushFrames adds the messages and bytes counted since the last flush to
+// the pool's, read at r.now.
 func (r *receiver) flushFrames() {
+	if r.wire > 0 {
+		r.pool.wire.Add(r.wire)
+		r.wire = 0
+	}
 	if r.frames == 0 {
 		return
 	}
@@ -418,15 +466,18 @@ func (r *receiver) finish(code ws.StatusCode) {
 	r.pool.mu.Unlock()
 }
 
-// hangUp closes a receiver from our side (end of run, churn).
+// hangUp closes a receiver from our side (end of run, churn): with a
+// close frame, or, an SSE stream, by closing the socket.
 func (r *receiver) hangUp() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.done {
 		return
 	}
-	_ = r.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = r.nc.Write(frame.CloseMasked(ws.StatusNormalClosure, ""))
+	if !r.pool.sse {
+		_ = r.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = r.nc.Write(frame.CloseMasked(ws.StatusNormalClosure, ""))
+	}
 	r.releaseLocked()
 }
 
@@ -442,13 +493,19 @@ func (r *receiver) releaseLocked() {
 }
 
 // readSlow lets a slow receiver read at last, to learn how the server
-// treated it: the close code it sent, 1006 if it just hung up, or 0 if the
-// connection is still open after the grace period.
+// treated it: the close code it sent, 1006 if it just hung up (an SSE
+// stream always does: it has no close frame), or 0 if the connection is
+// still open after the grace period.
 func (r *receiver) readSlow(grace time.Duration) {
 	_ = r.nc.SetReadDeadline(time.Now().Add(grace))
 	buf := r.buf // what came with the handshake: the stream starts there
 	r.buf = nil
-	err := readFrames(r.nc, buf, ignoreFrames{})
+	var err error
+	if r.pool.sse {
+		err = readEvents(r.nc, buf)
+	} else {
+		err = readFrames(r.nc, buf, frame.Parser{MaxMessage: maxServerFrame, Deflate: r.parser.Deflate}, ignoreFrames{})
+	}
 	var ne net.Error
 	switch ce, ok := frame.AsClose(err); {
 	case ok && ce.Peer:
@@ -462,13 +519,12 @@ func (r *receiver) readSlow(grace time.Duration) {
 	}
 }
 
-// readFrames reads nc, from the bytes already in buf on, until ParseServer
-// stops or a read fails, and returns why: a *frame.CloseError (the server
-// closed, or broke the protocol) or the read error. For the connections
-// that have a goroutine to block in read: publishers and, at the end,
-// slow receivers.
-func readFrames(nc net.Conn, buf []byte, h frame.Handler) error {
-	p := frame.Parser{MaxMessage: maxServerFrame}
+// readFrames reads nc, from the bytes already in buf on, with p, until
+// ParseServer stops or a read fails, and returns why: a *frame.CloseError
+// (the server closed, or broke the protocol) or the read error. For the
+// connections that have a goroutine to block in read: publishers and, at
+// the end, slow receivers.
+func readFrames(nc net.Conn, buf []byte, p frame.Parser, h frame.Handler) error {
 	var rerr error
 	for {
 		used, err := p.ParseServer(buf, h)
@@ -484,6 +540,26 @@ func readFrames(nc net.Conn, buf []byte, h frame.Handler) error {
 		var n int
 		n, rerr = nc.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
+	}
+}
+
+// readEvents is readFrames for an SSE stream, its events ignored: it
+// returns the read error, or a *frame.CloseError (1002) for a stream that
+// does not parse.
+func readEvents(nc net.Conn, buf []byte) error {
+	var p sseParser
+	for {
+		used, err := p.parse(buf, func([]byte) error { return nil })
+		if err != nil {
+			return &frame.CloseError{Code: ws.StatusProtocolError, Reason: err.Error()}
+		}
+		buf = buf[:copy(buf, buf[used:])]
+		buf = slices.Grow(buf, 4<<10)
+		n, rerr := nc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if rerr != nil {
+			return rerr
+		}
 	}
 }
 

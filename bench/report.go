@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -31,6 +32,7 @@ func (r *Result) WriteText(w io.Writer) {
 	if c.Channel != "" {
 		fmt.Fprintf(tw, "channel\t%s\n", c.Channel)
 	}
+	fmt.Fprintf(tw, "receivers\t%s\n", r.receiving())
 	switch f := r.Fanout; {
 	case f != nil && r.Rooms != nil:
 		r.writeRooms(tw, f)
@@ -41,6 +43,23 @@ func (r *Result) WriteText(w io.Writer) {
 	tw.Flush()
 }
 
+// receiving says how the receivers received: the transport, the format,
+// and compression as offered and taken.
+func (r *Result) receiving() string {
+	c := r.Config
+	if c.Transport == TransportSSE {
+		return fmt.Sprintf("Server-Sent Events (GET %s), each message in its JSON envelope", c.SSEPath)
+	}
+	s := "WebSocket, raw format (payloads as published)"
+	if c.Format == FormatJSON {
+		s = "WebSocket, json format (each message in its JSON envelope)"
+	}
+	if c.Compression {
+		s += fmt.Sprintf(", permessage-deflate offered: %d of %d connections took it", r.Connect.Compressed, r.Connect.Connected)
+	}
+	return s
+}
+
 // writeFanout prints what receivers saw of the publishers' messages.
 func (r *Result) writeFanout(tw io.Writer, f *FanoutStats) {
 	c := r.Config
@@ -48,7 +67,7 @@ func (r *Result) writeFanout(tw io.Writer, f *FanoutStats) {
 	if c.Rate > 0 {
 		rate = fmt.Sprintf("%.0f msg/s", c.Rate)
 	}
-	fmt.Fprintf(tw, "publishing\t%d publishers, %d B messages, %s\n", f.Publishers, c.Size, rate)
+	fmt.Fprintf(tw, "publishing\t%d publishers, %d B %s messages, %s\n", f.Publishers, c.Size, cmp.Or(c.Payload, PayloadBinary), rate)
 	if c.PublishURL != "" {
 		fmt.Fprintf(tw, "publish API\tPOST %s, up to %d messages per request: %d requests, %d refused (503)\n", c.PublishURL, c.PublishBatch, f.PublishRequests, f.PublishRefused)
 		if l := f.PublishLatency; l != nil {
@@ -90,8 +109,14 @@ func (r *Result) writeRooms(tw io.Writer, f *FanoutStats) {
 func writeLatency(tw io.Writer, f *FanoutStats) {
 	l := f.Latency
 	fmt.Fprintf(tw, "delivery latency\tp50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
+	if f.Received > 0 {
+		fmt.Fprintf(tw, "wire bytes read\t%.1f B per delivery (%d B read by the counted receivers while counting)\n", f.WireBytesPerDelivery, f.WireBytes)
+	}
 	if f.Foreign > 0 {
 		fmt.Fprintf(tw, "foreign messages\t%d\n", f.Foreign)
+	}
+	if f.Corrupt > 0 {
+		fmt.Fprintf(tw, "corrupt messages\t%d (not as published after the header: counted as lost)\n", f.Corrupt)
 	}
 }
 
@@ -127,6 +152,10 @@ func (r *Result) writeRest(tw io.Writer) {
 		if s.DeliveriesPerWrite > 0 {
 			end := r.measuredEnd()
 			fmt.Fprintf(tw, "server deliveries per write\t%.2f (%d deliveries in %d socket writes)\n", s.DeliveriesPerWrite, end.Deliveries-s.PublishStart.Deliveries, end.Writes-s.PublishStart.Writes)
+		}
+		if s.BytesOutPerDelivery > 0 {
+			b := r.bytesSpan()
+			fmt.Fprintf(tw, "server bytes out per delivery\t%.1f B (%d B in %d deliveries, first publish to drained)\n", s.BytesOutPerDelivery, b.BytesOut-s.PublishStart.BytesOut, b.Deliveries-s.PublishStart.Deliveries)
 		}
 		if s.Connected.Goroutines > 0 {
 			fmt.Fprintf(tw, "server goroutines\t%d before, %d connected\n", s.Before.Goroutines, s.Connected.Goroutines)
@@ -348,6 +377,8 @@ func compareRows() []compareRow {
 		{"latency p99.9", fan(func(f *FanoutStats) float64 { return float64(f.Latency.P999) / 1e6 }), "ms"},
 		{"server CPU per delivery", srv(func(s *ServerCost) float64 { return float64(s.CPUPerDelivery) / 1e3 }), "µs"},
 		{"server deliveries per write", srv(func(s *ServerCost) float64 { return s.DeliveriesPerWrite }), ""},
+		{"server bytes out per delivery", srv(func(s *ServerCost) float64 { return s.BytesOutPerDelivery }), "B"},
+		{"wire bytes per delivery (clients)", fan(func(f *FanoutStats) float64 { return f.WireBytesPerDelivery }), "B"},
 	}
 }
 

@@ -7,19 +7,29 @@ import "time"
 // FanoutStats is what receivers saw of the published messages. Only the
 // stable receivers count (not slow ones, not churning ones).
 type FanoutStats struct {
-	Publishers     int     `json:"publishers"`
-	Sent           uint64  `json:"sent"`
-	Receivers      int     `json:"receivers"`
-	Expected       uint64  `json:"expected"`
-	Received       uint64  `json:"received"` // distinct (publisher, seq) per receiver
-	Lost           uint64  `json:"lost"`
-	LossRatio      float64 `json:"loss_ratio"`
-	Duplicates     uint64  `json:"duplicates"`
-	Reordered      uint64  `json:"reordered"`
-	Foreign        uint64  `json:"foreign"` // messages without the bench header
-	Seconds        float64 `json:"seconds"` // first send to last delivery
-	PerSecond      float64 `json:"deliveries_per_second"`
-	WindowTimeouts uint64  `json:"window_timeouts,omitempty"`
+	Publishers int     `json:"publishers"`
+	Sent       uint64  `json:"sent"`
+	Receivers  int     `json:"receivers"`
+	Expected   uint64  `json:"expected"`
+	Received   uint64  `json:"received"` // distinct (publisher, seq) per receiver
+	Lost       uint64  `json:"lost"`
+	LossRatio  float64 `json:"loss_ratio"`
+	Duplicates uint64  `json:"duplicates"`
+	Reordered  uint64  `json:"reordered"`
+	Foreign    uint64  `json:"foreign"` // messages without the bench header (or not in an envelope)
+	// Corrupt counts bench messages whose bytes after the header were not
+	// what the publisher sent (length included): not counted as
+	// received, so lost too.
+	Corrupt uint64 `json:"corrupt,omitempty"`
+	// WireBytes is what the counted receivers read from their sockets
+	// while counting (frames or events, pings and the rest included), and
+	// WireBytesPerDelivery that over Received: what a delivery costs on
+	// the wire, as the clients saw it.
+	WireBytes            uint64  `json:"wire_bytes"`
+	WireBytesPerDelivery float64 `json:"wire_bytes_per_delivery"`
+	Seconds              float64 `json:"seconds"` // first send to last delivery
+	PerSecond            float64 `json:"deliveries_per_second"`
+	WindowTimeouts       uint64  `json:"window_timeouts,omitempty"`
 	// PublishRequests and PublishRefused count the POSTs the publish API
 	// answered (the warm-ups' included), and the 503s among them (sent
 	// again after Retry-After), when publishers publish through it
@@ -95,6 +105,12 @@ type ServerCost struct {
 	// DeliveriesPerWrite is the server's coalescing over the same span:
 	// its deliveries per socket write (from fanout's metrics; 0 without).
 	DeliveriesPerWrite float64 `json:"deliveries_per_write,omitempty"`
+	// BytesOutPerDelivery is the bytes the server wrote to its sockets per
+	// delivery it made, from the first publish to Drained, before the
+	// clients leave (both from fanout's metrics, fanout_bytes_out_total
+	// and fanout_deliveries_total: every delivery, publishers' own echoes
+	// included; 0 without).
+	BytesOutPerDelivery float64 `json:"bytes_out_per_delivery,omitempty"`
 }
 
 // Point is one second of the run.

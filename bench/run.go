@@ -186,6 +186,7 @@ func (r *run) connect(ctx context.Context) error {
 				res.Connect.Connected += c.Connected
 				res.Connect.Failed += c.Failed
 				res.Connect.Retries += c.Retries
+				res.Connect.Compressed += c.Compressed
 			case "error":
 				return procError(m)
 			}
@@ -246,10 +247,10 @@ func (r *run) warmUp(ctx context.Context) error {
 	if len(r.pubs) == 0 {
 		return nil
 	}
-	payload := make([]byte, r.cfg.Size)
+	payload := newPayload(r.cfg) // a warm-up looks like the messages that follow
 	seq := uint64(0)
 	return r.awaitWarm(ctx, func() error {
-		putPayload(payload, warmPub, seq, time.Now().UnixNano())
+		putMessage(r.cfg, payload, warmPub, seq, time.Now().UnixNano())
 		seq++
 		r.res.WarmupSent++
 		return r.pubs[0].warm(ctx, payload)
