@@ -5,11 +5,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 
 	"github.com/fanout/fanout/bench/baseline"
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/api"
 )
 
 func startBaseline(t *testing.T) string {
@@ -39,6 +41,29 @@ func startFanout(t *testing.T) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return "ws://" + ln.Addr().String() + "/ws"
+}
+
+// startFanoutMetrics starts a real fanout node with its admin API and
+// returns its WebSocket URL and its /metrics URL.
+func startFanoutMetrics(t *testing.T) (wsURL, metricsURL string) {
+	t.Helper()
+	srv, err := broadcast.New(broadcast.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	a, err := api.New(api.Config{Server: srv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(a.Handler())
+	t.Cleanup(hs.Close)
+	return "ws://" + ln.Addr().String() + "/ws", hs.URL + "/metrics"
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

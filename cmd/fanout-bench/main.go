@@ -7,6 +7,8 @@
 //	fanout-bench churn    -url ... -conns 1000 -churn-rate 50
 //	fanout-bench fanout   -url ... -publish-url http://127.0.0.1:8081/publish -publish-key K   (publishers POST)
 //	fanout-bench fanout   -url ... -channel news            (receivers and publishers on one channel)
+//	fanout-bench fanout   -url ... -transport sse           (receivers are Server-Sent Events streams)
+//	fanout-bench fanout   -url ... -compression -payload json -size 1024   (deflate receivers, JSON messages)
 //	fanout-bench rooms    -url ... -conns 10000 -rate-per-client 2   (a channel per client, each publishing to its own)
 //	fanout-bench baseline -addr 127.0.0.1:9090      (the classic hub, for side-by-side runs)
 //
@@ -57,7 +59,10 @@ Scenarios:
   compare   print results (-json files) side by side with ratios
   summary   one line per result file: deliveries/s, loss ratio, p99 (ms), server CPU/delivery (µs)
 
--channel NAME puts connect, fanout, slow and churn on one fanout channel.
+-channel NAME puts connect, fanout, slow and churn on one fanout channel;
+-transport sse makes their receivers SSE streams, -format json WebSocket
+ones in the json format, -compression has them offer permessage-deflate,
+and -payload json publishes JSON text.
 Run fanout-bench <scenario> -help for its flags.
 `
 
@@ -166,8 +171,12 @@ func params(c bench.Config) string {
 			c.RoomPrefix, c.RatePerClient, c.Size, c.Duration, c.Messages, len(c.SourceIPs))
 		return b.String()
 	}
-	fmt.Fprintf(&b, " publishers=%d size=%d rate=%s window=%d duration=%s messages=%d source-ips=%d",
-		c.Publishers, c.Size, rateFlag{&c.Rate}, c.Window, c.Duration, c.Messages, len(c.SourceIPs))
+	fmt.Fprintf(&b, " publishers=%d size=%d payload=%s rate=%s window=%d duration=%s messages=%d source-ips=%d",
+		c.Publishers, c.Size, c.Payload, rateFlag{&c.Rate}, c.Window, c.Duration, c.Messages, len(c.SourceIPs))
+	fmt.Fprintf(&b, " transport=%s format=%s compression=%v", c.Transport, c.Format, c.Compression)
+	if c.Transport == bench.TransportSSE {
+		fmt.Fprintf(&b, " sse-path=%s", c.SSEPath)
+	}
 	if c.PublishURL != "" {
 		fmt.Fprintf(&b, " publish-url=%s publish-batch=%d", c.PublishURL, c.PublishBatch)
 	}
@@ -209,6 +218,13 @@ func (a *scenarioArgs) connectFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cfg.ConnectWorkers, "connect-workers", 64, "concurrent handshakes per process (`n`)")
 	fs.IntVar(&cfg.ConnectRetries, "connect-retries", 2, "retries per failed connection (`n`)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 10*time.Second, "dial + handshake `timeout`")
+	fs.BoolVar(&cfg.Compression, "compression", false, "WebSocket receivers offer permessage-deflate (without context takeover); the result says how many took it")
+	if cfg.Scenario == bench.ScenarioRooms {
+		return // its clients publish on their connections: raw-format WebSocket
+	}
+	fs.StringVar(&cfg.Transport, "transport", bench.TransportWS, "how receivers receive: `ws` (WebSocket) or sse (GET -sse-path on -url's host: Server-Sent Events); publishers are WebSocket either way")
+	fs.StringVar(&cfg.SSEPath, "sse-path", "", "SSE streams' `path` on -url's host, with -transport sse (default /sse)")
+	fs.StringVar(&cfg.Format, "format", "", "WebSocket receivers' `format`: raw (payloads as published; the default) or json (?format=json: each message in its JSON envelope)")
 }
 
 // publishFlags are how connect, fanout, slow and churn publish.
@@ -217,7 +233,8 @@ func (a *scenarioArgs) publishFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "connect: how long to hold the connections")
 	fs.StringVar(&cfg.Channel, "channel", "", "fanout channel `name` for receivers and publishers (?channel=name on their URLs and on -publish-url; default: the default channel, URLs as given)")
 	fs.IntVar(&cfg.Publishers, "publishers", 1, "publishing connections (`n`)")
-	fs.IntVar(&cfg.Size, "size", 64, "message size in `bytes` (≥ 20)")
+	fs.IntVar(&cfg.Size, "size", 64, "message size in `bytes` (≥ 20; ≥ 60 with -payload json)")
+	fs.StringVar(&cfg.Payload, "payload", bench.PayloadBinary, "what a message holds: `binary` (the bench header and padding) or json (a JSON object of -size bytes carrying the header: text, compressible like an API's)")
 	fs.Var(rateFlag{&cfg.Rate}, "rate", "total messages per `second`, or max (closed loop, -window in flight per publisher)")
 	fs.IntVar(&cfg.Window, "window", 16, "messages in flight per publisher with -rate max (`n`)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish")

@@ -41,6 +41,17 @@ func TestBadArgumentsExit2(t *testing.T) {
 		{"rooms", "-rate", "5"},
 		{"rooms", "-publishers", "2"},
 		{"rooms", "-channel", "news"},
+		{"fanout", "-transport", "quic"},
+		{"fanout", "-transport", "sse", "-compression"},
+		{"fanout", "-transport", "sse", "-format", "raw"},
+		{"fanout", "-transport", "sse", "-url", "wss://x/ws"},
+		{"fanout", "-sse-path", "/events"},
+		{"fanout", "-format", "xml"},
+		{"fanout", "-url", "ws://x/ws?format=json"},
+		{"fanout", "-payload", "protobuf"},
+		{"fanout", "-payload", "json", "-size", "59"},
+		{"rooms", "-transport", "sse"},
+		{"rooms", "-payload", "json"},
 		{"connect", "-source-ips", "10.0.0.0/8"},
 		{"connect", "-server-pid", "abc"},
 		{"ceiling", "-conns", "0"},
@@ -91,8 +102,9 @@ func TestScenarioHelp(t *testing.T) {
 		scenario  string
 		has, lack []string
 	}{
-		{"rooms", []string{"-room-prefix", "-rate-per-client", "-conns", "-conns-per-proc", "-source-ips", "-server-pid", "-messages", "-drain"}, []string{"-channel", "-publishers", "-rate ", "-publish-url", "-window", "-hold"}},
-		{"fanout", []string{"-channel", "-publishers", "-rate ", "-publish-url"}, []string{"-room-prefix", "-rate-per-client"}},
+		{"rooms", []string{"-room-prefix", "-rate-per-client", "-conns", "-conns-per-proc", "-source-ips", "-server-pid", "-messages", "-drain", "-compression"},
+			[]string{"-channel", "-publishers", "-rate ", "-publish-url", "-window", "-hold", "-transport", "-format", "-payload", "-sse-path"}},
+		{"fanout", []string{"-channel", "-publishers", "-rate ", "-publish-url", "-transport", "-sse-path", "-format", "-compression", "-payload"}, []string{"-room-prefix", "-rate-per-client"}},
 		{"connect", []string{"-channel", "-hold"}, []string{"-room-prefix"}},
 	} {
 		var out, errb bytes.Buffer
@@ -130,5 +142,33 @@ func TestRoomsRun(t *testing.T) {
 	stdout.Reset()
 	if code := run([]string{"summary", out}, &stdout, &stderr); code != 0 || len(strings.Fields(stdout.String())) != 4 {
 		t.Fatalf("summary: %d %q", code, stdout.String())
+	}
+}
+
+// SSE receivers, and deflate ones with a JSON payload, against a real
+// fanout node: the table says how they received, and with -metrics-url
+// what the server wrote per delivery.
+func TestTransportRuns(t *testing.T) {
+	wsURL, metrics := startFanoutMetrics(t)
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"-transport", "sse"}, []string{`(?m)^# params: .* transport=sse format=json compression=false sse-path=/sse$`,
+			`(?m)^receivers\s+Server-Sent Events \(GET /sse\)`, `(?m)^lost\s+0 \(`, `(?m)^wire bytes read\s+\d+\.\d B per delivery`}},
+		{[]string{"-compression", "-payload", "json", "-size", "1024"}, []string{`(?m)^# params: .* size=1024 payload=json .* transport=ws format=raw compression=true$`,
+			`(?m)^receivers\s+WebSocket, raw format .*permessage-deflate offered: 10 of 10 connections took it$`, `(?m)^publishing\s+1 publishers, 1024 B json messages`,
+			`(?m)^lost\s+0 \(`, `(?m)^server bytes out per delivery\s+\d+\.\d B \(`}},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"fanout", "-url", wsURL, "-conns", "10", "-messages", "10", "-rate", "200", "-metrics-url", metrics}, tc.args...)
+		if code := run(args, &stdout, &stderr); code != 0 {
+			t.Fatalf("%q: exit %d: %s", tc.args, code, stderr.String())
+		}
+		for _, want := range tc.want {
+			if !regexp.MustCompile(want).MatchString(stdout.String()) {
+				t.Fatalf("%q: output lacks %s:\n%s", tc.args, want, stdout.String())
+			}
+		}
 	}
 }
