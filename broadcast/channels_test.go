@@ -219,12 +219,15 @@ func TestResume(t *testing.T) {
 	since := fmt.Sprintf("%s:%d", w.Epoch, seen.Seq)
 
 	c2, w2 := dialJSON(t, s, "channel=a&channel=b&since="+since)
-	if w2.Recovered == nil || !*w2.Recovered || w2.Seq != m2.Seq {
-		t.Fatalf("welcome %+v, want recovered:true at seq %d", w2, m2.Seq)
+	// The welcome's seq is where its shard is: the latest, or (a shard
+	// behind the others) earlier, the rest then coming live. Either way,
+	// exactly the missed ones, in order.
+	if w2.Recovered == nil || !*w2.Recovered || w2.Seq > m2.Seq || w2.Seq < seen.Seq {
+		t.Fatalf("welcome %+v, want recovered:true at a seq in [%d, %d]", w2, seen.Seq, m2.Seq)
 	}
 	for _, want := range []broadcast.Receipt{m1, m2} {
 		if e := readEnvelope(t, c2); e.Seq != want.Seq || e.Channel != want.Channel {
-			t.Fatalf("replayed %+v, want seq %d on %q", e, want.Seq, want.Channel)
+			t.Fatalf("after the welcome %+v, want seq %d on %q", e, want.Seq, want.Channel)
 		}
 	}
 	live := publish(t, s, "b", "live")
@@ -238,9 +241,7 @@ func TestResume(t *testing.T) {
 		t.Fatalf("another epoch: welcome %+v, want recovered:false", w3)
 	}
 	marker := publish(t, s, "a", "marker")
-	if e := readEnvelope(t, c3); e.Seq != marker.Seq {
-		t.Fatalf("another epoch: got %+v before the live marker %d: a replay", e, marker.Seq)
-	}
+	liveUntil(t, c3, w3.Seq, marker.Seq)
 
 	// History gone: a keeps 3 messages, so after 4 more the one after
 	// "seen" is forgotten.
@@ -252,9 +253,7 @@ func TestResume(t *testing.T) {
 		t.Fatalf("history gone: welcome %+v, want recovered:false", w4)
 	}
 	marker = publish(t, s, "a", "marker")
-	if e := readEnvelope(t, c4); e.Seq != marker.Seq {
-		t.Fatalf("history gone: got %+v before the live marker %d: a partial replay", e, marker.Seq)
-	}
+	liveUntil(t, c4, w4.Seq, marker.Seq)
 
 	// Nothing missed: recovered, nothing replayed.
 	c5, w5 := dialJSON(t, s, fmt.Sprintf("channel=b&since=%s:%d", s.Epoch(), marker.Seq))
@@ -264,6 +263,22 @@ func TestResume(t *testing.T) {
 	last := publish(t, s, "b", "last")
 	if e := readEnvelope(t, c5); e.Seq != last.Seq {
 		t.Fatalf("nothing missed: got %+v, want %d", e, last.Seq)
+	}
+}
+
+// liveUntil reads c up to the message seq last and fails on any message
+// at or below the welcome's seq: after recovered:false nothing is
+// replayed (what follows the welcome, up to the marker, is live).
+func liveUntil(t *testing.T, c *websocket.Conn, welcome, last uint64) {
+	t.Helper()
+	for {
+		e := readEnvelope(t, c)
+		if e.Seq <= welcome {
+			t.Fatalf("seq %d after a welcome at %d with recovered:false: a replay", e.Seq, welcome)
+		}
+		if e.Seq == last {
+			return
+		}
 	}
 }
 
@@ -286,9 +301,7 @@ func TestResumeAfterTTL(t *testing.T) {
 		t.Fatalf("welcome %+v, want recovered:false once the history expired", w)
 	}
 	marker := publish(t, s, "a", "marker")
-	if e := readEnvelope(t, c); e.Seq != marker.Seq {
-		t.Fatalf("got %+v, want the live marker", e)
-	}
+	liveUntil(t, c, w.Seq, marker.Seq)
 }
 
 // The switch from replay to live loses nothing and repeats nothing, with
@@ -335,7 +348,11 @@ func TestResumeUnderConcurrentPublishing(t *testing.T) {
 		}
 		res := result{from: from}
 		for {
-			e := readEnvelope(t, c)
+			e, closed := readOrResume(t, s, c, "channel=a", res.got, from)
+			if closed != nil {
+				c = closed // a replay in parts: resumed from its last seq
+				continue
+			}
 			res.got = append(res.got, e.Seq)
 			mu.Lock()
 			finished := len(seqs) == total && e.Seq == seqs[total-1]
@@ -368,6 +385,35 @@ func TestResumeUnderConcurrentPublishing(t *testing.T) {
 	if last := results[len(results)-1]; last.got[len(last.got)-1] != seqs[total-1] {
 		t.Fatalf("the last client did not read to the end")
 	}
+}
+
+// readOrResume reads c's next envelope; when the server closed it with
+// 4001 (its replay came in parts), it reconnects with since= the last seq
+// got (or from) and returns the new connection instead.
+func readOrResume(t *testing.T, s *testServer, c *websocket.Conn, q string, got []uint64, from uint64) (envelope, *websocket.Conn) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, b, err := c.ReadMessage()
+	if websocket.IsCloseError(err, 4001) {
+		c.Close()
+		last := from
+		if len(got) > 0 {
+			last = got[len(got)-1]
+		}
+		nc, w := dialJSON(t, s, fmt.Sprintf("%s&since=%s:%d", q, s.Epoch(), last))
+		if w.Recovered == nil || !*w.Recovered {
+			t.Fatalf("resume from %d after a 4001: %+v", last, w)
+		}
+		return envelope{}, nc
+	}
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	var e envelope
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("frame is not a JSON object: %q: %v", trunc(b), err)
+	}
+	return e, nil
 }
 
 // A json client publishes {"channel","data"} to one of its channels;
@@ -588,4 +634,32 @@ func TestChannelEdgeCases(t *testing.T) {
 	if _, err := s.Publish(broadcast.Message{Channel: "a", Kind: broadcast.KindJSON, Payload: []byte("{\"x\":\"\xff\"}")}); !errors.Is(err, broadcast.ErrInvalidUTF8) {
 		t.Fatalf("JSON with invalid UTF-8: %v, want ErrInvalidUTF8", err)
 	}
+}
+
+// A replay over ReplayBytes comes in parts: after each the server closes
+// with 4001, and the client resumes from its last seq, until it has every
+// message it missed, once, in order; the parts are counted.
+func TestResumeInParts(t *testing.T) {
+	s := startServer(t, broadcast.Config{ReplayBytes: 16 << 10})
+	var want []uint64
+	for i := 0; i < 200; i++ {
+		want = append(want, publish(t, s, "a", fmt.Sprint("message ", i)).Seq)
+	}
+	c, w := dialJSON(t, s, fmt.Sprintf("channel=a&since=%s:0", s.Epoch()))
+	if w.Recovered == nil || !*w.Recovered {
+		t.Fatalf("welcome %+v", w)
+	}
+	var got []uint64
+	for len(got) < len(want) {
+		e, resumed := readOrResume(t, s, c, "channel=a", got, 0)
+		if resumed != nil {
+			c = resumed
+			continue
+		}
+		got = append(got, e.Seq)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %d messages %v..., want %d in order", len(got), got[:min(5, len(got))], len(want))
+	}
+	waitFor(t, "the parts counted", func() bool { return s.Stats().Closed(broadcast.ReasonReplayPart) >= 3 })
 }

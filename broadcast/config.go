@@ -155,6 +155,12 @@ type Config struct {
 	// HistoryBytes bounds the whole history, over every channel; the
 	// oldest messages go first. Zero means 64 MiB.
 	HistoryBytes int64
+	// ReplayBytes bounds one resume's replay (counted as the history
+	// counts it, hub.Message.Size, an upper bound of the bytes sent): a
+	// client that missed more gets it in parts, closed after each (4001,
+	// or the SSE stream's end) to resume from its last seq. Zero means
+	// 4 MiB.
+	ReplayBytes int
 	// IdempotencyWindow is how long a publish's Idempotency-Key is
 	// remembered: a repeat within it gets the first answer and publishes
 	// nothing. Zero means 5 minutes.
@@ -182,6 +188,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CompressMinBytes <= 0 {
 		c.CompressMinBytes = 256
+	}
+	if c.ReplayBytes <= 0 {
+		c.ReplayBytes = 4 << 20
 	}
 	if c.MessageTimeout == 0 {
 		c.MessageTimeout = 5 * time.Second
@@ -280,7 +289,7 @@ func (c Config) outboundConfig() outbound.Config {
 func (c Config) hubConfig(hist hub.History) hub.Config {
 	return hub.Config{Shards: c.Shards, Backlog: c.Backlog, FlushDelay: c.FlushDelay,
 		SweepEvery: c.sweepEvery(), PingInterval: c.PingInterval, DrainSpread: c.DrainSpread, History: hist,
-		CompressMinBytes: c.CompressMinBytes}
+		CompressMinBytes: c.CompressMinBytes, ReplayBytes: c.ReplayBytes}
 }
 
 // historyConfig is the history's bounds; ok false when there is none.

@@ -49,13 +49,18 @@
 // Take locks only in this order; never call out of the package with one
 // held, except down this list.
 //
-//	outbound.Conn.mu  ─►  netpoll.Watch.mu  ─►  hub.Shard.mu  ─►  hub.Hub.mu
+//	outbound.Conn.mu  ─►  netpoll.Watch.mu  ─►  hub.Shard.mu  ─►  hub.Hub.mu  ─►  history.Memory.mu
+//	hub.Table.mu (a shard linking or unlinking)  ─►  nothing
 //	outbound.Conn.mu  ─►  admit.Controller.ipMu (a teardown releases its ticket)
-//	Server.mu is never held with any other.
+//	idempotency.mu, Server.mu: never held with any other.
 //
 // Conn.mu guards a connection's outbound queue and close state; Shard.mu
-// guards only the shard's inbox of additions and removals (the table itself
-// belongs to the shard goroutine and has no lock); Hub.mu guards the ring.
-// Server.mu guards the listeners and the handshakes in progress; ipMu the
-// per-source counts, and nothing is taken under it.
+// guards only the shard's inbox of additions and removals; a shard's
+// Table belongs to the shard goroutine, and its mu only lets others read
+// how many are on a channel (GET /channels, receipts); Hub.mu guards the
+// ring, and the history's lock is taken inside it (Broadcast keeps each
+// message there before any shard can take it; a resume's replay takes it
+// alone, bounded by Config.ReplayBytes). idempotency.mu is dropped before
+// a keyed publish runs. Server.mu guards the listeners and the handshakes
+// in progress; ipMu the per-source counts, and nothing is taken under it.
 package broadcast

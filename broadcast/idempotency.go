@@ -82,16 +82,34 @@ func (d *idempotency) do(key string, publish func() (Receipt, error)) (Receipt, 
 	}
 	d.mu.Unlock()
 
+	defer close(e.done) // even if publish panics: the repeats waiting must not hang
 	e.receipt, e.err = publish()
 	if e.err != nil {
 		d.mu.Lock()
 		if d.keys[key] == e {
 			delete(d.keys, key)
 		}
+		d.compactLocked()
 		d.mu.Unlock()
 	}
-	close(e.done)
 	return e.receipt, e.err
+}
+
+// compactLocked drops from the order the entries of failed publishes
+// (gone from the map): without it, failures would pile up there,
+// uncapped, for a whole window.
+func (d *idempotency) compactLocked() {
+	if len(d.order)-d.at <= 2*d.max+1024 {
+		return
+	}
+	live := d.order[:0]
+	for _, e := range d.order[d.at:] {
+		if d.keys[e.key] == e {
+			live = append(live, e)
+		}
+	}
+	clear(d.order[len(live):])
+	d.order, d.at = live, 0
 }
 
 // expireLocked forgets keys whose window is over.

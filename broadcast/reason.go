@@ -28,6 +28,7 @@ const (
 	ReasonInternalError  = outbound.ReasonInternalError
 	ReasonMessageTimeout = outbound.ReasonMessageTimeout
 	ReasonPartialLimit   = outbound.ReasonPartialLimit
+	ReasonReplayPart     = outbound.ReasonReplayPart
 	numReasons           = outbound.NumReasons
 )
 

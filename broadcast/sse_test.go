@@ -235,7 +235,7 @@ func TestSSECORS(t *testing.T) {
 // last event it read.
 func TestSSESlowClientResumes(t *testing.T) {
 	s := startServer(t, broadcast.Config{QueueBytes: 4096, SlowPolicy: broadcast.SlowDrop, CloseTimeout: time.Minute,
-		HistorySize: 20000, Backlog: 1 << 15}) // every publish below fits in the ring
+		HistorySize: 20000, HistoryBytes: 1 << 30, Backlog: 1 << 15}) // every publish below fits in the ring and the history
 	c := dialSSE(t, s.addr, "/sse?channel=a")
 	c.next(t)
 	s.waitConns(t, 1)

@@ -10,14 +10,12 @@ package history
 
 import (
 	"log/slog"
-	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/fanout/fanout/broadcast/hub"
-	"github.com/fanout/fanout/broadcast/internal/lograte"
 )
 
 // Config bounds a Memory. The zero value works: each field says what zero
@@ -70,7 +68,6 @@ const (
 // Memory is the in-memory history of one node. Create one with New.
 type Memory struct {
 	cfg Config
-	log *lograte.Limiter
 
 	mu      sync.Mutex
 	streams map[string]*stream // guarded by mu: channels with messages kept
@@ -81,7 +78,8 @@ type Memory struct {
 	// forgotTop is the latest seq forgotten from a channel whose record
 	// went with its last message: a resume from before it, on a channel
 	// without a record, may have missed it.
-	forgotTop uint64 // guarded by mu
+	forgotTop  uint64 // guarded by mu
+	fullLogged bool   // guarded by mu: the budget was reached and said so
 
 	forgot [numForgot]atomic.Uint64
 }
@@ -109,7 +107,7 @@ type entry struct {
 // New returns an empty history bounded by cfg.
 func New(cfg Config) *Memory {
 	cfg = cfg.withDefaults()
-	return &Memory{cfg: cfg, log: lograte.New(1, 5), streams: make(map[string]*stream)}
+	return &Memory{cfg: cfg, streams: make(map[string]*stream)}
 }
 
 // Append implements hub.History.
@@ -132,50 +130,65 @@ func (h *Memory) Append(m *hub.Message) {
 	}
 	h.expireLocked(now)
 	for h.bytes > h.cfg.Bytes && h.kept > 0 {
-		if h.forgetOldestLocked(forgotBytes) {
-			h.log.Warn(h.cfg.Logger, "history: over its byte budget, forgetting the oldest messages",
-				"bytes", h.bytes, "limit", h.cfg.Bytes, "kept", h.kept)
+		if h.forgetOldestLocked(forgotBytes) && !h.fullLogged {
+			// A full history is its normal state on a busy node: said
+			// once, counted always (ForgotBytes).
+			h.fullLogged = true
+			h.cfg.Logger.Info("history: at its byte budget; the oldest messages are forgotten from now on (fanout_history_forgotten_total{bound=\"bytes\"})",
+				"limit", h.cfg.Bytes, "kept", h.kept)
 		}
 	}
 	h.compactLocked()
 }
 
-// Replay implements hub.History.
-func (h *Memory) Replay(dst []hub.Message, channels []string, after, upto uint64) ([]hub.Message, bool) {
+// Replay implements hub.History: the channels' streams, each in seq
+// order already, merged; it stops at maxBytes, so that what a resume
+// costs (here, under the lock, and on the shard that encodes it) is
+// bounded, whatever the client asks.
+func (h *Memory) Replay(dst []hub.Message, channels []string, after, upto uint64, maxBytes int) ([]hub.Message, bool, bool) {
 	now := h.cfg.Now().UnixNano()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.expireLocked(now)
-	start := len(dst)
+	var stack [8][]kept
+	heads := stack[:0] // per channel, what is left to replay
 	for _, name := range channels {
 		st := h.streams[name]
 		if st == nil {
 			if h.forgotTop > after {
-				return dst, false // it may have had messages since, forgotten with its record
+				return dst, false, false // it may have had messages since, forgotten with its record
 			}
 			continue
 		}
 		if st.floor > after {
-			return dst, false
+			return dst, false, false
 		}
 		msgs := st.msgs[st.at:]
 		i := sort.Search(len(msgs), func(i int) bool { return msgs[i].msg.Seq > after })
-		for ; i < len(msgs) && msgs[i].msg.Seq <= upto; i++ {
-			dst = append(dst, msgs[i].msg)
+		j := sort.Search(len(msgs), func(j int) bool { return msgs[j].msg.Seq > upto })
+		if i < j {
+			heads = append(heads, msgs[i:j])
 		}
 	}
-	if len(channels) > 1 {
-		slices.SortFunc(dst[start:], func(a, b hub.Message) int {
-			switch {
-			case a.Seq < b.Seq:
-				return -1
-			case a.Seq > b.Seq:
-				return 1
+	size := 0
+	for len(heads) > 0 {
+		if size >= maxBytes {
+			return dst, false, true
+		}
+		low := 0
+		for k := range heads {
+			if heads[k][0].msg.Seq < heads[low][0].msg.Seq {
+				low = k
 			}
-			return 0
-		})
+		}
+		dst = append(dst, heads[low][0].msg)
+		size += int(heads[low][0].size)
+		if heads[low] = heads[low][1:]; len(heads[low]) == 0 {
+			heads[low] = heads[len(heads)-1]
+			heads = heads[:len(heads)-1]
+		}
 	}
-	return dst, true
+	return dst, true, true
 }
 
 // Top is the latest seq kept on channel; 0 if none is.

@@ -1,6 +1,7 @@
 package history_test
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"testing"
@@ -44,12 +45,12 @@ func TestReplayMergesChannelsInSeqOrder(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		f.add([]string{"a", "b", "c"}[i%3], fmt.Sprint(i))
 	}
-	got, ok := f.h.Replay(nil, []string{"c", "a"}, 4, 25)
+	got, _, ok := f.h.Replay(nil, []string{"c", "a"}, 4, 25, 1<<30)
 	want := []uint64{6, 7, 9, 10, 12, 13, 15, 16, 18, 19, 21, 22, 24, 25}
 	if !ok || !slices.Equal(seqs(got), want) {
 		t.Fatalf("Replay(c,a after 4 upto 25) = %v %v, want %v true", seqs(got), ok, want)
 	}
-	got, ok = f.h.Replay(got[:0], []string{"never"}, 0, 30)
+	got, _, ok = f.h.Replay(got[:0], []string{"never"}, 0, 30, 1<<30)
 	if !ok || len(got) != 0 {
 		t.Fatalf("a channel never published to: %v %v, want nothing and true", seqs(got), ok)
 	}
@@ -66,10 +67,10 @@ func TestSizeBound(t *testing.T) {
 		f.add("b", "y")
 	}
 	// a keeps its last 3 (seqs 5, 7, 9): seq 3 is forgotten.
-	if _, ok := f.h.Replay(nil, []string{"a"}, a[0], 100); ok {
+	if _, _, ok := f.h.Replay(nil, []string{"a"}, a[0], 100, 1<<30); ok {
 		t.Fatal("resume from before a forgotten message said ok")
 	}
-	got, ok := f.h.Replay(nil, []string{"a"}, a[1], 100)
+	got, _, ok := f.h.Replay(nil, []string{"a"}, a[1], 100, 1<<30)
 	if !ok || !slices.Equal(seqs(got), a[2:]) {
 		t.Fatalf("resume from the last forgotten one: %v %v, want %v", seqs(got), ok, a[2:])
 	}
@@ -86,11 +87,11 @@ func TestTTL(t *testing.T) {
 	c.t = c.t.Add(30 * time.Second)
 	young := f.add("a", "young")
 	c.t = c.t.Add(31 * time.Second) // old is 61 s old, young 31 s
-	got, ok := f.h.Replay(nil, []string{"a"}, old, 10)
+	got, _, ok := f.h.Replay(nil, []string{"a"}, old, 10, 1<<30)
 	if !ok || !slices.Equal(seqs(got), []uint64{young}) {
 		t.Fatalf("after old's TTL: %v %v, want [young] true", seqs(got), ok)
 	}
-	if _, ok := f.h.Replay(nil, []string{"a"}, old-1, 10); ok {
+	if _, _, ok := f.h.Replay(nil, []string{"a"}, old-1, 10, 1<<30); ok {
 		t.Fatal("resume from before an expired message said ok")
 	}
 	c.t = c.t.Add(time.Minute)
@@ -99,10 +100,10 @@ func TestTTL(t *testing.T) {
 	}
 	// The channel's record went with its last message; what it forgot is
 	// still known: a resume from before it is refused.
-	if _, ok := f.h.Replay(nil, []string{"a"}, old, 10); ok {
+	if _, _, ok := f.h.Replay(nil, []string{"a"}, old, 10, 1<<30); ok {
 		t.Fatal("resume from before forgotten messages of a dropped record said ok")
 	}
-	if _, ok := f.h.Replay(nil, []string{"a"}, young, 10); !ok {
+	if _, _, ok := f.h.Replay(nil, []string{"a"}, young, 10, 1<<30); !ok {
 		t.Fatal("resume from the last forgotten one refused")
 	}
 }
@@ -128,7 +129,7 @@ func TestBytesBound(t *testing.T) {
 	// its oldest kept message.
 	kept := last[len(last)-st.Messages:]
 	all := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6"}
-	got, ok := f.h.Replay(nil, all, kept[0]-1, kept[len(kept)-1])
+	got, _, ok := f.h.Replay(nil, all, kept[0]-1, kept[len(kept)-1], 1<<30)
 	if !ok || !slices.Equal(seqs(got), kept) {
 		t.Fatalf("replay of what is kept: %d messages ok=%v, want %d", len(got), ok, len(kept))
 	}
@@ -147,23 +148,55 @@ func TestBusyChannelOverItsSize(t *testing.T) {
 	if st.Messages != 11 {
 		t.Fatalf("kept %d, want 11", st.Messages)
 	}
-	got, ok := f.h.Replay(nil, []string{"hot", "cold"}, f.next-11, f.next)
+	got, _, ok := f.h.Replay(nil, []string{"hot", "cold"}, f.next-11, f.next, 1<<30)
 	if !ok || len(got) != 11 {
 		t.Fatalf("replay %d %v", len(got), ok)
 	}
 }
 
-// Size is exact: hub.Message.Size counts what the message keeps alive,
-// its raw frame and its JSON envelope.
+// hub.Message.Size bounds what a kept message holds once every encoding
+// of it is built, whatever clients want them: the history's budget holds.
 func TestMessageSize(t *testing.T) {
-	for _, payload := range []string{"", "plain", "quote \" backslash \\ newline \n tab \t ctrl \x01", string(make([]byte, 300))} {
+	for _, payload := range []string{"", "plain", "quote \" backslash \\ newline \n tab \t ctrl \x01", string(make([]byte, 300)),
+		string(bytes.Repeat([]byte(`{"k":"compressible"}`), 100))} {
 		for _, kind := range []hub.Kind{hub.KindText, hub.KindBinary} {
 			m := hub.NewMessage("ch", kind, []byte(payload))
 			m.Seq = 123456
-			want := len(m.Bytes(hub.EncodingFrame)) + len(m.Bytes(hub.EncodingJSON))
-			if got := m.Size(); got != want {
-				t.Errorf("kind %d payload %q: Size %d, want %d", kind, payload, got, want)
+			built := 0
+			for _, e := range []hub.Encoding{hub.EncodingFrame, hub.EncodingJSON, hub.EncodingSSE, hub.EncodingFrameDeflate, hub.EncodingJSONDeflate} {
+				built += len(m.Bytes(e))
+			}
+			if got := m.Size(); got < built {
+				t.Errorf("kind %d payload %q: Size %d, under the %d bytes its encodings hold", kind, payload, got, built)
 			}
 		}
+	}
+}
+
+// A replay over maxBytes comes in parts, in seq order, each ending where
+// the next begins: complete only with the last.
+func TestReplayInParts(t *testing.T) {
+	f := &feed{h: history.New(history.Config{})}
+	var want []uint64
+	for i := 0; i < 300; i++ {
+		seq := f.add([]string{"a", "b"}[i%2], "0123456789")
+		want = append(want, seq)
+	}
+	var got []uint64
+	after, parts := uint64(0), 0
+	for {
+		msgs, complete, ok := f.h.Replay(nil, []string{"a", "b"}, after, f.next, 10_000)
+		if !ok || len(msgs) == 0 {
+			t.Fatalf("part %d: %d messages ok=%v", parts, len(msgs), ok)
+		}
+		parts++
+		got = append(got, seqs(msgs)...)
+		after = msgs[len(msgs)-1].Seq
+		if complete {
+			break
+		}
+	}
+	if !slices.Equal(got, want) || parts < 5 {
+		t.Fatalf("%d parts gave %d messages, want all %d in order, in several parts", parts, len(got), len(want))
 	}
 }

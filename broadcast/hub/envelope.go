@@ -126,8 +126,12 @@ func AppendEnvelope(dst []byte, m *Message) []byte {
 }
 
 // jsonEnvelopeLen is len(AppendEnvelope(nil, m)), without building it.
-func jsonEnvelopeLen(m *Message) int {
-	n := len(`{"type":"message","channel":`) + jsonStringLen(m.Channel) + len(`,"seq":`) + digits(m.Seq) + len(`}`)
+func jsonEnvelopeLen(m *Message) int { return m.body + digits(m.Seq) }
+
+// envelopeBodyLen is jsonEnvelopeLen less the seq's digits: a scan of the
+// payload, done once, by NewMessage, before any lock is taken.
+func envelopeBodyLen(m *Message) int {
+	n := len(`{"type":"message","channel":`) + jsonStringLen(m.Channel) + len(`,"seq":`) + len(`}`)
 	switch m.Kind {
 	case KindJSON:
 		n += len(`,"data":`) + len(m.Payload)

@@ -56,6 +56,11 @@ type Config struct {
 	// bytes goes to permessage-deflate clients uncompressed. Zero means
 	// 256.
 	CompressMinBytes int
+	// ReplayBytes bounds one resume's replay (Message.Size): a client
+	// that missed more gets it in parts, resuming again after each
+	// (Joined.More). Set it under what a connection may queue. Zero means
+	// 1 MiB.
+	ReplayBytes int
 }
 
 // History is where the hub keeps recent messages for subscribers that
@@ -65,11 +70,13 @@ type History interface {
 	// order, with its lock held, before any shard can take m: it must
 	// not block and must not call back into the hub.
 	Append(m *Message)
-	// Replay appends to dst every message kept on channels with
-	// after < seq <= upto, in seq order, and reports whether that is
-	// all of them: false when some may have been forgotten (then what
-	// it appended is to be ignored).
-	Replay(dst []Message, channels []string, after, upto uint64) ([]Message, bool)
+	// Replay appends to dst the messages kept on channels with
+	// after < seq <= upto, in seq order, and reports whether they are
+	// all there (ok false: some may have been forgotten, and what it
+	// appended is to be ignored). It stops once what it appended reaches
+	// maxBytes (Message.Size; one message at least): complete is false
+	// when more follow.
+	Replay(dst []Message, channels []string, after, upto uint64, maxBytes int) (msgs []Message, complete, ok bool)
 }
 
 // maxBatch bounds how many messages a shard takes from the ring at once;
@@ -113,6 +120,9 @@ func New(cfg Config) *Hub {
 	}
 	if cfg.CompressMinBytes <= 0 {
 		cfg.CompressMinBytes = 256
+	}
+	if cfg.ReplayBytes <= 0 {
+		cfg.ReplayBytes = 1 << 20
 	}
 	h := &Hub{
 		cfg:       cfg,

@@ -68,6 +68,7 @@ type Message struct {
 
 	frame []byte    // EncodingFrame
 	lazy  *encoding // the encodings built on first use; shared by every copy
+	body  int       // the JSON envelope's length less its seq's digits (counted once, by NewMessage)
 }
 
 // encoding holds the encodings a message gets only when some recipient
@@ -110,13 +111,15 @@ func (l *lazyBytes) get(m *Message, build func(*Message) []byte) []byte {
 // checked (broadcast.Server.Publish does).
 func NewMessage(channel string, kind Kind, payload []byte) Message {
 	f := frame.Compile(kind.Op(), payload)
-	return Message{
+	m := Message{
 		Channel: channel,
 		Kind:    kind,
 		Payload: f[frame.HeaderSize(len(payload)):],
 		frame:   f,
 		lazy:    new(encoding),
 	}
+	m.body = envelopeBodyLen(&m)
+	return m
 }
 
 // Bytes returns the message in encoding e, building it the first time it
@@ -137,11 +140,19 @@ func (m *Message) Bytes(e Encoding) []byte {
 	return nil
 }
 
-// Size is what the message keeps alive once its raw frame and JSON
-// envelope are built, exactly (what a history holding it counts against
-// its byte budget). The SSE event and the compressed frames, built only
-// for their recipients, are not counted.
+// messageOverhead is what keeping a message costs besides its bytes: the
+// Message value and its history record, the encodings' holder.
+const messageOverhead = 320
+
+// Size bounds what the message keeps alive, every encoding of it built:
+// the raw frame and the JSON envelope's, the SSE event, the compressed
+// variants (each at most its plain one's size: a frame that does not
+// shrink is sent plain, the same bytes) and messageOverhead. A history
+// holding it counts this against its byte budget: an upper bound, so the
+// budget holds whichever clients come.
 func (m *Message) Size() int {
 	n := jsonEnvelopeLen(m)
-	return len(m.frame) + frame.HeaderSize(n) + n
+	jsonFrame := frame.HeaderSize(n) + n
+	sse := len("id: ") + len(m.lazy.epoch) + 1 + digits(m.Seq) + len("\ndata: ") + n + len("\n\n")
+	return 2*len(m.frame) + 2*jsonFrame + sse + messageOverhead
 }

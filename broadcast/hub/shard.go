@@ -71,6 +71,10 @@ type Joined struct {
 	// empty; never part of them.
 	Recovered bool
 	Replay    []Message
+	// More: Replay is the first part of what the subscriber missed (it
+	// was over Config.ReplayBytes). It must end after the replay, before
+	// any live message, and resume from the replay's last seq.
+	More bool
 }
 
 // Shard owns a slice of the subscriber table. Its goroutine is the only
@@ -207,6 +211,9 @@ func (s *Shard) applyInbox() {
 		a.sub.Join(s.joined(a.req))
 		clear(s.replay)
 		s.replay = s.replay[:0]
+		if cap(s.replay) > 4096 {
+			s.replay = nil // a big replay's buffer is not kept for the next
+		}
 		if s.drain.started {
 			a.sub.Drain()
 		}
@@ -275,10 +282,10 @@ func (s *Shard) joined(req Subscription) Joined {
 	if len(channels) == 0 {
 		channels = defaultChannel
 	}
-	replay, ok := s.hub.hist.Replay(s.replay[:0], channels, req.Since.Seq, j.Seq)
+	replay, complete, ok := s.hub.hist.Replay(s.replay[:0], channels, req.Since.Seq, j.Seq, s.hub.cfg.ReplayBytes)
 	s.replay = replay
 	if ok {
-		j.Recovered, j.Replay = true, replay
+		j.Recovered, j.Replay, j.More = true, replay, !complete
 	}
 	return j
 }

@@ -9,8 +9,8 @@ import (
 
 // CloseLocked starts closing: it queues goodbye (the codec's last bytes,
 // nil for none) behind the frame being written; other queued frames are
-// dropped unless reason is ReasonShutdown, which delivers what was
-// queued first. reason is counted once the connection is torn down. The
+// dropped unless reason is ReasonShutdown or ReasonReplayPart, which
+// deliver what was queued first. reason is counted once the connection is torn down. The
 // socket closes when goodbye is out: at once if peerClosed (the peer
 // already said goodbye), otherwise after the peer answers or hangs up, or
 // after CloseTimeout. Calling it on a closing or dead connection does
@@ -23,7 +23,7 @@ func (c *Conn) CloseLocked(goodbye []byte, reason CloseReason, peerClosed bool) 
 	c.reason = reason
 	c.closeAtFlush = peerClosed
 	c.lingerUntil = c.closeLingerFromNow()
-	if reason != ReasonShutdown && len(c.outq) > 0 {
+	if reason != ReasonShutdown && reason != ReasonReplayPart && len(c.outq) > 0 {
 		keep := 0
 		if c.outOff > 0 || !c.joined {
 			keep = 1 // a half-written frame, or the 101 not yet sent

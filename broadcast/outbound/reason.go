@@ -23,6 +23,7 @@ const (
 	ReasonInternalError              // a handler panicked: torn down, logged with its stack
 	ReasonMessageTimeout             // a frame or message left incomplete too long: closed with 1008
 	ReasonPartialLimit               // partial reads server-wide over their cap: closed with 1008
+	ReasonReplayPart                 // a resume's replay came in parts: closed after this one, to resume again
 	NumReasons
 )
 
@@ -44,6 +45,7 @@ var reasonNames = [NumReasons]string{
 	ReasonInternalError:  "internal_error",
 	ReasonMessageTimeout: "message_timeout",
 	ReasonPartialLimit:   "partial_limit",
+	ReasonReplayPart:     "replay_part",
 }
 
 func (r CloseReason) String() string {

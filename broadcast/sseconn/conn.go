@@ -134,6 +134,11 @@ func (c *Conn) Join(j hub.Joined) {
 	}
 	var iov []unix.Iovec
 	c.SendLocked(frames, size, &iov)
+	if j.More {
+		// Part of the replay only: the stream ends after it, and the
+		// client resumes from its last event for the next part.
+		c.CloseLocked(nil, outbound.ReasonReplayPart, false)
+	}
 }
 
 // Encoding implements hub.Subscriber: the SSE event.

@@ -32,6 +32,11 @@ const CloseSlowJSON ws.StatusCode = 4000
 
 var goodbyeSlowJSON = frame.Close(CloseSlowJSON, "slow consumer: reconnect with since= to resume")
 
+// CloseReplayMore is the close code of a json-format client whose resume
+// replay was over what one connection may queue: it got the first part,
+// and resumes with since= from its last seq for the next.
+const CloseReplayMore ws.StatusCode = 4001
+
 // subscription is what a connection that names channels, or asks for the
 // json format, keeps: a connection on the default channel in raw format
 // (the seed's client) has none.

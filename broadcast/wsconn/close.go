@@ -16,6 +16,7 @@ var (
 	goodbyeExpired  = frame.Close(ws.StatusPolicyViolation, "token expired")
 	goodbyeEarly    = frame.Close(ws.StatusProtocolError, "data sent before the handshake completed")
 	goodbyeBusy     = frame.Close(ws.StatusPolicyViolation, "server busy: too many partial messages")
+	goodbyeReplay   = frame.Close(CloseReplayMore, "more to replay: reconnect with since= to resume")
 )
 
 // Closes a connection raises itself while reading (the parser raises the

@@ -262,6 +262,9 @@ func (c *Conn) Join(j hub.Joined) {
 	}
 	var iov []unix.Iovec
 	c.SendLocked(frames, size, &iov)
+	if j.More {
+		c.CloseLocked(goodbyeReplay, outbound.ReasonReplayPart, false)
+	}
 }
 
 // Encoding implements hub.Subscriber: the raw frame, or the JSON envelope;

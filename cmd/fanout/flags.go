@@ -166,6 +166,7 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.HistorySize, "history-size", c.HistorySize, "recent `messages` each channel keeps for clients that resume (since=); 0 keeps none")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", c.HistoryTTL, "how long a message stays in the history (`duration`)")
 	fs.Int64Var(&c.HistoryBytes, "history-bytes", c.HistoryBytes, "`bytes` the whole history may hold, over every channel; the oldest messages go first")
+	fs.IntVar(&c.ReplayBytes, "replay-bytes", c.ReplayBytes, "`bytes` one resume replays at most (as the history counts them); more comes in parts, the client closed with 4001 (SSE: the stream ends) after each, to resume from its last seq")
 	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", c.IdempotencyWindow, "how long a publish's Idempotency-Key is remembered (`duration`): a repeat gets the first answer and publishes nothing")
 	fs.IntVar(&c.IdempotencyKeys, "idempotency-keys", c.IdempotencyKeys, "idempotency keys remembered at once (`n`); beyond, the oldest is forgotten early (counted, logged)")
 	fs.IntVar(&o.batch.MaxItems, "max-batch-items", o.batch.MaxItems, "messages in one POST /publish/batch (`n`); more get 413")
@@ -341,6 +342,7 @@ func validateLimits(o *options) error {
 		{"admin-max-conns", o.adminMaxConns, 1},
 		{"max-channels-per-conn", c.MaxChannelsPerConn, 1},
 		{"compress-min-bytes", c.CompressMinBytes, 1},
+		{"replay-bytes", c.ReplayBytes, 1},
 		{"history-size", c.HistorySize, 0},
 		{"idempotency-keys", c.IdempotencyKeys, 1},
 		{"max-batch-items", o.batch.MaxItems, 1},
