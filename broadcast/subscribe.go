@@ -76,7 +76,7 @@ func ParseCursor(s string) (hub.Cursor, error) {
 // refused).
 func (sub *subscription) resolve(channels []string, maxChannels int) (wsconn.Format, error) {
 	if !slices.Equal(channels, sub.channels) { // the token's: check them as the URL's were
-		channels = distinct(channels)
+		channels = hub.Distinct(channels) // a claim may repeat one: a channel is joined once
 		if len(channels) > maxChannels {
 			return 0, fmt.Errorf("the token grants %d channels, more than %d (-max-channels-per-conn): name some", len(channels), maxChannels)
 		}
@@ -96,18 +96,6 @@ func (sub *subscription) resolve(channels []string, maxChannels int) (wsconn.For
 		return 0, errors.New("since needs format=json")
 	}
 	return wsconn.FormatRaw, nil
-}
-
-// distinct returns names without repeats, in their order (a token's claim
-// may repeat one; a channel is joined once).
-func distinct(names []string) []string {
-	out := make([]string, 0, len(names))
-	for _, n := range names {
-		if !slices.Contains(out, n) {
-			out = append(out, n)
-		}
-	}
-	return out
 }
 
 // why is what is wrong with a channel name, without the package prefix.

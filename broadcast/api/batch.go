@@ -73,12 +73,7 @@ type batchResult struct {
 }
 
 func (h *batchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "use POST")
-		return
-	}
-	if !authorized(w, r, h.keys) {
+	if !postAuthorized(w, r, h.keys) {
 		return
 	}
 	items, status, err := h.decode(w, r)

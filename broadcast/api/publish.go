@@ -101,12 +101,7 @@ const (
 )
 
 func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "use POST")
-		return
-	}
-	if !authorized(w, r, h.keys) {
+	if !postAuthorized(w, r, h.keys) {
 		return
 	}
 	buf, _ := h.bufs.Get().(*publishBuf)
@@ -146,6 +141,16 @@ func (h *publishHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Idempotency-Replayed"] = replayed
 	}
 	accepted(w, buf, rc, -1)
+}
+
+// postAuthorized is authorized for a POST: any other method gets 405.
+func postAuthorized(w http.ResponseWriter, r *http.Request, keys []string) bool {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "use POST")
+		return false
+	}
+	return authorized(w, r, keys)
 }
 
 // authorized checks the request's bearer token against keys; when it is

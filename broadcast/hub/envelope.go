@@ -78,6 +78,19 @@ func AppendSSEID(b []byte, epoch string, seq uint64) []byte {
 	return append(b, '\n')
 }
 
+// JoinFrames is what a joining subscriber writes first: its welcome, then
+// the replay in encoding e; and their total size.
+func JoinFrames(welcome []byte, replay []Message, e Encoding) (frames [][]byte, size int) {
+	frames, size = make([][]byte, 1, 1+len(replay)), len(welcome)
+	frames[0] = welcome
+	for i := range replay {
+		b := replay[i].Bytes(e)
+		frames = append(frames, b)
+		size += len(b)
+	}
+	return frames, size
+}
+
 // AppendWelcome appends the welcome of a json-format connection (or an
 // SSE stream) that joined as j, on channels:
 //

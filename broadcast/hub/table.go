@@ -127,7 +127,7 @@ func (t *Table) Link(sub Subscriber, channels []string) {
 		channels = defaultChannel
 	}
 	if len(channels) > 1 && hasRepeats(channels) {
-		channels = withoutRepeats(channels) // linked twice, it would get everything twice
+		channels = Distinct(channels) // linked twice, it would get everything twice
 	}
 	if len(channels) > 1 {
 		slot.more = &extraLinks{links: make([]link, len(channels)-1)}
@@ -162,7 +162,8 @@ func hasRepeats(names []string) bool {
 	return false
 }
 
-func withoutRepeats(names []string) []string {
+// Distinct returns names without repeats, in their order.
+func Distinct(names []string) []string {
 	out := make([]string, 0, len(names))
 	for _, n := range names {
 		if !slices.Contains(out, n) {

@@ -70,6 +70,19 @@ func (c *Conn) writeFailedLocked(err error) {
 	c.TeardownLocked(ReasonWriteError, err)
 }
 
+// Deliver is hub.Subscriber's Deliver for every codec: frames (total
+// size bytes) written or queued, as SendLocked does, while the connection
+// is open; it returns how many it took and how many it dropped.
+func (c *Conn) Deliver(frames [][]byte, size int, iov *[]unix.Iovec) (delivered, dropped int) {
+	c.mu.Lock()
+	if c.State() == StateOpen {
+		dropped = c.SendLocked(frames, size, iov)
+		delivered = len(frames) - dropped
+	}
+	c.mu.Unlock()
+	return delivered, dropped
+}
+
 // SendLocked hands frames (total size bytes) to the connection: written now
 // if the socket takes them, queued behind what is already waiting
 // otherwise. It returns how many frames were dropped under SlowDrop.

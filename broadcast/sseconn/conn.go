@@ -125,13 +125,7 @@ func (c *Conn) Join(j hub.Joined) {
 	w = hub.AppendWelcome(w, epoch, c.channels, j, c.resume)
 	w = append(w, "\n\n"...)
 	c.JoinLocked()
-	frames, size := make([][]byte, 1, 1+len(j.Replay)), len(w)
-	frames[0] = w
-	for i := range j.Replay {
-		b := j.Replay[i].Bytes(hub.EncodingSSE)
-		frames = append(frames, b)
-		size += len(b)
-	}
+	frames, size := hub.JoinFrames(w, j.Replay, hub.EncodingSSE)
 	var iov []unix.Iovec
 	c.SendLocked(frames, size, &iov)
 	if j.More {
@@ -143,17 +137,6 @@ func (c *Conn) Join(j hub.Joined) {
 
 // Encoding implements hub.Subscriber: the SSE event.
 func (c *Conn) Encoding() hub.Encoding { return hub.EncodingSSE }
-
-// Deliver implements hub.Subscriber.
-func (c *Conn) Deliver(frames [][]byte, size int, iov *[]unix.Iovec) (delivered, dropped int) {
-	c.Lock()
-	if c.State() == outbound.StateOpen {
-		dropped = c.SendLocked(frames, size, iov)
-		delivered = len(frames) - dropped
-	}
-	c.Unlock()
-	return delivered, dropped
-}
 
 // Sweep implements hub.Subscriber: the token's expiry, the ping comment,
 // and giving up on a closing client that never took what was queued.

@@ -252,14 +252,7 @@ func (c *Conn) Join(j hub.Joined) {
 	case c.sub.resume:
 		c.env.notRecovered.Add(1)
 	}
-	w := welcome(c.env.hub.Epoch(), c.sub.channels, j, c.sub.resume)
-	frames, size := make([][]byte, 1, 1+len(j.Replay)), len(w)
-	frames[0] = w
-	for i := range j.Replay {
-		b := j.Replay[i].Bytes(c.Encoding())
-		frames = append(frames, b)
-		size += len(b)
-	}
+	frames, size := hub.JoinFrames(welcome(c.env.hub.Epoch(), c.sub.channels, j, c.sub.resume), j.Replay, c.Encoding())
 	var iov []unix.Iovec
 	c.SendLocked(frames, size, &iov)
 	if j.More {
@@ -279,17 +272,6 @@ func (c *Conn) Encoding() hub.Encoding {
 		return hub.EncodingFrameDeflate
 	}
 	return hub.EncodingFrame
-}
-
-// Deliver implements hub.Subscriber.
-func (c *Conn) Deliver(frames [][]byte, size int, iov *[]unix.Iovec) (delivered, dropped int) {
-	c.Lock()
-	if c.State() == outbound.StateOpen {
-		dropped = c.SendLocked(frames, size, iov)
-		delivered = len(frames) - dropped
-	}
-	c.Unlock()
-	return delivered, dropped
 }
 
 // Sweep implements hub.Subscriber: the idle timeout, the token's expiry,
