@@ -250,3 +250,36 @@ func BenchmarkPublishToEmptyChannel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFanOutSeveralChannels: subscribers on 64 channels each, a
+// batch of 64 messages over those channels: the merge per subscriber.
+func BenchmarkFanOutSeveralChannels(b *testing.B) {
+	var tb hub.Table
+	names := make([]string, 64)
+	for i := range names {
+		names[i] = fmt.Sprint("c", i)
+	}
+	for i := 0; i < 1000; i++ {
+		tb.Link(&discardSub{}, names)
+	}
+	batch := make([]hub.Message, 64)
+	for i := range batch {
+		batch[i] = hub.NewMessage(names[i], hub.KindText, []byte("x"))
+		batch[i].Seq = uint64(i + 1)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		tb.FanOut(batch)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/recipient")
+}
+
+// discardSub takes every frame and keeps nothing.
+type discardSub struct{ hub.Slot }
+
+func (s *discardSub) Join(hub.Joined)                                       {}
+func (s *discardSub) Encoding() hub.Encoding                                { return hub.EncodingFrame }
+func (s *discardSub) Deliver(f [][]byte, _ int, _ *[]unix.Iovec) (int, int) { return len(f), 0 }
+func (s *discardSub) Sweep(int64, bool) int                                 { return 0 }
+func (s *discardSub) Drain()                                                {}
+func (s *discardSub) Kill()                                                 {}
