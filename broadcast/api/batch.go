@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 
 	"github.com/fanout/fanout/broadcast"
 	"github.com/fanout/fanout/broadcast/hub"
@@ -183,23 +185,46 @@ type ChannelLister interface {
 	Epoch() string
 }
 
-// ChannelsHandler serves GET /channels: {"epoch": E, "channels": [{"name",
-// "subscribers", "seq"}...]}, every channel with subscribers or history on
-// this node, by name ("" is the default channel). Channel names can be
-// personal (one per user): it takes a publish key, as POST /publish does.
+// ChannelsHandler serves GET /channels[?prefix=P][&limit=N]: {"epoch": E,
+// "channels": [{"name", "subscribers", "seq"}...], "truncated": bool},
+// the channels with subscribers or history on this node whose name starts
+// with P, by name ("" is the default channel), at most N of them (default
+// 1000, at most 10000; "truncated" says more matched). Channel names can
+// be personal (one per user): it takes a publish key, as POST /publish
+// does.
 func ChannelsHandler(l ChannelLister, keys []string) http.Handler {
 	keys = append([]string(nil), keys...)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !authorized(w, r, keys) {
 			return
 		}
+		q := r.URL.Query()
+		limit := 1000
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 10000 {
+				writeError(w, http.StatusBadRequest, "limit: want 1 to 10000")
+				return
+			}
+			limit = n
+		}
+		prefix := q.Get("prefix")
+		all := l.Channels()
+		out := all[:0:0]
+		for _, c := range all {
+			if strings.HasPrefix(c.Name, prefix) {
+				out = append(out, c)
+			}
+		}
+		truncated := len(out) > limit
+		if truncated {
+			out = out[:limit]
+		}
 		w.Header()["Content-Type"] = jsonType
 		_ = json.NewEncoder(w).Encode(struct {
-			Epoch    string                  `json:"epoch"`
-			Channels []broadcast.ChannelInfo `json:"channels"`
-		}{l.Epoch(), l.Channels()})
+			Epoch     string                  `json:"epoch"`
+			Channels  []broadcast.ChannelInfo `json:"channels"`
+			Truncated bool                    `json:"truncated"`
+		}{l.Epoch(), out, truncated})
 	})
 }
-
-// DefaultBatchConfig is the BatchConfig a zero value stands for.
-func DefaultBatchConfig() BatchConfig { return BatchConfig{}.withDefaults() }

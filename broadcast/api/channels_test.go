@@ -183,6 +183,17 @@ func TestListChannels(t *testing.T) {
 			t.Errorf("channel %d: %+v, want %+v", i, out.Channels[i], want[i])
 		}
 	}
+	var some struct {
+		Channels  []broadcast.ChannelInfo `json:"channels"`
+		Truncated bool                    `json:"truncated"`
+	}
+	if code, _ := request(t, "GET", admin+"/channels?prefix=a&limit=1", "", nil, nil, &some); code != http.StatusOK ||
+		len(some.Channels) != 1 || some.Channels[0].Name != "a" || some.Truncated {
+		t.Fatalf("prefix a, limit 1: %d %+v", code, some)
+	}
+	if code, _ := request(t, "GET", admin+"/channels?limit=2", "", nil, nil, &some); code != http.StatusOK || len(some.Channels) != 2 || !some.Truncated {
+		t.Fatalf("limit 2 of 4: %d %+v", code, some)
+	}
 	resp, err := http.Get(admin + "/channels")
 	if err != nil {
 		t.Fatal(err)
