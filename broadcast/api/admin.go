@@ -56,6 +56,10 @@ type Config struct {
 	Batch BatchConfig
 }
 
+// DefaultBatchConfig is the BatchConfig a zero value stands for (the
+// command's -max-batch-items and -max-batch-bytes default to it).
+func DefaultBatchConfig() BatchConfig { return BatchConfig{}.withDefaults() }
+
 // Admin is the admin HTTP handler and the readiness it reports. Its
 // methods may be called from any goroutine.
 type Admin struct {
@@ -77,6 +81,7 @@ func New(cfg Config) (*Admin, error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		NewCollector(cfg.Server.Stats),
+		NewBuildCollector(ReadBuild()),
 	}
 	if cfg.Bus != nil {
 		cs = append(cs, cfg.Bus.Collector())

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -122,6 +123,7 @@ func scrape(t *testing.T, admin string) map[string]family {
 // families are the metric families /metrics must have, by type: the
 // server's (NewCollector), the bus's, Go's and the process's.
 var families = map[string]string{
+	"fanout_build_info":                     "GAUGE",
 	"fanout_connections":                    "GAUGE",
 	"fanout_handshakes_in_progress":         "GAUGE",
 	"fanout_upgrades_total":                 "COUNTER",
@@ -191,6 +193,13 @@ func TestMetrics(t *testing.T) {
 		if f := mf[name]; len(f.samples) != 1 || f.samples[0].value != want {
 			t.Errorf("%s: %v, want one sample of %v", name, f.samples, want)
 		}
+	}
+	// The build's labels: what -version prints, never empty.
+	b := api.ReadBuild()
+	if f := mf["fanout_build_info"]; len(f.samples) != 1 || f.samples[0].value != 1 ||
+		f.samples[0].labels["version"] != b.Version || f.samples[0].labels["goversion"] != runtime.Version() ||
+		f.samples[0].labels["revision"] != b.Revision || b.Version == "" || b.Revision == "" {
+		t.Errorf("fanout_build_info: %v, want one sample of 1 labelled %+v", f.samples, b)
 	}
 }
 

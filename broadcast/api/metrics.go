@@ -1,6 +1,9 @@
 package api
 
 import (
+	"runtime"
+	"runtime/debug"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fanout/fanout/broadcast"
@@ -98,4 +101,50 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descHistForgot, st.History.ForgotBytes, "bytes")
 	counter(descIdemRepeats, st.IdempotentRepeats)
 	counter(descIdemEvicted, st.IdempotencyEvicted)
+}
+
+// Build says which fanout is running: the module version ("devel" for a
+// build from a work tree), the Go version it was built with, and the VCS
+// commit ("unknown" without VCS information, as with go run or -buildvcs
+// false; "-dirty" after it for a work tree with changes).
+type Build struct {
+	Version, GoVersion, Revision string
+}
+
+// ReadBuild reads the running binary's Build from runtime/debug.ReadBuildInfo.
+func ReadBuild() Build {
+	b := Build{Version: "devel", GoVersion: runtime.Version(), Revision: "unknown"}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return b
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		b.Version = v
+	}
+	if bi.GoVersion != "" {
+		b.GoVersion = bi.GoVersion
+	}
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			b.Revision = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if dirty && b.Revision != "unknown" {
+		b.Revision += "-dirty"
+	}
+	return b
+}
+
+// NewBuildCollector exports b as fanout_build_info{version,goversion,revision} 1,
+// the constant gauge dashboards join on to label a node's series.
+func NewBuildCollector(b Build) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "fanout_build_info",
+		Help:        "The running build: version, Go version and VCS commit as labels; always 1.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "goversion": b.GoVersion, "revision": b.Revision},
+	}, func() float64 { return 1 })
 }
