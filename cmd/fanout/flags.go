@@ -47,6 +47,8 @@ type options struct {
 	batch           api.BatchConfig
 	cfg             broadcast.Config
 
+	version bool // -version: print the build and exit
+
 	// As given, before readSecrets and configure split and read them.
 	origins, keys, keysFile, secretFile string
 
@@ -84,22 +86,31 @@ func defaults() *options {
 	}
 }
 
-// parseFlags reads args, then the environment (env is os.LookupEnv or a
-// stand-in) for flags args did not set, then the files flags name, and
-// checks the result.
-func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer) (*options, error) {
+// parseFlags reads args, then the environment (environ, os.Environ's
+// NAME=value lines) for flags args did not set, then the files flags
+// name, and checks the result. Every error is one line naming what the
+// user set, the flag or the variable as given; -h and -help print the
+// usage (and return flag.ErrHelp), nothing else does.
+func parseFlags(args []string, environ []string, stderr io.Writer) (*options, error) {
 	o := defaults()
-	fs := defineFlags(o, stderr)
-	if err := fs.Parse(args); err != nil {
+	fs := defineFlags(o)
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		usage(fs, stderr)
 		return nil, err
+	} else if err != nil {
+		return nil, explainParse(fs, err)
+	}
+	if o.version {
+		return o, nil
 	}
 	o.given = map[string]string{}
 	fs.Visit(func(f *flag.Flag) { o.given[f.Name] = "-" + f.Name })
-	if err := applyEnv(fs, env, o.given); err != nil {
+	if err := applyEnv(fs, lookupIn(environ), o.given); err != nil {
 		return nil, err
 	}
+	o.warnings = append(o.warnings, unknownEnv(fs, environ)...)
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return nil, strayArgument(fs, args)
 	}
 	if err := readSecrets(o); err != nil {
 		return nil, err
@@ -111,17 +122,32 @@ func parseFlags(args []string, env func(string) (string, bool), stderr io.Writer
 	return o, nil
 }
 
+// usage is -help's text: what fanout is, the environment, every flag.
+func usage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, "Usage: fanout [flags]\n\nA WebSocket broadcast server: every message reaches every client.\n"+
+		"Every flag may also be set as FANOUT_<FLAG> in the environment (FANOUT_MAX_CONNS=1000);\n"+
+		"the command line wins.\n\nFlags:\n")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+// src is how the user set the flag name: "-name" or "FANOUT_NAME", for
+// errors to name what was given ("-name" when it was left at its default).
+func (o *options) src(name string) string {
+	if by := o.given[name]; by != "" {
+		return by
+	}
+	return "-" + name
+}
+
 // defineFlags declares every flag on a new set, each defaulting to the
 // value o already holds (see defaults) and writing into o.
-func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
+func defineFlags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("fanout", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fanout [flags]\n\nA WebSocket broadcast server: every message reaches every client.\n"+
-			"Every flag may also be set as FANOUT_<FLAG> in the environment (FANOUT_MAX_CONNS=1000);\n"+
-			"the command line wins.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	// Parse writes nothing: parseFlags says what went wrong in one line,
+	// and prints the usage for -help only.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	c := &o.cfg
 	fs.StringVar(&o.addr, "addr", o.addr, "WebSocket listen `address` (host:port; port 0 picks one and logs it)")
 	fs.StringVar(&o.adminAddr, "admin-addr", o.adminAddr, "admin HTTP listen `address` (/healthz, /readyz, /metrics); empty disables it")
@@ -183,6 +209,7 @@ func defineFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.secretFile, "auth-secret-file", o.secretFile, "`file` holding the -auth-secret")
 	fs.StringVar(&o.authAudience, "auth-audience", o.authAudience, "with -auth-secret, the `audience` a token's aud claim must name; empty checks none")
 	fs.StringVar(&o.authIssuer, "auth-issuer", o.authIssuer, "with -auth-secret, the `issuer` a token's iss claim must be; empty checks none")
+	fs.BoolVar(&o.version, "version", false, "print the version, the Go version and the commit, and exit")
 	return fs
 }
 
@@ -205,7 +232,7 @@ func applyEnv(fs *flag.FlagSet, env func(string) (string, bool), given map[strin
 		given[f.Name] = name
 		if v != "" {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %w", name, v, e)
+				err = fmt.Errorf("%s: %s", name, badValue(f, v))
 			}
 		}
 	})
@@ -213,8 +240,11 @@ func applyEnv(fs *flag.FlagSet, env func(string) (string, bool), given map[strin
 }
 
 func envName(flagName string) string {
-	return "FANOUT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
+
+// envPrefix starts the name of every variable fanout reads for a flag.
+const envPrefix = "FANOUT_"
 
 // readSecrets gathers the publish keys (-publish-keys, then the lines of
 // -publish-keys-file that are not blank or # comments) and reads
@@ -280,110 +310,141 @@ func validateChoices(o *options) error {
 		o.pprofAddr = defaultPprofAddr
 		o.warnings = append(o.warnings, "-pprof is deprecated: pprof has a listener of its own now, "+defaultPprofAddr+"; use -pprof-addr")
 	}
+	for _, a := range []struct{ name, addr string }{{"addr", o.addr}, {"admin-addr", o.adminAddr}, {"pprof-addr", o.pprofAddr}} {
+		if a.addr == "" && a.name != "addr" {
+			continue // disabled
+		}
+		if err := checkAddr(a.addr); err != nil {
+			return fmt.Errorf("%s: %w", o.src(a.name), err)
+		}
+	}
 	if o.pprofAddr != "" {
 		if err := loopbackAddr(o.pprofAddr); err != nil {
-			return fmt.Errorf("-pprof-addr: %w", err)
+			return fmt.Errorf("%s: %w", o.src("pprof-addr"), err)
 		}
 	}
 	for _, p := range []struct{ name, path string }{{"path", c.Path}, {"sse-path", c.SSEPath}} {
 		if !strings.HasPrefix(p.path, "/") || strings.ContainsAny(p.path, "? ") {
-			return fmt.Errorf("-%s: %q: want an absolute path (/ws), no query", p.name, p.path)
+			return fmt.Errorf("%s: %q: want an absolute path, no query (e.g. /ws)", o.src(p.name), p.path)
 		}
 	}
 	if o.compression != "on" && o.compression != "off" {
-		return fmt.Errorf("-compression: %q: want on or off", o.compression)
+		return fmt.Errorf("%s: %q: want on or off", o.src("compression"), o.compression)
 	}
 	if o.sse && c.SSEPath == c.Path {
-		return fmt.Errorf("-sse-path: %q is -path too: they must differ", c.SSEPath)
+		return fmt.Errorf("%s: %q is -path too: they must differ (e.g. /sse)", o.src("sse-path"), c.SSEPath)
 	}
-	if o.natsBuffer <= 0 || o.natsResume <= 0 {
-		return errors.New("-nats-buffer and -nats-resume-delay must be positive")
+	if o.natsBuffer <= 0 {
+		return fmt.Errorf("%s: %d: must be positive (e.g. %d)", o.src("nats-buffer"), o.natsBuffer, bus.DefaultConfig().BufferBytes)
+	}
+	if o.natsResume <= 0 {
+		return fmt.Errorf("%s: %s: must be positive (e.g. %s)", o.src("nats-resume-delay"), o.natsResume, bus.DefaultConfig().ResumeDelay)
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
-		return fmt.Errorf("-log-format: %q: want text or json", o.logFormat)
+		return fmt.Errorf("%s: %q: want text or json", o.src("log-format"), o.logFormat)
 	}
 	if err := o.level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %v", err)
+		return fmt.Errorf("%s: %q: want debug, info, warn or error", o.src("log-level"), o.logLevel)
 	}
 	var err error
 	if c.SlowPolicy, err = broadcast.ParseSlowPolicy(o.slowPolicy); err != nil {
-		return fmt.Errorf("-slow-policy: %w", err)
+		return fmt.Errorf("%s: %q: want close or drop", o.src("slow-policy"), o.slowPolicy)
+	}
+	for _, e := range splitList(o.origins) {
+		if err := checkOrigin(e); err != nil {
+			return fmt.Errorf("%s: %w", o.src("origins"), err)
+		}
 	}
 	if err := admit.CheckOrigins(splitList(o.origins)); err != nil {
-		return fmt.Errorf("-origins: %w", err)
+		return fmt.Errorf("%s: %w", o.src("origins"), err)
 	}
 	if err := admit.CheckPublicHost(c.PublicHost); err != nil {
-		return fmt.Errorf("-public-host: %w", err)
+		return fmt.Errorf("%s: %w", o.src("public-host"), err)
 	}
-	if (o.authAudience != "" || o.authIssuer != "") && o.authSecret == "" {
-		return errors.New("-auth-audience and -auth-issuer need -auth-secret or -auth-secret-file: without them no token is checked")
+	for _, name := range []string{"auth-audience", "auth-issuer"} {
+		if o.given[name] != "" && o.authSecret == "" && (o.authAudience != "" || o.authIssuer != "") {
+			return fmt.Errorf("%s needs -auth-secret or -auth-secret-file: without them no token is checked", o.src(name))
+		}
 	}
 	return nil
 }
 
-// validateLimits checks the numbers and durations.
+// validateLimits checks the numbers and durations: the first one out of
+// range is named as the user gave it, with its range and its default.
 func validateLimits(o *options) error {
 	c := &o.cfg
-	if c.ClientRate < 0 || c.ClientBurst < 0 || c.MaxConnsPerIP < 0 || c.MaxHandshakesPerIP < 0 {
-		return errors.New("-client-rate, -client-burst, -max-conns-per-ip and -max-handshakes-per-ip must not be negative")
+	def := defaults()
+	for _, v := range []struct {
+		name          string
+		val, min, def int64
+	}{
+		{"workers", int64(c.Workers), 0, int64(def.cfg.Workers)},
+		{"shards", int64(c.Shards), 1, int64(def.cfg.Shards)},
+		{"queue-bytes", int64(c.QueueBytes), 1, int64(def.cfg.QueueBytes)},
+		{"max-message", int64(c.MaxMessage), 1, int64(def.cfg.MaxMessage)},
+		{"max-conns", int64(c.MaxConns), 0, int64(def.cfg.MaxConns)},
+		{"backlog", int64(c.Backlog), 1, int64(def.cfg.Backlog)},
+		{"max-handshakes", int64(c.MaxHandshakes), 1, int64(def.cfg.MaxHandshakes)},
+		{"read-buffer", int64(c.ReadBufferSize), 64, int64(def.cfg.ReadBufferSize)},
+		{"admin-max-conns", int64(o.adminMaxConns), 1, int64(def.adminMaxConns)},
+		{"max-channels-per-conn", int64(c.MaxChannelsPerConn), 1, int64(def.cfg.MaxChannelsPerConn)},
+		{"compress-min-bytes", int64(c.CompressMinBytes), 1, int64(def.cfg.CompressMinBytes)},
+		{"replay-bytes", int64(c.ReplayBytes), 1, int64(def.cfg.ReplayBytes)},
+		{"history-size", int64(c.HistorySize), 0, int64(def.cfg.HistorySize)},
+		{"history-bytes", c.HistoryBytes, 1, def.cfg.HistoryBytes},
+		{"idempotency-keys", int64(c.IdempotencyKeys), 1, int64(def.cfg.IdempotencyKeys)},
+		{"max-batch-items", int64(o.batch.MaxItems), 1, int64(def.batch.MaxItems)},
+		{"max-batch-bytes", int64(o.batch.MaxBytes), 2, int64(def.batch.MaxBytes)},
+		{"max-conns-per-ip", int64(c.MaxConnsPerIP), 0, int64(def.cfg.MaxConnsPerIP)},
+		{"max-handshakes-per-ip", int64(c.MaxHandshakesPerIP), 0, int64(def.cfg.MaxHandshakesPerIP)},
+		{"client-burst", int64(c.ClientBurst), 0, int64(def.cfg.ClientBurst)},
+	} {
+		if v.val < v.min {
+			return fmt.Errorf("%s: %d is below the minimum %d (the default is %d)", o.src(v.name), v.val, v.min, v.def)
+		}
+	}
+	if c.ClientRate < 0 {
+		return fmt.Errorf("%s: %g: must not be negative (e.g. 10; 0 means no limit)", o.src("client-rate"), c.ClientRate)
 	}
 	for _, v := range []struct {
 		name     string
-		val, min int
+		val, def time.Duration
 	}{
-		{"workers", c.Workers, 0},
-		{"shards", c.Shards, 1},
-		{"queue-bytes", c.QueueBytes, 1},
-		{"max-message", c.MaxMessage, 1},
-		{"max-conns", c.MaxConns, 0},
-		{"backlog", c.Backlog, 1},
-		{"max-handshakes", c.MaxHandshakes, 1},
-		{"read-buffer", c.ReadBufferSize, 64},
-		{"admin-max-conns", o.adminMaxConns, 1},
-		{"max-channels-per-conn", c.MaxChannelsPerConn, 1},
-		{"compress-min-bytes", c.CompressMinBytes, 1},
-		{"replay-bytes", c.ReplayBytes, 1},
-		{"history-size", c.HistorySize, 0},
-		{"idempotency-keys", c.IdempotencyKeys, 1},
-		{"max-batch-items", o.batch.MaxItems, 1},
-		{"max-batch-bytes", o.batch.MaxBytes, 2},
+		{"handshake-timeout", c.HandshakeTimeout, def.cfg.HandshakeTimeout},
+		{"close-timeout", c.CloseTimeout, def.cfg.CloseTimeout},
+		{"shutdown-timeout", o.shutdownTimeout, def.shutdownTimeout},
+		{"history-ttl", c.HistoryTTL, def.cfg.HistoryTTL},
+		{"sse-retry", c.SSERetry, def.cfg.SSERetry},
+		{"idempotency-window", c.IdempotencyWindow, def.cfg.IdempotencyWindow},
 	} {
-		if v.val < v.min {
-			return fmt.Errorf("-%s: %d is below the minimum %d", v.name, v.val, v.min)
+		if v.val <= 0 {
+			return fmt.Errorf("%s: %s: must be positive (the default is %s)", o.src(v.name), v.val, v.def)
 		}
 	}
 	for _, v := range []struct {
-		name string
-		val  time.Duration
+		name     string
+		val, def time.Duration
 	}{
-		{"handshake-timeout", c.HandshakeTimeout},
-		{"close-timeout", c.CloseTimeout},
-		{"shutdown-timeout", o.shutdownTimeout},
-		{"history-ttl", c.HistoryTTL},
-		{"sse-retry", c.SSERetry},
-		{"idempotency-window", c.IdempotencyWindow},
+		{"ping-interval", c.PingInterval, def.cfg.PingInterval},
+		{"idle-timeout", c.IdleTimeout, def.cfg.IdleTimeout},
+		{"handshake-first-byte-timeout", c.HandshakeFirstByteTimeout, def.cfg.HandshakeFirstByteTimeout},
+		{"message-timeout", c.MessageTimeout, def.cfg.MessageTimeout},
 	} {
-		if v.val <= 0 {
-			return fmt.Errorf("-%s: must be positive, got %s", v.name, v.val)
+		if v.val == 0 {
+			return fmt.Errorf("%s: 0: want a positive duration, or a negative one to disable (the default is %s)", o.src(v.name), v.def)
 		}
 	}
 	if o.drainDelay < 0 {
-		return fmt.Errorf("-drain-delay: must not be negative, got %s", o.drainDelay)
+		return fmt.Errorf("%s: %s: must not be negative (the default is %s)", o.src("drain-delay"), o.drainDelay, def.drainDelay)
 	}
 	if c.DrainSpread < 0 || c.DrainSpread >= o.shutdownTimeout {
-		return fmt.Errorf("-drain-spread: %s: want 0 or more and under -shutdown-timeout (%s), which must also leave the last clients time for their close handshake", c.DrainSpread, o.shutdownTimeout)
+		return fmt.Errorf("%s: %s: want 0 or more and under -shutdown-timeout (%s), which must also leave the last clients time for their close handshake", o.src("drain-spread"), c.DrainSpread, o.shutdownTimeout)
 	}
 	if c.FlushDelay < 0 || c.FlushDelay > time.Second {
-		return fmt.Errorf("-flush-delay: %s: want 0 to 1s", c.FlushDelay)
-	}
-	if c.PingInterval == 0 || c.IdleTimeout == 0 || c.HandshakeFirstByteTimeout == 0 || c.MessageTimeout == 0 {
-		return errors.New("-ping-interval, -idle-timeout, -handshake-first-byte-timeout and -message-timeout must be positive, or negative to disable")
+		return fmt.Errorf("%s: %s: want 0 to 1s (e.g. 1ms)", o.src("flush-delay"), c.FlushDelay)
 	}
 	if c.MaxPartialBytes == 0 {
-		return errors.New("-max-partial-bytes must be positive, or negative for no cap")
-	}
-	if c.HistoryBytes <= 0 {
-		return fmt.Errorf("-history-bytes: must be positive, got %d", c.HistoryBytes)
+		return fmt.Errorf("%s: 0: want a positive number of bytes, or a negative one for no cap (the default is %d)", o.src("max-partial-bytes"), def.cfg.MaxPartialBytes)
 	}
 	return nil
 }

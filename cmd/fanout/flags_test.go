@@ -83,11 +83,11 @@ func readmeDefault(cell string) (string, bool) {
 func TestREADMEFlagsTable(t *testing.T) {
 	rows := readmeFlags(t)
 	var help bytes.Buffer
-	if code := run([]string{"-help"}, noEnv, &help); code != 0 {
+	if code := run([]string{"-help"}, noEnv, io.Discard, &help); code != 0 {
 		t.Fatalf("-help: exit %d", code)
 	}
 	listed := regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(help.String(), -1)
-	fs := defineFlags(defaults(), io.Discard)
+	fs := defineFlags(defaults())
 	if n := countFlags(fs); len(listed) != n {
 		t.Fatalf("-help lists %d flags, the set has %d", len(listed), n)
 	}
@@ -108,7 +108,7 @@ func TestREADMEFlagsTable(t *testing.T) {
 		if lit == f.DefValue {
 			continue
 		}
-		probe := defineFlags(defaults(), io.Discard)
+		probe := defineFlags(defaults())
 		if err := probe.Set(f.Name, lit); err != nil || probe.Lookup(f.Name).Value.String() != f.DefValue {
 			t.Errorf("README -%s: default %q, the flag's is %q", f.Name, lit, f.DefValue)
 		}
@@ -182,7 +182,7 @@ func TestAuthClaimFlags(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if code := run([]string{"-auth-audience", "fanout"}, noEnv, io.Discard); code != 2 {
+	if code := run([]string{"-auth-audience", "fanout"}, noEnv, io.Discard, io.Discard); code != 2 {
 		t.Fatalf("-auth-audience without a secret: exit %d, want 2", code)
 	}
 }

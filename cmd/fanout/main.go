@@ -27,14 +27,16 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
 
-// run is the command. It returns the exit status: 2 for a bad flag or
-// environment value, 1 when a start-up phase or serving fails, 0 after a
-// shutdown on SIGTERM or SIGINT.
-func run(args []string, env func(string) (string, bool), stderr io.Writer) int {
-	o, err := parseFlags(args, env, stderr)
+// run is the command, in environ (os.Environ's NAME=value lines). It
+// returns the exit status: 2 for a bad flag or environment value (an
+// address that cannot be listened on for what it is included), 1 when a
+// start-up phase or serving fails, 0 after -help, -version, or a shutdown
+// on SIGTERM or SIGINT.
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, environ, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -42,17 +44,27 @@ func run(args []string, env func(string) (string, bool), stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fanout: %v\n", err)
 		return 2
 	}
+	if o.version {
+		b := api.ReadBuild()
+		fmt.Fprintf(stdout, "fanout %s (%s, commit %s)\n", b.Version, b.GoVersion, b.Revision)
+		return 0
+	}
 	n := &node{o: o, log: newLogger(o, stderr)}
 	for _, w := range o.warnings {
 		n.log.Warn(w)
 	}
-	if _, set := env("GOGC"); !set {
+	if _, set := lookupIn(environ)("GOGC"); !set {
 		debug.SetGCPercent(o.gcPercent)
 	}
 	defer n.closeBus()
-	// Each phase logs its own failure, saying what it was doing.
+	// Each phase logs its own failure, saying what it was doing. An
+	// address the system refuses for what it is (*net.AddrError: a port
+	// out of range, a host that is no address) is a bad flag: 2.
 	for _, phase := range []func() error{n.listen, n.startBus, n.startAdmin, n.startPprof} {
 		if err := phase(); err != nil {
+			if _, bad := errors.AsType[*net.AddrError](err); bad {
+				return 2
+			}
 			return 1
 		}
 	}

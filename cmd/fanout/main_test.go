@@ -24,12 +24,19 @@ import (
 // tests exercise main's wiring in a process of its own.
 func TestMain(m *testing.M) {
 	if os.Getenv("FANOUT_RUN_MAIN") == "1" {
-		os.Exit(run(os.Args[1:], os.LookupEnv, os.Stderr))
+		var environ []string // without FANOUT_RUN_MAIN, which is no setting
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "FANOUT_RUN_MAIN=") {
+				environ = append(environ, kv)
+			}
+		}
+		os.Exit(run(os.Args[1:], environ, os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
 }
 
-func noEnv(string) (string, bool) { return "", false }
+// noEnv is an empty environment.
+var noEnv []string
 
 func TestBadFlagsExit2(t *testing.T) {
 	for _, args := range [][]string{
@@ -53,7 +60,7 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"stray-argument"},
 	} {
 		var out bytes.Buffer
-		if code := run(args, noEnv, &out); code != 2 {
+		if code := run(args, noEnv, io.Discard, &out); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
 		if out.Len() == 0 {
@@ -77,17 +84,17 @@ func TestEnvironmentConfig(t *testing.T) {
 		t.Fatalf("got shards %d max-conns %d policy %s keys %v", o.cfg.Shards, o.cfg.MaxConns, o.cfg.SlowPolicy, o.publishKeys)
 	}
 	var out bytes.Buffer
-	if code := run(nil, env(map[string]string{"FANOUT_MAX_CONNS": "lots"}), &out); code != 2 || !strings.Contains(out.String(), "FANOUT_MAX_CONNS") {
+	if code := run(nil, env(map[string]string{"FANOUT_MAX_CONNS": "lots"}), io.Discard, &out); code != 2 || !strings.Contains(out.String(), "FANOUT_MAX_CONNS") {
 		t.Fatalf("bad env value: exit %d, %q", code, out.String())
 	}
-	if code := run(nil, env(map[string]string{"FANOUT_SHARDS": "0"}), &out); code != 2 {
+	if code := run(nil, env(map[string]string{"FANOUT_SHARDS": "0"}), io.Discard, &out); code != 2 {
 		t.Fatalf("FANOUT_SHARDS=0: exit %d, want 2", code)
 	}
 }
 
 func TestHelpListsEveryFlag(t *testing.T) {
 	var out bytes.Buffer
-	if code := run([]string{"-help"}, noEnv, &out); code != 0 {
+	if code := run([]string{"-help"}, noEnv, io.Discard, &out); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	for _, f := range []string{"-addr", "-admin-addr", "-path", "-client-publish", "-workers", "-shards",
@@ -321,10 +328,13 @@ func TestTierOverNATS(t *testing.T) {
 	waitReady(http.StatusServiceUnavailable)
 }
 
-// mapEnv is an environment holding exactly m, a stand-in for
-// os.LookupEnv.
-func mapEnv(m map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+// mapEnv is an environment holding exactly m, as os.Environ gives one.
+func mapEnv(m map[string]string) []string {
+	var out []string
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	return out
 }
 
 // The admin listener is capped by -admin-max-conns: with every slot held

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,13 +43,19 @@ func TestEmptySecretRefused(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	if code := run([]string{"-auth-secret-file", empty}, noEnv, &out); code != 2 || !strings.Contains(out.String(), "-auth-secret-file") {
+	if code := run([]string{"-auth-secret-file", empty}, noEnv, io.Discard, &out); code != 2 || !strings.Contains(out.String(), "-auth-secret-file") {
 		t.Fatalf("run with an empty secret file: exit %d, %q; want 2", code, out.String())
 	}
 }
 
 // A short HS256 secret is allowed, with a warning at start-up.
 func TestShortSecretWarned(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	busy := held.Addr().String()
 	for _, tc := range []struct {
 		secret string
 		warned bool
@@ -57,9 +65,9 @@ func TestShortSecretWarned(t *testing.T) {
 		{strings.Repeat("k", 32), false},
 	} {
 		var out bytes.Buffer
-		// An address that cannot be bound: run stops right after start-up's
+		// An address already in use: run stops right after start-up's
 		// logging, with status 1.
-		code := run([]string{"-auth-secret", tc.secret, "-addr", "127.0.0.1:99999", "-admin-addr", ""}, noEnv, &out)
+		code := run([]string{"-auth-secret", tc.secret, "-addr", busy, "-admin-addr", ""}, noEnv, io.Discard, &out)
 		if code != 1 {
 			t.Fatalf("%d-byte secret: exit %d, want 1 (listen fails); %s", len(tc.secret), code, out.String())
 		}
