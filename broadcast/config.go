@@ -23,6 +23,15 @@ type Config struct {
 	SSEPath string
 	// NoSSE turns Server-Sent Events off (SSEPath gets 404). Zero: on.
 	NoSSE bool
+	// Subprotocols are the WebSocket subprotocols accepted: of those a
+	// client offers (Sec-WebSocket-Protocol), the first one listed here is
+	// echoed in the 101; the server does not speak it, it only lets
+	// clients that insist on one (a browser's new WebSocket(url, ["chat"]),
+	// STOMP, graphql-ws) connect. Compared exactly. Empty (the zero
+	// value): none, the 101 has no Sec-WebSocket-Protocol, and what a
+	// client that offered one does then is its library's choice (a
+	// browser fails the connection).
+	Subprotocols []string
 	// NoCompression turns permessage-deflate off: no offer is accepted.
 	// Zero: negotiated with every client that offers it, always without
 	// context takeover.

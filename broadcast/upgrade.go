@@ -111,6 +111,11 @@ func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 		OnHeader:        u.onHeader,
 		OnBeforeUpgrade: u.onBeforeUpgrade,
 	}
+	if len(u.srv.cfg.Subprotocols) > 0 {
+		// gobwas calls it for each offered protocol in the client's order
+		// and echoes the first it accepts.
+		up.Protocol = u.protocol
+	}
 	if !u.srv.cfg.NoCompression {
 		// Always without context takeover, both ways, whatever the
 		// client offers: one compressed frame serves every connection,
@@ -142,6 +147,16 @@ func (u *upgrade) negotiate(opt httphead.Option) (httphead.Option, error) {
 		return httphead.Option{}, nil
 	}
 	return accept, nil
+}
+
+// protocol accepts an offered subprotocol that Config.Subprotocols lists.
+func (u *upgrade) protocol(p []byte) bool {
+	for _, sp := range u.srv.cfg.Subprotocols {
+		if string(p) == sp {
+			return true
+		}
+	}
+	return false
 }
 
 func (u *upgrade) refuse(kind RejectKind) error {

@@ -36,6 +36,7 @@ func TestFlagErrors(t *testing.T) {
 		{args: []string{"-admin-addr", "8081"}, want: `-admin-addr: "8081" is not host:port (e.g. 127.0.0.1:8080, :8080, [::1]:8080)`},
 		{args: []string{"-origins", "http://[bad"}, want: `-origins: "http://[bad" is not an origin: want scheme://host[:port] (e.g. https://app.example.com)`},
 		{args: []string{"-origins", "https://app.example.com:99999"}, want: `-origins: "https://app.example.com:99999": port "99999" is out of range: want 1-65535 (e.g. https://app.example.com:8443)`},
+		{args: []string{"-subprotocols", "chat, graphql ws"}, want: `-subprotocols: "graphql ws" is not a subprotocol name: want an HTTP token, no spaces, commas or quotes (e.g. chat,graphql-transport-ws)`},
 		{args: []string{"-ping-interval", "0s"}, want: `-ping-interval: 0: want a positive duration, or a negative one to disable (the default is 30s)`},
 		{args: []string{"-client-burst", "-1"}, want: `-client-burst: -1 is below the minimum 0 (the default is 0)`},
 		// The environment: named as the variable, never as the flag.

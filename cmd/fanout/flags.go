@@ -50,7 +50,7 @@ type options struct {
 	version bool // -version: print the build and exit
 
 	// As given, before readSecrets and configure split and read them.
-	origins, keys, keysFile, secretFile string
+	origins, subprotocols, keys, keysFile, secretFile string
 
 	// given names, for each flag set on the command line or present in
 	// the environment (empty or not), where: "-flag" or "FANOUT_FLAG".
@@ -156,6 +156,7 @@ func defineFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&c.SSEPath, "sse-path", c.SSEPath, "URL `path` of Server-Sent Events streams, on the WebSocket listener")
 	fs.BoolVar(&o.sse, "sse", o.sse, "serve Server-Sent Events at -sse-path; false answers 404 there")
 	fs.DurationVar(&c.SSERetry, "sse-retry", c.SSERetry, "reconnection delay (`duration`) told to an SSE client turned away for a while (limits, shutdown) with a 200 and retry:")
+	fs.StringVar(&o.subprotocols, "subprotocols", o.subprotocols, "WebSocket `subprotocols` accepted, comma-separated (chat,v1.stomp): the first a client offers that is listed is echoed in the 101; empty accepts none (no Sec-WebSocket-Protocol, as a client offering one then decides)")
 	fs.StringVar(&o.compression, "compression", o.compression, "permessage-deflate: `on` (negotiated with clients that offer it, always without context takeover: each message compressed once for all) or off")
 	fs.IntVar(&c.CompressMinBytes, "compress-min-bytes", c.CompressMinBytes, "messages under this many `bytes` go to deflate clients uncompressed")
 	fs.BoolVar(&o.clientPublish, "client-publish", o.clientPublish, "clients may publish; false makes them receive-only (their data frames close with 1008)")
@@ -328,6 +329,11 @@ func validateChoices(o *options) error {
 			return fmt.Errorf("%s: %q: want an absolute path, no query (e.g. /ws)", o.src(p.name), p.path)
 		}
 	}
+	for _, p := range splitList(o.subprotocols) {
+		if !isToken(p) {
+			return fmt.Errorf("%s: %q is not a subprotocol name: want an HTTP token, no spaces, commas or quotes (e.g. chat,graphql-transport-ws)", o.src("subprotocols"), p)
+		}
+	}
 	if o.compression != "on" && o.compression != "off" {
 		return fmt.Errorf("%s: %q: want on or off", o.src("compression"), o.compression)
 	}
@@ -471,6 +477,17 @@ func loopbackAddr(addr string) error {
 	return nil
 }
 
+// isToken reports whether s is an HTTP token (RFC 9110 5.6.2), what a
+// Sec-WebSocket-Protocol value must be (RFC 6455 4.1).
+func isToken(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r)) {
+			return false
+		}
+	}
+	return s != ""
+}
+
 func onOff(on bool) string {
 	if on {
 		return "on"
@@ -495,6 +512,7 @@ func splitList(v string) []string {
 func configure(o *options) {
 	c := &o.cfg
 	c.Origins = splitList(o.origins)
+	c.Subprotocols = splitList(o.subprotocols)
 	if o.authSecret != "" {
 		var checks []admit.JWTOption
 		if o.authAudience != "" {

@@ -186,3 +186,15 @@ func TestAuthClaimFlags(t *testing.T) {
 		t.Fatalf("-auth-audience without a secret: exit %d, want 2", code)
 	}
 }
+
+// -subprotocols reaches the Config as a list, blanks dropped; empty is
+// none (the Config's zero).
+func TestSubprotocolsFlag(t *testing.T) {
+	o, err := parseFlags([]string{"-subprotocols", " chat, ,graphql-transport-ws"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"chat", "graphql-transport-ws"}; !reflect.DeepEqual(o.cfg.Subprotocols, want) {
+		t.Fatalf("subprotocols %q, want %q", o.cfg.Subprotocols, want)
+	}
+}
