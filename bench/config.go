@@ -11,11 +11,13 @@
 package bench
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -38,6 +40,14 @@ type Config struct {
 	// (a tier), round robin.
 	URL  string   `json:"url"`
 	urls []string // URL split
+
+	// CAFile is a PEM file of the certificates a wss:// (or https://)
+	// server's chain must end in; empty means the system's roots.
+	CAFile string `json:"ca_file,omitempty"`
+	// Insecure accepts any certificate from a wss:// (or https://)
+	// server, unchecked. Off: certificates are checked.
+	Insecure bool        `json:"insecure,omitempty"`
+	tls      *tls.Config // from CAFile and Insecure (fillTLS); nil: Go's defaults
 
 	// Conns is the number of receiving connections (all processes).
 	Conns int `json:"conns"`
@@ -147,7 +157,7 @@ type Config struct {
 
 // WithDefaults fills zero fields and checks the rest.
 func (c Config) WithDefaults() (Config, error) {
-	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).fillChannels, (*Config).fillTransport, (*Config).fillMessages, (*Config).fillRooms} {
+	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).fillChannels, (*Config).fillTransport, (*Config).fillTLS, (*Config).fillMessages, (*Config).fillRooms} {
 		if err := phase(&c); err != nil {
 			return c, err
 		}
@@ -173,6 +183,11 @@ func (c *Config) checkTargets() error {
 			return fmt.Errorf("url %q: want ws://host:port/path", one)
 		}
 		c.urls = append(c.urls, one)
+	}
+	for _, pid := range c.ServerPIDs {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/stat", pid)); err != nil {
+			return fmt.Errorf("server pid %d: no such process", pid)
+		}
 	}
 	if c.PublishURL != "" {
 		u, err := url.Parse(c.PublishURL)

@@ -88,6 +88,10 @@ type ServerSample struct {
 	Goroutines int64   `json:"goroutines,omitempty"`
 	CPU        float64 `json:"cpu_seconds"` // user+system since the server started
 	Conns      int64   `json:"client_conns"`
+	// ServerConns is the connections the server says it holds
+	// (fanout_connections, from MetricsURL): before the run, a server
+	// that is not fresh.
+	ServerConns int64 `json:"server_conns,omitempty"`
 	// From fanout's metrics (MetricsURL), counted since it started:
 	// deliveries (fanout_deliveries_total), the socket writes that
 	// carried them (fanout_socket_writes_total) and the bytes written
@@ -197,7 +201,7 @@ func scrape(url string, s *ServerSample) error {
 	if f, ok := fams["process_cpu_seconds_total"]; ok && len(f.GetMetric()) > 0 {
 		s.CPU = f.GetMetric()[0].GetCounter().GetValue()
 	}
-	s.Conns = get("fanout_connections")
+	s.ServerConns = get("fanout_connections")
 	s.Deliveries = get("fanout_deliveries_total")
 	s.Writes = get("fanout_socket_writes_total")
 	s.BytesOut = get("fanout_bytes_out_total")

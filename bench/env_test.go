@@ -18,7 +18,7 @@ func TestSampleServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Goroutines != 42 || s.RSS != 15e6 || s.CPU != 3.5 || s.Conns != 7 {
+	if s.Goroutines != 42 || s.RSS != 15e6 || s.CPU != 3.5 || s.ServerConns != 7 {
 		t.Fatalf("scraped %+v", s)
 	}
 	// /proc of this very process.

@@ -1,6 +1,9 @@
 package bench
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // merge adds the procs' results up into the run's result.
 func (r *run) merge() {
@@ -24,6 +27,10 @@ func (r *run) merge() {
 		fs.Foreign += pr.Foreign
 		fs.Corrupt += pr.Corrupt
 		fs.WireBytes += pr.Wire
+		res.ReceiverErrors += pr.Errors
+		if res.ReceiverError == "" {
+			res.ReceiverError = pr.FirstError
+		}
 		for k, v := range pr.Closes {
 			res.Closes[k] += v
 		}
@@ -66,6 +73,11 @@ func (r *run) fanoutStats(fs *FanoutStats, perPub []pubCounts, lat *Histogram) {
 		ps.Expected = ps.Sent * uint64(fs.Receivers)
 		if ps.Expected > ps.Received {
 			ps.Lost = ps.Expected - ps.Received
+		}
+		ps.Due = p.due()
+		if ps.Behind = behind(ps.Due, ps.Sent); ps.Behind > 0 {
+			fs.PublishersBehind++
+			fs.Behind += ps.Behind
 		}
 		fs.PerPublisher = append(fs.PerPublisher, ps)
 		fs.Sent += ps.Sent
@@ -156,6 +168,7 @@ func (r *run) serverCost() {
 		sv.BytesPerConn = float64(sv.Connected.RSS-sv.Before.RSS) / float64(c)
 		sv.FDsPerConn = float64(sv.Connected.FDs-sv.Before.FDs) / float64(c)
 	}
+	sv.NotFresh = notFresh(sv, res.Connect.Connected)
 	// After every client left, does the server return to where it
 	// started? File descriptors must (give or take a few); RSS is
 	// reported beside it but not judged: the Go runtime gives freed
@@ -172,4 +185,25 @@ func (r *run) serverCost() {
 	sv.AfterClose = &after
 	ok := after.FDs <= sv.Before.FDs+4
 	sv.Baseline = &ok
+}
+
+// minConnRSS is less than any server's connection costs it in RSS (a
+// socket's kernel side is not even in it; fanout's is a few KiB): a
+// server whose RSS grew by less per connection was reusing memory.
+const minConnRSS = 512
+
+// notFresh says why sv.Before may not be the server's baseline (see
+// ServerCost.NotFresh).
+func notFresh(sv *ServerCost, connected uint64) []string {
+	var why []string
+	if n := sv.Before.ServerConns; n > 0 {
+		why = append(why, fmt.Sprintf("the server held %s before the run (fanout_connections)", plural(n, "connection", "connections")))
+	}
+	if n := sv.Before.Deliveries; n > 0 {
+		why = append(why, fmt.Sprintf("the server had made %s before the run (fanout_deliveries_total)", plural(n, "delivery", "deliveries")))
+	}
+	if connected > 0 && sv.Connected.RSS > 0 && sv.BytesPerConn < minConnRSS {
+		why = append(why, fmt.Sprintf("its RSS grew by %.0f bytes per connection, less than any connection costs (memory freed by earlier clients, reused)", sv.BytesPerConn))
+	}
+	return why
 }

@@ -35,6 +35,22 @@ type ConnectStats struct {
 	Seconds    float64 `json:"seconds"`
 	PerSecond  float64 `json:"per_second"`
 	Handshake  Summary `json:"handshake_latency"`
+	// FirstError is why the first connection that failed for good
+	// failed: the server's status line, the TLS error, the refusal.
+	FirstError string `json:"first_error,omitempty"`
+}
+
+// add adds one proc's connect phase to c (all but the times and the
+// handshake latency, which the run takes as a whole).
+func (c *ConnectStats) add(o *ConnectStats) {
+	c.Attempted += o.Attempted
+	c.Connected += o.Connected
+	c.Failed += o.Failed
+	c.Retries += o.Retries
+	c.Compressed += o.Compressed
+	if c.FirstError == "" {
+		c.FirstError = o.FirstError
+	}
 }
 
 type wireHist struct {
@@ -81,6 +97,7 @@ type procResult struct {
 	Corrupt    uint64           `json:"corrupt"`
 	Wire       uint64           `json:"wire_bytes"` // read by stable receivers while counting
 	Errors     uint64           `json:"errors"`
+	FirstError string           `json:"first_error,omitempty"` // the first of Errors
 	Closes     map[string]int64 `json:"closes"`
 	Slow       int              `json:"slow"`
 	SlowCloses map[string]int64 `json:"slow_closes"`
@@ -89,7 +106,7 @@ type procResult struct {
 }
 
 type procMsg struct {
-	Event     string        `json:"event"` // connected | tick | result | error
+	Event     string        `json:"event"` // connecting | connected | warm | started | tick | result | error
 	Connected *ConnectStats `json:"connected,omitempty"`
 	Tick      *procTick     `json:"tick,omitempty"`
 	Result    *procResult   `json:"result,omitempty"`
@@ -97,7 +114,9 @@ type procMsg struct {
 	Stable    int           `json:"stable,omitempty"`  // with connected: receivers counted for loss
 	Readers   int           `json:"readers,omitempty"` // with connected: receivers that read (not slow)
 	Warm      int64         `json:"warm,omitempty"`    // with warm: readers that saw a warm-up message
-	proc      int
+	// With connecting: receivers connected so far (cumulative).
+	Connecting uint64 `json:"connecting,omitempty"`
+	proc       int
 }
 
 // procSpec is what a proc is told to do.
@@ -150,13 +169,31 @@ func (pr *procRun) connect(ctx context.Context) {
 		pr.churnEvery = 10 // a tenth of the receivers come and go; the rest are counted
 	}
 	start := time.Now()
+	ramp := make(chan struct{})
+	var ramping sync.WaitGroup
+	ramping.Add(1)
+	go func() { // the ramp as it goes, for the live progress line
+		defer ramping.Done()
+		t := time.NewTicker(tickEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				pr.out(procMsg{Event: "connecting", Connecting: pool.connected.Load()})
+			case <-ramp:
+				return
+			}
+		}
+	}()
 	pool.connectAll(ctx, pr.spec.Conns, slowEvery, pr.churnEvery, pr.spec.ConnectRate)
+	close(ramp)
+	ramping.Wait() // "connected" is the last word on the ramp
 	secs := time.Since(start).Seconds()
 	pr.connected = ConnectStats{
 		Attempted: pool.attempted.Load(), Connected: pool.connected.Load(),
 		Failed: pool.failed.Load(), Retries: pool.retries.Load(), Compressed: pool.deflated.Load(),
 		Seconds: secs, PerSecond: float64(pool.connected.Load()) / max(secs, 1e-9),
-		Handshake: pool.handshake.Summary(),
+		Handshake: pool.handshake.Summary(), FirstError: pool.firstErr.text(),
 	}
 	stable, readers := 0, 0
 	pool.mu.Lock()
@@ -276,6 +313,7 @@ func (pr *procRun) report() {
 	res.Corrupt = pool.corrupt.Load()
 	res.Wire = pool.wire.Load()
 	res.Errors = pool.errs.Load()
+	res.FirstError = pool.firstRunErr.text()
 	res.Closes = pool.closeCodes()
 	if pool.rooms {
 		rc := pool.roomSnapshot()

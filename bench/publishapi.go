@@ -49,6 +49,7 @@ func newAPIClient(cfg Config) *apiClient {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
+		TLSClientConfig:     cfg.tls,
 	}
 	a := &apiClient{
 		url:   withChannel(cfg.PublishURL, cfg.Channel),

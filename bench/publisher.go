@@ -183,6 +183,29 @@ func (p *publisher) runRate(ctx context.Context, t0 time.Time) error {
 	return nil
 }
 
+// due is what the publisher's share of a fixed Rate calls for over the
+// run: Duration at its rate, or Messages if fewer. 0 at Rate max. runRate
+// sends one more when it keeps up (the first is due at once).
+func (p *publisher) due() uint64 {
+	if p.cfg.Rate == 0 {
+		return 0
+	}
+	n := uint64(p.cfg.Duration.Seconds() * p.cfg.Rate / float64(p.cfg.Publishers))
+	if limit := uint64(p.cfg.Messages); limit > 0 {
+		n = min(n, limit)
+	}
+	return n
+}
+
+// behind is how many of due messages a publisher that sent sent did not
+// send, if more than 1 % of them (at least one; see PublisherStats).
+func behind(due, sent uint64) uint64 {
+	if slack := max(1, due/100); sent+slack <= due {
+		return due - sent
+	}
+	return 0
+}
+
 // send publishes messages seq … seq+n-1, message q sent at at(q): as
 // frames in one write, or through the publish API in requests of up to
 // PublishBatch messages. A request the server refuses for now (503) is

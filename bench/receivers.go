@@ -54,6 +54,7 @@ type receiver struct {
 	rn      int
 	rerr    error
 	readFn  func(uintptr) bool
+	reading chan struct{} // a TLS receiver's: closed when readTLS returns (nil: read by netpoll)
 
 	tmu  sync.Mutex    // held by the read worker while parsing; guards tracks for snapshot
 	warm atomic.Bool   // a warm-up message arrived (set by the read worker)
@@ -98,6 +99,8 @@ type recvPool struct {
 	published atomic.Bool   // every receiver has published all it will
 
 	attempted, connected, failed, retries atomic.Uint64
+	firstErr                              firstError // why the first receiver that failed to connect failed
+	firstRunErr                           firstError // the first of errs: a receiver's stream broken
 
 	mu     sync.Mutex
 	recvs  []*receiver   // guarded by mu
@@ -189,7 +192,26 @@ func (p *recvPool) open(ctx context.Context, r *receiver) error {
 		return nil
 	}
 	p.failed.Add(1)
+	p.firstErr.note(err)
 	return err
+}
+
+// firstError keeps the first error noted, for the result: of many
+// connections that fail alike, the first says why.
+type firstError struct{ p atomic.Pointer[string] }
+
+func (f *firstError) note(err error) {
+	if err != nil {
+		s := err.Error()
+		f.p.CompareAndSwap(nil, &s)
+	}
+}
+
+func (f *firstError) text() string {
+	if s := f.p.Load(); s != nil {
+		return *s
+	}
+	return ""
 }
 
 // start prepares a connected r (deflate: it negotiated permessage-deflate)
@@ -197,12 +219,14 @@ func (p *recvPool) open(ctx context.Context, r *receiver) error {
 // (extra) are parsed first: the socket will not report them. If they end
 // the stream, start returns why as ended, and r is not watched.
 func (r *receiver) start(extra []byte, deflate bool) (ended, err error) {
-	rc, fd, err := rawFD(r.nc)
-	if err != nil {
-		return nil, err
+	_, secure := r.nc.(tlsConn)
+	var fd int
+	if !secure {
+		if r.rc, fd, err = rawFD(r.nc); err != nil {
+			return nil, err
+		}
+		r.readFn = r.rawRead
 	}
-	r.rc = rc
-	r.readFn = r.rawRead
 	r.done, r.closeCode = false, 0
 	r.parser = frame.Parser{MaxMessage: maxServerFrame, Deflate: deflate}
 	r.events = sseParser{}
@@ -219,6 +243,11 @@ func (r *receiver) start(extra []byte, deflate bool) (ended, err error) {
 		if ended != nil {
 			return ended, nil
 		}
+	}
+	if secure {
+		r.reading = make(chan struct{})
+		go r.readTLS()
+		return nil, nil
 	}
 	r.watch = r.pool.poller.Watch(fd, r.onRead, func(netpoll.Event) {})
 	return nil, r.watch.Start()
@@ -437,6 +466,7 @@ func (r *receiver) stopped(err error) {
 		return
 	}
 	r.pool.errs.Add(1)
+	r.pool.firstRunErr.note(fmt.Errorf("receiver %d: %w", r.idx+r.pool.offset, err))
 	r.finish(ws.StatusProtocolError)
 }
 
@@ -620,6 +650,11 @@ func (p *recvPool) close() {
 	p.mu.Unlock()
 	for _, r := range recvs {
 		r.hangUp()
+	}
+	for _, r := range recvs {
+		if r.reading != nil {
+			<-r.reading
+		}
 	}
 	_ = p.poller.Close()
 }

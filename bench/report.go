@@ -16,6 +16,14 @@ import (
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
 
+// plural is n and the noun that goes with it: "1 publisher", "2 publishers".
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // WriteText prints the result as a human table.
@@ -25,7 +33,10 @@ func (r *Result) WriteText(w io.Writer) {
 	fmt.Fprintf(tw, "scenario\t%s\n", c.Scenario)
 	fmt.Fprintf(tw, "target\t%s\n", c.URL)
 	fmt.Fprintf(tw, "processes\t%d (≤ %d conns each)\n", r.Procs, c.ConnsPerProc)
-	fmt.Fprintf(tw, "connections\t%d connected, %d failed, %d retries of %d wanted\n", r.Connect.Connected, r.Connect.Failed, r.Connect.Retries, c.Conns)
+	fmt.Fprintf(tw, "connections\t%d connected, %d failed, %s of %d wanted\n", r.Connect.Connected, r.Connect.Failed, plural(int64(r.Connect.Retries), "retry", "retries"), c.Conns)
+	if e := r.Connect.FirstError; e != "" {
+		fmt.Fprintf(tw, "first connect failure\t%s\n", e)
+	}
 	fmt.Fprintf(tw, "connect rate\t%.0f/s over %.1f s\n", r.Connect.PerSecond, r.Connect.Seconds)
 	h := r.Connect.Handshake
 	fmt.Fprintf(tw, "handshake latency\tp50 %s  p99 %s  max %s\n", ms(h.P50), ms(h.P99), ms(h.Max))
@@ -67,14 +78,31 @@ func (r *Result) writeFanout(tw io.Writer, f *FanoutStats) {
 	if c.Rate > 0 {
 		rate = fmt.Sprintf("%.0f msg/s", c.Rate)
 	}
-	fmt.Fprintf(tw, "publishing\t%d publishers, %d B %s messages, %s\n", f.Publishers, c.Size, cmp.Or(c.Payload, PayloadBinary), rate)
+	fmt.Fprintf(tw, "publishing\t%s, %d B %s messages, %s\n", plural(int64(f.Publishers), "publisher", "publishers"), c.Size, cmp.Or(c.Payload, PayloadBinary), rate)
 	if c.PublishURL != "" {
-		fmt.Fprintf(tw, "publish API\tPOST %s, up to %d messages per request: %d requests, %d refused (503)\n", c.PublishURL, c.PublishBatch, f.PublishRequests, f.PublishRefused)
+		fmt.Fprintf(tw, "publish API\tPOST %s, up to %s per request: %s, %d refused (503)\n", c.PublishURL, plural(int64(c.PublishBatch), "message", "messages"), plural(int64(f.PublishRequests), "request", "requests"), f.PublishRefused)
 		if l := f.PublishLatency; l != nil {
 			fmt.Fprintf(tw, "publish API latency\tp50 %s  p99 %s  max %s (request sent to answer read)\n", ms(l.P50), ms(l.P99), ms(l.Max))
 		}
 	}
 	fmt.Fprintf(tw, "messages sent\t%d\n", f.Sent)
+	if f.PublishersBehind > 0 {
+		var due uint64
+		for _, p := range f.PerPublisher {
+			due += p.Due
+		}
+		fmt.Fprintf(tw, "publishers behind\t%d of %d publishers fell behind the rate: %d of %d messages due not sent (the bench's writes, or the server, could not keep up)\n",
+			f.PublishersBehind, f.Publishers, f.Behind, due)
+		for i, p := range f.PerPublisher {
+			if i == 16 {
+				fmt.Fprintf(tw, "  …\t(all in -json)\n")
+				break
+			}
+			if p.Behind > 0 {
+				fmt.Fprintf(tw, "  publisher %d behind\t%d of %d due sent (%.1f %%)\n", p.Publisher, p.Sent, p.Due, 100*float64(p.Sent)/float64(max(p.Due, 1)))
+			}
+		}
+	}
 	fmt.Fprintf(tw, "receivers counted\t%d\n", f.Receivers)
 	fmt.Fprintf(tw, "deliveries\t%d of %d expected (%.0f/s over %.1f s)\n", f.Received, f.Expected, f.PerSecond, f.Seconds)
 	fmt.Fprintf(tw, "lost\t%d (%.4f %%)\n", f.Lost, 100*f.LossRatio)
@@ -82,8 +110,8 @@ func (r *Result) writeFanout(tw io.Writer, f *FanoutStats) {
 	fmt.Fprintf(tw, "reordered\t%d\n", f.Reordered)
 	if len(f.PerPublisher) > 1 && len(f.PerPublisher) <= 16 {
 		for _, p := range f.PerPublisher {
-			fmt.Fprintf(tw, "  publisher %d\t%d sent, %d of %d received, %d lost, %d duplicates, %d reordered\n",
-				p.Publisher, p.Sent, p.Received, p.Expected, p.Lost, p.Duplicates, p.Reordered)
+			fmt.Fprintf(tw, "  publisher %d\t%d sent, %d of %d received, %d lost, %s, %d reordered\n",
+				p.Publisher, p.Sent, p.Received, p.Expected, p.Lost, plural(int64(p.Duplicates), "duplicate", "duplicates"), p.Reordered)
 		}
 	}
 	writeLatency(tw, f)
@@ -96,7 +124,7 @@ func (r *Result) writeRooms(tw io.Writer, f *FanoutStats) {
 	fmt.Fprintf(tw, "publishing\t%g msg/s per client (%g msg/s in all), %d B messages\n", rm.RatePerClient, rm.RatePerClient*float64(rm.Rooms), c.Size)
 	fmt.Fprintf(tw, "messages sent\t%d\n", f.Sent)
 	fmt.Fprintf(tw, "messages received\t%d of %d (%.0f/s through the whole path, over %.1f s)\n", f.Received, f.Expected, f.PerSecond, f.Seconds)
-	fmt.Fprintf(tw, "lost\t%d (%.4f %%), %d clients short of their own\n", f.Lost, 100*f.LossRatio, rm.ClientsShort)
+	fmt.Fprintf(tw, "lost\t%d (%.4f %%), %s short of their own\n", f.Lost, 100*f.LossRatio, plural(int64(rm.ClientsShort), "client", "clients"))
 	fmt.Fprintf(tw, "duplicates\t%d\n", f.Duplicates)
 	fmt.Fprintf(tw, "reordered\t%d\n", f.Reordered)
 	fmt.Fprintf(tw, "from other rooms\t%d\n", rm.Misrouted)
@@ -124,7 +152,10 @@ func writeLatency(tw io.Writer, f *FanoutStats) {
 // ended, and the server's cost.
 func (r *Result) writeRest(tw io.Writer) {
 	if r.WarmupIncomplete > 0 {
-		fmt.Fprintf(tw, "warm-up incomplete\t%d receivers saw no warm-up message\n", r.WarmupIncomplete)
+		fmt.Fprintf(tw, "warm-up incomplete\t%s saw no warm-up message\n", plural(int64(r.WarmupIncomplete), "receiver", "receivers"))
+	}
+	if r.ReceiverErrors > 0 {
+		fmt.Fprintf(tw, "receiver errors\t%s, the first: %s\n", plural(int64(r.ReceiverErrors), "receiver", "receivers"), r.ReceiverError)
 	}
 	for _, e := range r.PublisherErrors {
 		fmt.Fprintf(tw, "publisher stopped early\t%s\n", e)
@@ -140,7 +171,15 @@ func (r *Result) writeRest(tw io.Writer) {
 	}
 	if s := r.Server; s != nil {
 		fmt.Fprintf(tw, "server RSS\t%s before, %s connected, %s at end, %s peak\n", mib(s.Before.RSS), mib(s.Connected.RSS), mib(s.End.RSS), mib(s.PeakRSS))
-		fmt.Fprintf(tw, "server per connection\t%.0f bytes RSS, %.3f fds\n", s.BytesPerConn, s.FDsPerConn)
+		switch {
+		case s.BytesPerConn < minConnRSS:
+			fmt.Fprintf(tw, "server per connection\tRSS not measured (see below), %.3f fds\n", s.FDsPerConn)
+		default:
+			fmt.Fprintf(tw, "server per connection\t%.0f bytes RSS, %.3f fds\n", s.BytesPerConn, s.FDsPerConn)
+		}
+		for _, why := range s.NotFresh {
+			fmt.Fprintf(tw, "warning: baseline not fresh\t%s: per-connection figures are not what a connection costs; measure against a server started for the run\n", why)
+		}
 		fmt.Fprintf(tw, "server threads\t%d before, %d connected\n", s.Before.Threads, s.Connected.Threads)
 		if s.CPUPerDelivery > 0 {
 			per, span := "delivery", "publishing, draining and the clients' closes"
@@ -360,7 +399,7 @@ func compareRows() []compareRow {
 		{"server RSS per connection", func(r *Result) (float64, bool) {
 			// Only a connect run starts from a fresh server; later runs
 			// reuse memory the earlier one left, and the figure would lie.
-			if r.Server == nil || r.Config.Scenario != ScenarioConnect {
+			if r.Server == nil || r.Config.Scenario != ScenarioConnect || len(r.Server.NotFresh) > 0 || r.Server.BytesPerConn < minConnRSS {
 				return 0, false
 			}
 			return r.Server.BytesPerConn, true

@@ -1,6 +1,9 @@
 package bench
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // What a run measured, as Run returns it and WriteJSON stores it.
 
@@ -41,6 +44,11 @@ type FanoutStats struct {
 	// may go (requests are sequential).
 	PublishLatency *Summary `json:"publish_latency,omitempty"`
 	Latency        Summary  `json:"latency"`
+	// PublishersBehind counts the publishers that fell behind their share
+	// of a fixed Rate (PublisherStats.Behind), and Behind adds up the
+	// messages they did not send.
+	PublishersBehind int    `json:"publishers_behind,omitempty"`
+	Behind           uint64 `json:"behind,omitempty"`
 	// PerPublisher splits the counts by publisher: each publisher's own
 	// loss, duplicates and reordering, over all counted receivers.
 	PerPublisher []PublisherStats `json:"per_publisher"`
@@ -55,6 +63,13 @@ type PublisherStats struct {
 	Lost       uint64 `json:"lost"`
 	Duplicates uint64 `json:"duplicates"`
 	Reordered  uint64 `json:"reordered"`
+	// Due is what the publisher's share of a fixed Rate called for over
+	// Duration (or Messages, if fewer), and Behind how many of those it
+	// did not send, when that is more than 1 % of them (at least one): a
+	// publisher that could not keep up (its writes blocked, the server
+	// refused it, it stopped early). Both 0 at Rate max.
+	Due    uint64 `json:"due,omitempty"`
+	Behind uint64 `json:"behind,omitempty"`
 }
 
 // SlowStats is the slow scenario's view of the receivers that stopped.
@@ -94,8 +109,14 @@ type ServerCost struct {
 	Samples      []ServerSample `json:"samples"`
 	PeakRSS      int64          `json:"peak_rss_bytes"` // highest RSS sampled during the run
 	BytesPerConn float64        `json:"rss_bytes_per_conn"`
-	FDsPerConn   float64        `json:"fds_per_conn"`
-	Baseline     *bool          `json:"fds_returned_to_baseline,omitempty"`
+	// NotFresh says why Before may not be the server's own baseline, so
+	// that BytesPerConn is not what a connection costs it: it held
+	// connections or had delivered messages before the run (from its
+	// metrics), or its RSS grew by less than any connection costs
+	// (memory freed by earlier clients, reused). Empty: none seen.
+	NotFresh   []string `json:"not_fresh,omitempty"`
+	FDsPerConn float64  `json:"fds_per_conn"`
+	Baseline   *bool    `json:"fds_returned_to_baseline,omitempty"`
 	// CPUPerDelivery is server CPU (user+system) from the first publish to
 	// the end of the run (End: the clients' closes included), divided by
 	// the deliveries counted. In rooms it is per message (one delivery
@@ -142,7 +163,24 @@ type Result struct {
 	WarmupIncomplete uint64 `json:"warmup_incomplete,omitempty"`
 	// WarmupSent is the number of (uncounted) warm-up messages published.
 	WarmupSent uint64 `json:"warmup_sent"`
+	// ReceiverErrors counts receivers whose stream broke while counting
+	// (a protocol error, a message the bench could not parse), and
+	// ReceiverError says why the first did.
+	ReceiverErrors uint64 `json:"receiver_errors,omitempty"`
+	ReceiverError  string `json:"receiver_error,omitempty"`
 	// PublisherErrors lists publishers that stopped early, and why.
 	PublisherErrors []string   `json:"publisher_errors,omitempty"`
 	Histogram       [][2]int64 `json:"latency_histogram"`
+}
+
+// Shortfall says how the run fell short of what it was asked for, or is
+// nil. A run falls short when any wanted connection never connected
+// (after its retries): its figures are of fewer connections than asked,
+// and a script comparing runs must not take them for the ones it wanted.
+func (r *Result) Shortfall() error {
+	c := r.Connect
+	if c.Failed == 0 {
+		return nil
+	}
+	return fmt.Errorf("bench: %d of %d connections never connected; the first: %s", c.Failed, r.Config.Conns, c.FirstError)
 }

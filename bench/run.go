@@ -2,11 +2,15 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
 	"time"
 )
+
+// ErrNoConnection is Run's error when not one receiver connected.
+var ErrNoConnection = errors.New("bench: no connection")
 
 // Progress, if set, gets one line per second while the run goes.
 type Progress func(p Point, phase string)
@@ -169,32 +173,47 @@ func (r *run) startProcs(ctx context.Context) error {
 	return nil
 }
 
-// connect waits for every proc to report its receivers connected.
+// connect waits for every proc to report its receivers connected. The
+// progress line shows the connections as they come: each proc reports
+// its count while it connects, and its final one when it is done.
 func (r *run) connect(ctx context.Context) error {
 	res := r.res
 	connStart := time.Now()
+	sofar := make([]uint64, len(r.procs)) // by proc
+	show := func() {
+		var n uint64
+		for _, c := range sofar {
+			n += c
+		}
+		r.progress(Point{Second: int(time.Since(r.t0).Seconds()), Conns: int64(n)}, "connecting")
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for got := 0; got < len(r.procs); {
 		select {
 		case m := <-r.events:
 			switch m.Event {
+			case "connecting":
+				sofar[m.proc] = m.Connecting
 			case "connected":
 				got++
 				r.stableTotal += uint64(m.Stable)
 				r.readersTotal += uint64(m.Readers)
 				c := m.Connected
-				res.Connect.Attempted += c.Attempted
-				res.Connect.Connected += c.Connected
-				res.Connect.Failed += c.Failed
-				res.Connect.Retries += c.Retries
-				res.Connect.Compressed += c.Compressed
+				sofar[m.proc] = c.Connected
+				res.Connect.add(c)
+				show()
 			case "error":
 				return procError(m)
 			}
-		case <-time.After(time.Second):
-			r.progress(Point{Second: int(time.Since(r.t0).Seconds())}, "connecting")
+		case <-tick.C:
+			show()
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	if res.Connect.Connected == 0 && res.Connect.Failed > 0 {
+		return fmt.Errorf("%w: %s failed; the first: %s", ErrNoConnection, plural(int64(res.Connect.Failed), "connection", "connections"), res.Connect.FirstError)
 	}
 	res.Connect.Seconds = time.Since(connStart).Seconds()
 	res.Connect.PerSecond = float64(res.Connect.Connected) / max(res.Connect.Seconds, 1e-9)

@@ -163,13 +163,21 @@ func netDial(cfg Config, idx int) func(ctx context.Context, network, addr string
 // both ways, and an answer that keeps the server's context is refused:
 // the bench inflates every message on its own.
 func dial(ctx context.Context, cfg Config, idx int, u string, offerDeflate bool) (nc net.Conn, extra []byte, deflate bool, err error) {
-	d := ws.Dialer{Timeout: cfg.ConnectTimeout, NetDial: netDial(cfg, idx)}
+	var refusal string // the status line of an answer that is not a 101
+	d := ws.Dialer{Timeout: cfg.ConnectTimeout, NetDial: netDial(cfg, idx), TLSConfig: cfg.tls,
+		OnStatusError: func(status int, reason []byte, _ io.Reader) { refusal = fmt.Sprintf("%d %s", status, reason) }}
 	if offerDeflate {
 		d.Extensions = []httphead.Option{wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}.Option()}
 	}
 	nc, br, hs, err := d.Dial(ctx, u)
 	if err != nil {
-		return nil, nil, false, err
+		if br != nil {
+			ws.PutReader(br)
+		}
+		if refusal != "" {
+			return nil, nil, false, fmt.Errorf("bench: %s: the server answered %s, not 101 Switching Protocols", u, refusal)
+		}
+		return nil, nil, false, fmt.Errorf("bench: %s: %w", u, err)
 	}
 	for _, opt := range hs.Extensions {
 		if !bytes.Equal(opt.Name, wsflate.ExtensionNameBytes) {

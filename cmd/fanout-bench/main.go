@@ -64,6 +64,12 @@ Scenarios:
 ones in the json format, -compression has them offer permessage-deflate,
 and -payload json publishes JSON text.
 Run fanout-bench <scenario> -help for its flags.
+
+Exit status: 0 when every wanted connection connected; 1 when any never
+did (after -connect-retries: the table and -json still say what did, and
+the first refusal is named: the server's status line, the TLS error), or
+the run failed; 2 for a bad command line (a -server-pid that does not
+exist included).
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -149,6 +155,10 @@ func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
 		return 1
 	}
+	if err := res.Shortfall(); err != nil { // after the table and the files: they say what did connect
+		fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
+		return 1
+	}
 	return 0
 }
 
@@ -218,6 +228,8 @@ func (a *scenarioArgs) connectFlags(fs *flag.FlagSet) {
 	fs.IntVar(&cfg.ConnectWorkers, "connect-workers", 64, "concurrent handshakes per process (`n`)")
 	fs.IntVar(&cfg.ConnectRetries, "connect-retries", 2, "retries per failed connection (`n`)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 10*time.Second, "dial + handshake `timeout`")
+	fs.StringVar(&cfg.CAFile, "ca", "", "PEM `file` of the certificates a wss:// (or https:// -publish-url) server's must chain to, e.g. a self-signed one (default: the system's roots)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "accept any certificate from a wss:// (or https://) server, unchecked")
 	fs.BoolVar(&cfg.Compression, "compression", false, "WebSocket receivers offer permessage-deflate (without context takeover); the result says how many took it")
 	if cfg.Scenario == bench.ScenarioRooms {
 		return // its clients publish on their connections: raw-format WebSocket

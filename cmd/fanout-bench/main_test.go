@@ -157,7 +157,7 @@ func TestTransportRuns(t *testing.T) {
 		{[]string{"-transport", "sse"}, []string{`(?m)^# params: .* transport=sse format=json compression=false sse-path=/sse$`,
 			`(?m)^receivers\s+Server-Sent Events \(GET /sse\)`, `(?m)^lost\s+0 \(`, `(?m)^wire bytes read\s+\d+\.\d B per delivery`}},
 		{[]string{"-compression", "-payload", "json", "-size", "1024"}, []string{`(?m)^# params: .* size=1024 payload=json .* transport=ws format=raw compression=true$`,
-			`(?m)^receivers\s+WebSocket, raw format .*permessage-deflate offered: 10 of 10 connections took it$`, `(?m)^publishing\s+1 publishers, 1024 B json messages`,
+			`(?m)^receivers\s+WebSocket, raw format .*permessage-deflate offered: 10 of 10 connections took it$`, `(?m)^publishing\s+1 publisher, 1024 B json messages`,
 			`(?m)^lost\s+0 \(`, `(?m)^server bytes out per delivery\s+\d+\.\d B \(`}},
 	} {
 		var stdout, stderr bytes.Buffer
