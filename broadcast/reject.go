@@ -67,14 +67,34 @@ func RejectKinds() []RejectKind {
 	return out
 }
 
+// wrongPathHint is the body of a 404: where the server's endpoints are,
+// for the person who typed the wrong URL. Paths only, never an address or
+// a key: anyone who can connect reads it.
+func wrongPathHint(c *Config) string {
+	return "no such path: " + endpoints(c)
+}
+
+// wrongMethodHint is the body of a 405 (a non-GET request; usually a
+// publish sent to the WebSocket listener).
+func wrongMethodHint(c *Config) string {
+	return "method not allowed: " + endpoints(c)
+}
+
+func endpoints(c *Config) string {
+	s := "WebSocket at " + c.Path
+	if !c.NoSSE {
+		s += ", SSE at " + c.SSEPath
+	}
+	return s + " (GET); publishing is on the admin listener (POST /publish)"
+}
+
 // answers are the HTTP answers of the refusals the server makes itself,
-// to an upgrade; an SSE request gets 200 with retry: instead of 503 and
+// to an upgrade (a wrong path's is wrongPathHint, which names the paths); an SSE request gets 200 with retry: instead of 503 and
 // 429 (sseStatus).
 var answers = map[RejectKind]struct {
 	status int
 	reason string
 }{
-	RejectNotFound:     {http.StatusNotFound, "no such path"},
 	RejectFull:         {http.StatusServiceUnavailable, "connection limit reached"},
 	RejectShutdown:     {http.StatusServiceUnavailable, "server shutting down"},
 	RejectOrigin:       {http.StatusForbidden, "origin not allowed"},

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -129,6 +130,9 @@ func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 		io.Reader
 		io.Writer
 	}{br, hc}); err != nil {
+		if errors.Is(err, ws.ErrHandshakeBadMethod) {
+			hc.resp = hc.resp[:0] // refuse answers it, with the hint
+		}
 		return -1, err
 	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {
@@ -175,7 +179,7 @@ func (u *upgrade) onRequest(uri []byte) error {
 	path, query, _ := bytes.Cut(uri, []byte{'?'})
 	switch {
 	case string(path) != u.srv.cfg.Path:
-		return u.refuse(RejectNotFound)
+		return u.refuseWith(RejectNotFound, http.StatusNotFound, errors.New(wrongPathHint(&u.srv.cfg)))
 	case u.srv.closing.Load():
 		return u.refuse(RejectShutdown)
 	}
@@ -239,6 +243,10 @@ func (s *Server) refuse(nc net.Conn, u *upgrade, hc *handshakeConn, err error) {
 	case errors.Is(err, ws.ErrMalformedRequest) && !u.sawRequest:
 		// gobwas answers nothing to an unparsable request line.
 		rejectUnread(nc, "400 Bad Request")
+	case errors.Is(err, ws.ErrHandshakeBadMethod):
+		// A POST here is usually a publish sent to the wrong listener:
+		// the body says where things are. Its headers are unread.
+		rejectUnread(nc, "405 Method Not Allowed", "Allow: GET", wrongMethodHint(&s.cfg))
 	case errors.Is(err, errRegister):
 		s.log.Error("register", "err", err)
 	}
@@ -345,8 +353,17 @@ func (h *handshakeConn) Write(p []byte) (int, error) {
 // rejectUnread answers a request the upgrader did not finish reading. The
 // client may still be sending: half-close and drain a little (under the
 // handshake deadline) so the answer is not lost to a TCP reset.
-func rejectUnread(nc net.Conn, status string) {
-	_, _ = io.WriteString(nc, "HTTP/1.1 "+status+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+// With a body, it is sent as text/plain, after the headers given.
+func rejectUnread(nc net.Conn, status string, headersAndBody ...string) {
+	head, body := "", ""
+	if n := len(headersAndBody); n > 0 {
+		body = headersAndBody[n-1] + "\n"
+		for _, h := range headersAndBody[:n-1] {
+			head += h + "\r\n"
+		}
+		head += "Content-Type: text/plain; charset=utf-8\r\n"
+	}
+	_, _ = io.WriteString(nc, "HTTP/1.1 "+status+"\r\n"+head+"Content-Length: "+strconv.Itoa(len(body))+"\r\nConnection: close\r\n\r\n"+body)
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.CloseWrite()
 	}
