@@ -84,7 +84,7 @@ done
 echo "round  side    deliveries/s  loss      p99_ms   cpu_us/delivery"
 for r in $(seq "$rounds"); do
   for side in before after; do
-    read -r dps loss p99 cpu < <("$bin/fanout-bench" summary "$out/$side-$r.json")
+    read -r dps loss p99 cpu < <("$bin/fanout-bench" summary -raw "$out/$side-$r.json")
     printf '%-6s %-7s %12s  %-8s  %7s  %s\n' "$r" "$side" "$dps" "$loss" "$p99" "$cpu"
     echo "$side $cpu $p99" >>"$out/summary.$$"
   done

@@ -80,7 +80,7 @@ if [[ " $modes " == *" fanout "* ]]; then
   echo "round  receivers-on  deliveries/s  loss      p99_ms   cpu_us/delivery"
   for r in $(seq "$rounds"); do
     for side in default channel; do
-      read -r dps loss p99 cpu < <("$bin/fanout-bench" summary "$out/$side-$r.json")
+      read -r dps loss p99 cpu < <("$bin/fanout-bench" summary -raw "$out/$side-$r.json")
       printf '%-6s %-13s %12s  %-8s  %7s  %s\n' "$r" "$side" "$dps" "$loss" "$p99" "$cpu"
       echo "$side $cpu" >>"$out/fanout.$$"
     done
@@ -102,7 +102,7 @@ if [[ " $modes " == *" rooms "* ]]; then
   done
   echo "rooms  msgs/s-offered  msgs/s  loss      p99_ms   cpu_us/message"
   for rr in $rrates; do
-    read -r mps loss p99 cpu < <("$bin/fanout-bench" summary "$out/rooms-$rr.json")
+    read -r mps loss p99 cpu < <("$bin/fanout-bench" summary -raw "$out/rooms-$rr.json")
     printf '%-6s %15s %7s  %-8s  %7s  %s\n' "$rr/s" "$((rr * conns))" "$mps" "$loss" "$p99" "$cpu"
   done
 fi

@@ -91,6 +91,6 @@ echo
 echo "## fanout: $fconns receivers, $pubs publishers, rate $rate, $size B"
 "$bin/fanout-bench" compare -labels fanout,baseline "$out/fanout-fanout.json" "$out/baseline-fanout.json"
 echo
-read -r _ _ _ fcpu < <("$bin/fanout-bench" summary "$out/fanout-fanout.json")
+read -r _ _ _ fcpu < <("$bin/fanout-bench" summary -raw "$out/fanout-fanout.json")
 ceil=$(sed -n 's/.*"cpu_per_delivery_1_frame_per_write_ns": \([0-9]*\).*/\1/p' "$out/ceiling.json")
 awk -v f="$fcpu" -v c="$ceil" 'BEGIN { printf "fanout CPU per delivery %.2f µs = %.2f× the ceiling (%.2f µs, one frame per write)\n", f, f*1000/c, c/1000 }'

@@ -108,7 +108,7 @@ table() {
   echo
   echo "### $title"
   if [ "$n" -lt 2 ]; then
-    echo "$1: deliveries/s, loss ratio, p99 (ms), server CPU/delivery (µs): $("$bin/fanout-bench" summary "$2")"
+    echo "$1: deliveries/s, loss ratio, p99 (ms), server CPU/delivery (µs): $("$bin/fanout-bench" summary -raw "$2")"
     return
   fi
   (IFS=,; "$bin/fanout-bench" compare -labels "${*:1:n}" "${@:n+1}")

@@ -56,8 +56,8 @@ run fanout all-reading
 run slow some-slow
 
 echo
-read -r _ _ p99a _ < <("$bin/fanout-bench" summary "$out/all-reading.json")
-read -r _ _ p99b _ < <("$bin/fanout-bench" summary "$out/some-slow.json")
+read -r _ _ p99a _ < <("$bin/fanout-bench" summary -raw "$out/all-reading.json")
+read -r _ _ p99b _ < <("$bin/fanout-bench" summary -raw "$out/some-slow.json")
 before=$(sed -n 's/.*"before": {[^}]*"rss_bytes": \([0-9]*\).*/\1/p' "$out/some-slow.json" | head -1)
 peak=$(sed -n 's/.*"peak_rss_bytes": \([0-9]*\).*/\1/p' "$out/some-slow.json" | head -1)
 nslow=$(awk -v c="$conns" -v f="$slow" 'BEGIN { printf "%d", c*f }')

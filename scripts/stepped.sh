@@ -54,7 +54,7 @@ step() { # label url pid rate
   local json="$out/$1-$4.json"
   "$bin/fanout-bench" fanout -url "$2" -server-pid "$3" -conns "$conns" -publishers "$pubs" -size "$size" \
     -rate "$4" -duration "$duration" -drain 5s -quiet -json "$json" >/dev/null
-  read -r dps loss p99 cpu < <("$bin/fanout-bench" summary "$json")
+  read -r dps loss p99 cpu < <("$bin/fanout-bench" summary -raw "$json")
   local ok=no
   awk -v l="$loss" -v p="$p99" 'BEGIN { exit !(l < 0.001 && p < 100) }' && ok=yes
   printf "%-22s %8s msg/s  %10.0f deliveries/s  loss %8.4f %%  p99 %9.2f ms  cpu %6.2f µs  %s\n" \

@@ -68,7 +68,7 @@ if [[ " $modes " == *" deflate "* ]]; then
   echo "round compression  summary (deliveries/s loss p99_ms cpu_us/delivery)  bytes out per delivery"
   for r in $(seq "$rounds"); do
     for c in false true; do
-      printf '%-5s %-12s %s  %s\n' "$r" "$c" "$("$bin/fanout-bench" summary "$out/deflate-$c-$r.json")" \
+      printf '%-5s %-12s %s  %s\n' "$r" "$c" "$("$bin/fanout-bench" summary -raw "$out/deflate-$c-$r.json")" \
         "$(grep -iE 'bytes out' "$out/deflate-$c-$r.txt" | head -1 | sed 's/  */ /g')"
     done
   done
@@ -88,7 +88,7 @@ if [[ " $modes " == *" sse "* ]]; then
   echo "round transport  summary (deliveries/s loss p99_ms cpu_us/delivery)  idle RSS per connection"
   for r in $(seq "$rounds"); do
     for t in ws wsjson sse; do
-      printf '%-5s %-10s %s  %s\n' "$r" "$t" "$("$bin/fanout-bench" summary "$out/$t-$r.json")" \
+      printf '%-5s %-10s %s  %s\n' "$r" "$t" "$("$bin/fanout-bench" summary -raw "$out/$t-$r.json")" \
         "$(grep -E 'server per connection' "$out/$t-$r.txt" | head -1 | sed 's/  */ /g')"
     done
   done

@@ -57,7 +57,8 @@ Scenarios:
   baseline  run the classic goroutine-per-connection hub (for comparisons)
   ceiling   measure this machine's raw write cost per delivery
   compare   print results (-json files) side by side with ratios
-  summary   one line per result file: deliveries/s, loss ratio, p99 (ms), server CPU/delivery (µs)
+  summary   one labelled line per result file: deliveries/s, loss ratio, p99, server CPU/delivery
+            (-raw: the four numbers bare, for scripts)
 
 -channel NAME puts connect, fanout, slow and churn on one fanout channel;
 -transport sse makes their receivers SSE streams, -format json WebSocket
@@ -449,11 +450,24 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 }
 
 func runSummary(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
+	fs := flag.NewFlagSet("fanout-bench summary", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	raw := fs.Bool("raw", false, "print the four figures bare, space-separated, for scripts: deliveries/s, loss ratio, p99 (ms), server CPU per delivery (µs)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: fanout-bench summary [-raw] FILE...\n\nOne line per result file (-json): deliveries/s (messages/s in rooms), loss ratio, p99 latency, server CPU per delivery (0 unmeasured).")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "fanout-bench summary: want result files")
 		return 2
 	}
-	for _, f := range args {
+	for _, f := range fs.Args() {
 		r, err := bench.LoadResult(f)
 		if err != nil {
 			fmt.Fprintf(stderr, "fanout-bench summary: %v\n", err)
@@ -466,7 +480,15 @@ func runSummary(args []string, stdout, stderr io.Writer) int {
 		if r.Server != nil {
 			cpu = float64(r.Server.CPUPerDelivery) / 1e3
 		}
-		fmt.Fprintf(stdout, "%.0f %.6f %.2f %.2f\n", dps, loss, p99, cpu)
+		if *raw { // scripts/*.sh read these with read -r: keep the order
+			fmt.Fprintf(stdout, "%.0f %.6f %.2f %.2f\n", dps, loss, p99, cpu)
+			continue
+		}
+		per := "deliveries/s"
+		if r.Rooms != nil {
+			per = "messages/s"
+		}
+		fmt.Fprintf(stdout, "%s: %s %.0f  loss ratio %.6f  p99 %.2f ms  server CPU per delivery %.2f µs\n", f, per, dps, loss, p99, cpu)
 	}
 	return 0
 }

@@ -86,7 +86,12 @@ func TestRunSummaryCompare(t *testing.T) {
 		t.Fatalf("report: %v", err)
 	}
 	stdout.Reset()
-	if code := run([]string{"summary", out}, &stdout, &stderr); code != 0 || len(strings.Fields(stdout.String())) != 4 {
+	if code := run([]string{"summary", "-raw", out}, &stdout, &stderr); code != 0 || len(strings.Fields(stdout.String())) != 4 {
+		t.Fatalf("summary -raw: %d %q", code, stdout.String())
+	}
+	stdout.Reset()
+	labelled := regexp.MustCompile(`^.*a\.json: deliveries/s \d+  loss ratio 0\.000000  p99 [\d.]+ ms  server CPU per delivery [\d.]+ µs\n$`)
+	if code := run([]string{"summary", out}, &stdout, &stderr); code != 0 || !labelled.MatchString(stdout.String()) {
 		t.Fatalf("summary: %d %q", code, stdout.String())
 	}
 	stdout.Reset()
@@ -140,7 +145,11 @@ func TestRoomsRun(t *testing.T) {
 		}
 	}
 	stdout.Reset()
-	if code := run([]string{"summary", out}, &stdout, &stderr); code != 0 || len(strings.Fields(stdout.String())) != 4 {
+	if code := run([]string{"summary", "-raw", out}, &stdout, &stderr); code != 0 || len(strings.Fields(stdout.String())) != 4 {
+		t.Fatalf("summary -raw: %d %q", code, stdout.String())
+	}
+	stdout.Reset()
+	if code := run([]string{"summary", out}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), ": messages/s ") {
 		t.Fatalf("summary: %d %q", code, stdout.String())
 	}
 }
