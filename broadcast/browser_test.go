@@ -20,24 +20,27 @@ import (
 )
 
 // browserPage is what headless Chromium runs: a json-format WebSocket on
-// channel b that, once welcomed, publishes a 5 KiB JSON value (the
+// channel b and an EventSource on the same channel; once both are
+// welcomed (subscribed), the WebSocket publishes a 5 KiB JSON value (the
 // browser compresses it: it negotiated permessage-deflate by itself), and
-// an EventSource on the same channel; both must get the message. It puts
-// what it saw in the page's title.
+// both must get it. It puts what it saw in the page's title.
 const browserPage = `<!doctype html><title>waiting</title><script>
 const out = {};
 const big = {items: Array.from({length: 200}, (_, i) => ({symbol: "ACME", price: 100 + i}))};
 function finish() { if (out.ws && out.sse) document.title = "RESULT " + JSON.stringify(out); }
+let welcomes = 0; // publish once both are subscribed: a message is live only
+function welcomed() { if (++welcomes === 2) ws.send(JSON.stringify({channel: "b", data: big})); }
 const ws = new WebSocket("WSURL?channel=b&format=json");
 ws.onmessage = (e) => {
   const m = JSON.parse(e.data);
-  if (m.type === "welcome") { out.ext = ws.extensions; ws.send(JSON.stringify({channel: "b", data: big})); return; }
+  if (m.type === "welcome") { out.ext = ws.extensions; welcomed(); return; }
   out.ws = {seq: m.seq, items: m.data.items.length}; finish();
 };
 const es = new EventSource("SSEURL?channel=b");
 es.onmessage = (e) => {
   const m = JSON.parse(e.data);
-  if (m.type === "message") { out.sse = {seq: m.seq, id: e.lastEventId, items: m.data.items.length}; finish(); }
+  if (m.type === "welcome") { welcomed(); return; }
+  out.sse = {seq: m.seq, id: e.lastEventId, items: m.data.items.length}; finish();
 };
 </script>`
 

@@ -353,8 +353,8 @@ type Stats struct {
 func (h *Hub) Stats() Stats {
 	st := Stats{Broadcasts: h.Last()}
 	for _, s := range h.shards {
-		st.Deliveries += s.deliveries.Load()
-		st.Dropped += s.dropped.Load()
+		st.Deliveries += s.counters.Deliveries.Load()
+		st.Dropped += s.counters.Dropped.Load()
 		st.Subscriptions += s.table.subscriptions.Load()
 		s.fanoutHist.Snapshot(&st.FanoutDuration)
 		s.queueHist.Snapshot(&st.QueueSizes)

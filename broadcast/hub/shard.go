@@ -107,10 +107,9 @@ type Shard struct {
 	replay       []Message // a joining subscriber's Joined.Replay
 	drain        drainState
 
-	deliveries atomic.Uint64
-	dropped    atomic.Uint64
-	fanoutHist *Hist // seconds per batch
-	queueHist  *Hist // queued bytes per backlogged subscriber, per sweep
+	counters   Counters // the table counts into them, subscriber by subscriber
+	fanoutHist *Hist    // seconds per batch
+	queueHist  *Hist    // queued bytes per backlogged subscriber, per sweep
 }
 
 // addition is a subscriber on its way into the table.
@@ -128,6 +127,7 @@ func newShard(h *Hub) *Shard {
 		queueHist:  NewHist(queueBounds...),
 	}
 	s.cursor.Store(1) // seqs start at 1
+	s.table.counted = &s.counters
 	return s
 }
 
@@ -293,10 +293,8 @@ func (s *Shard) joined(req Subscription) Joined {
 // fanOut delivers the batch just taken to every subscriber of the shard.
 func (s *Shard) fanOut() {
 	start := time.Now()
-	delivered, dropped := s.table.FanOut(s.batch)
+	s.table.FanOut(s.batch) // counted in s.counters as it goes
 	clear(s.batch)
-	s.deliveries.Add(delivered)
-	s.dropped.Add(dropped)
 	s.fanoutHist.Observe(time.Since(start).Seconds())
 }
 

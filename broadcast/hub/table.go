@@ -100,6 +100,11 @@ type Table struct {
 	channels      map[string]*channel
 	subscriptions atomic.Int64 // memberships, for readers outside
 
+	// counted, if set, gets each subscriber's deliveries and drops as its
+	// Deliver returns (the shard's counters): what a client has, the
+	// counters already say, not only once the whole batch went out.
+	counted *Counters
+
 	// The fan-out's scratch, reused batch after batch.
 	batchNo uint64
 	groups  []group      // channels of this batch that have members here
@@ -263,17 +268,33 @@ func (t *Table) FanOut(batch []Message) (delivered, dropped uint64) {
 			}
 			e := sub.Encoding()
 			d, x := sub.Deliver(grp.frames[e], grp.sizes[e], &t.iov)
+			t.count(d, x)
 			delivered += uint64(d)
 			dropped += uint64(x)
 		}
 	}
 	for _, sub := range t.multi {
 		d, x := t.deliverMerged(sub, batch)
+		t.count(d, x)
 		delivered += uint64(d)
 		dropped += uint64(x)
 	}
 	t.release()
 	return delivered, dropped
+}
+
+// Counters are a table's running deliveries and drops.
+type Counters struct {
+	Deliveries, Dropped atomic.Uint64
+}
+
+func (t *Table) count(delivered, dropped int) {
+	if t.counted != nil {
+		t.counted.Deliveries.Add(uint64(delivered))
+		if dropped > 0 {
+			t.counted.Dropped.Add(uint64(dropped))
+		}
+	}
 }
 
 // group sorts the batch's messages into the groups of the channels that

@@ -149,6 +149,11 @@ func TestRunAndSIGTERM(t *testing.T) {
 		t.Fatalf("mute client handshake: %q %v", line, err)
 	}
 
+	// The mute client counts once its shard took it in (its 101 came a
+	// moment before), a delivery once its write returned (the client may
+	// have read it already): wait for the state, then read the rest.
+	waitConnections(t, admin, 3)
+	waitMetric(t, admin, "fanout_deliveries_total 4\n")
 	resp, err = http.Get("http://" + admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +249,13 @@ func startFanoutReady(t *testing.T, env []string, args ...string) (cmd *exec.Cmd
 // a message published in between is not for it.
 func waitConnections(t *testing.T, admin string, n int) {
 	t.Helper()
-	want := fmt.Sprintf("fanout_connections %d\n", n)
+	waitMetric(t, admin, fmt.Sprintf("fanout_connections %d\n", n))
+}
+
+// waitMetric polls /metrics until it has the line want: a counter moves a
+// moment after what it counts is visible to a client.
+func waitMetric(t *testing.T, admin, want string) {
+	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if resp, err := http.Get("http://" + admin + "/metrics"); err == nil {
 			body, _ := io.ReadAll(resp.Body)
@@ -254,7 +265,7 @@ func waitConnections(t *testing.T, admin string, n int) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("server never had %d connections", n)
+			t.Fatalf("/metrics never had %q", want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
