@@ -92,6 +92,9 @@ type ServerSample struct {
 	// (fanout_connections, from MetricsURL): before the run, a server
 	// that is not fresh.
 	ServerConns int64 `json:"server_conns,omitempty"`
+	// ServerUpgrades is the WebSocket connections it accepted since it
+	// started (fanout_upgrades_total): before the run, one that served.
+	ServerUpgrades int64 `json:"server_upgrades,omitempty"`
 	// From fanout's metrics (MetricsURL), counted since it started:
 	// deliveries (fanout_deliveries_total), the socket writes that
 	// carried them (fanout_socket_writes_total) and the bytes written
@@ -202,6 +205,7 @@ func scrape(url string, s *ServerSample) error {
 		s.CPU = f.GetMetric()[0].GetCounter().GetValue()
 	}
 	s.ServerConns = get("fanout_connections")
+	s.ServerUpgrades = get("fanout_upgrades_total")
 	s.Deliveries = get("fanout_deliveries_total")
 	s.Writes = get("fanout_socket_writes_total")
 	s.BytesOut = get("fanout_bytes_out_total")

@@ -199,6 +199,9 @@ func notFresh(sv *ServerCost, connected uint64) []string {
 	if n := sv.Before.ServerConns; n > 0 {
 		why = append(why, fmt.Sprintf("the server held %s before the run (fanout_connections)", plural(n, "connection", "connections")))
 	}
+	if n := sv.Before.ServerUpgrades; n > 0 && sv.Before.ServerConns == 0 {
+		why = append(why, fmt.Sprintf("the server had accepted %s before the run (fanout_upgrades_total)", plural(n, "connection", "connections")))
+	}
 	if n := sv.Before.Deliveries; n > 0 {
 		why = append(why, fmt.Sprintf("the server had made %s before the run (fanout_deliveries_total)", plural(n, "delivery", "deliveries")))
 	}

@@ -172,8 +172,10 @@ func (r *Result) writeRest(tw io.Writer) {
 	if s := r.Server; s != nil {
 		fmt.Fprintf(tw, "server RSS\t%s before, %s connected, %s at end, %s peak\n", mib(s.Before.RSS), mib(s.Connected.RSS), mib(s.End.RSS), mib(s.PeakRSS))
 		switch {
-		case s.BytesPerConn < minConnRSS:
+		case s.BytesPerConn < minConnRSS: // negative, or reused memory: no figure at all
 			fmt.Fprintf(tw, "server per connection\tRSS not measured (see below), %.3f fds\n", s.FDsPerConn)
+		case len(s.NotFresh) > 0:
+			fmt.Fprintf(tw, "server per connection\t%.0f bytes RSS (not a fresh server's: see below), %.3f fds\n", s.BytesPerConn, s.FDsPerConn)
 		default:
 			fmt.Fprintf(tw, "server per connection\t%.0f bytes RSS, %.3f fds\n", s.BytesPerConn, s.FDsPerConn)
 		}

@@ -110,8 +110,8 @@ type ServerCost struct {
 	PeakRSS      int64          `json:"peak_rss_bytes"` // highest RSS sampled during the run
 	BytesPerConn float64        `json:"rss_bytes_per_conn"`
 	// NotFresh says why Before may not be the server's own baseline, so
-	// that BytesPerConn is not what a connection costs it: it held
-	// connections or had delivered messages before the run (from its
+	// that BytesPerConn is not what a connection costs it: it held or had
+	// accepted connections, or had delivered messages, before the run (from its
 	// metrics), or its RSS grew by less than any connection costs
 	// (memory freed by earlier clients, reused). Empty: none seen.
 	NotFresh   []string `json:"not_fresh,omitempty"`

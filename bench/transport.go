@@ -146,14 +146,11 @@ func dialReceiver(ctx context.Context, cfg Config, idx int) (nc net.Conn, extra 
 
 // netDial is a dial function bound to the idx-th source address.
 func netDial(cfg Config, idx int) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	var laddr *net.TCPAddr
+	var nd net.Dialer // LocalAddr unset, not a nil *TCPAddr: errors would read "dial tcp <nil>->..."
 	if n := len(cfg.SourceIPs); n > 0 {
-		laddr = &net.TCPAddr{IP: cfg.SourceIPs[idx%n]}
+		nd.LocalAddr = &net.TCPAddr{IP: cfg.SourceIPs[idx%n]}
 	}
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		nd := net.Dialer{LocalAddr: laddr}
-		return nd.DialContext(ctx, network, addr)
-	}
+	return nd.DialContext
 }
 
 // dial opens and upgrades one WebSocket connection to u, bound to the

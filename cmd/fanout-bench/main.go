@@ -66,7 +66,10 @@ ones in the json format, -compression has them offer permessage-deflate,
 and -payload json publishes JSON text.
 Run fanout-bench <scenario> -help for its flags.
 
-Exit status: 0 when every wanted connection connected; 1 when any never
+` + exitStatus
+
+// exitStatus is what a scenario's exit status means, in -help.
+const exitStatus = `Exit status: 0 when every wanted connection connected; 1 when any never
 did (after -connect-retries: the table and -json still say what did, and
 the first refusal is named: the server's status line, the TLS error), or
 the run failed; 2 for a bad command line (a -server-pid that does not
@@ -204,6 +207,11 @@ func scenarioFlags(scenario string, stderr io.Writer) (*flag.FlagSet, *scenarioA
 	a := &scenarioArgs{cfg: bench.Config{Scenario: scenario}}
 	fs := flag.NewFlagSet("fanout-bench "+scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fanout-bench %s [flags]\n\n", scenario)
+		fs.PrintDefaults()
+		fmt.Fprint(stderr, "\n"+exitStatus)
+	}
 	a.connectFlags(fs)
 	if scenario == bench.ScenarioRooms {
 		a.roomsFlags(fs)
