@@ -45,7 +45,9 @@ build
 run() { # scenario json
   start 18080 "$out/fanout-$2.log" "$bin/fanout" -addr 127.0.0.1:18080 -admin-addr 127.0.0.1:18081 -log-level error -queue-bytes "$queue" -close-timeout "$closeto"
   fpid=$started_pid
-  "$bin/fanout-bench" "$1" -url ws://127.0.0.1:18080/ws -server-pid "$fpid" -conns "$conns" -slow-fraction "$slow" \
+  local sf=()
+  [ "$1" = slow ] && sf=(-slow-fraction "$slow") # fanout takes no -slow-fraction
+  "$bin/fanout-bench" "$1" -url ws://127.0.0.1:18080/ws -server-pid "$fpid" -conns "$conns" "${sf[@]}" \
     -publishers 2 -rate "$rate" -size "$size" -duration "$duration" -quiet -json "$out/$2.json" -report "$out/$2.html" \
     | tee "$out/$2.txt"
   curl -s http://127.0.0.1:18081/metrics | grep -E '^fanout_(slow_consumer_closes_total|closes_total\{reason="slow_consumer"\})' \

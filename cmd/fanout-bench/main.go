@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -135,6 +136,16 @@ func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fanout-bench: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
 		return 2
 	}
+	var unused []string
+	fs.Visit(func(f *flag.Flag) {
+		if notFor(scenario, f.Name) {
+			unused = append(unused, "-"+f.Name)
+		}
+	})
+	if len(unused) > 0 {
+		fmt.Fprintf(stderr, "fanout-bench: %s does not take %s (fanout-bench %s -help lists what it does)\n", scenario, strings.Join(unused, ", "), scenario)
+		return 2
+	}
 	full, err := a.config()
 	if err != nil {
 		fmt.Fprintf(stderr, "fanout-bench: %v\n", err)
@@ -209,7 +220,16 @@ func scenarioFlags(scenario string, stderr io.Writer) (*flag.FlagSet, *scenarioA
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: fanout-bench %s [flags]\n\n", scenario)
-		fs.PrintDefaults()
+		// The flags this scenario takes: the set holds those its
+		// siblings take too (connect, fanout, slow and churn share it).
+		shown := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+		shown.SetOutput(stderr)
+		fs.VisitAll(func(f *flag.Flag) {
+			if !notFor(scenario, f.Name) {
+				shown.Var(f.Value, f.Name, f.Usage)
+			}
+		})
+		shown.PrintDefaults()
 		fmt.Fprint(stderr, "\n"+exitStatus)
 	}
 	a.connectFlags(fs)
@@ -221,6 +241,19 @@ func scenarioFlags(scenario string, stderr io.Writer) (*flag.FlagSet, *scenarioA
 	a.reportFlags(fs)
 	return fs, a
 }
+
+// notTaken are, per scenario, the flags of the set it shares with its
+// siblings that it has no use for: connect publishes nothing, and only
+// slow and churn have their knobs.
+var notTaken = map[string][]string{
+	bench.ScenarioConnect: {"publishers", "size", "payload", "rate", "window", "duration", "messages", "drain",
+		"publish-url", "publish-key", "publish-batch", "slow-fraction", "churn-rate"},
+	bench.ScenarioFanout: {"hold", "slow-fraction", "churn-rate"},
+	bench.ScenarioSlow:   {"hold", "churn-rate"},
+	bench.ScenarioChurn:  {"hold", "slow-fraction"},
+}
+
+func notFor(scenario, flagName string) bool { return slices.Contains(notTaken[scenario], flagName) }
 
 // connectFlags are how a scenario's connections connect.
 func (a *scenarioArgs) connectFlags(fs *flag.FlagSet) {

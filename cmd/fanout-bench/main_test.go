@@ -109,8 +109,12 @@ func TestScenarioHelp(t *testing.T) {
 	}{
 		{"rooms", []string{"-room-prefix", "-rate-per-client", "-conns", "-conns-per-proc", "-source-ips", "-server-pid", "-messages", "-drain", "-compression"},
 			[]string{"-channel", "-publishers", "-rate ", "-publish-url", "-window", "-hold", "-transport", "-format", "-payload", "-sse-path"}},
-		{"fanout", []string{"-channel", "-publishers", "-rate ", "-publish-url", "-transport", "-sse-path", "-format", "-compression", "-payload"}, []string{"-room-prefix", "-rate-per-client"}},
-		{"connect", []string{"-channel", "-hold"}, []string{"-room-prefix"}},
+		{"fanout", []string{"-channel", "-publishers", "-rate ", "-publish-url", "-transport", "-sse-path", "-format", "-compression", "-payload"},
+			[]string{"-room-prefix", "-rate-per-client", "-hold", "-slow-fraction", "-churn-rate"}},
+		{"connect", []string{"-channel", "-hold", "-conns", "-transport", "-compression"},
+			[]string{"-room-prefix", "-publishers", "-rate ", "-window", "-duration", "-payload", "-publish-url", "-slow-fraction", "-churn-rate"}},
+		{"slow", []string{"-slow-fraction", "-rate "}, []string{"-churn-rate", "-hold"}},
+		{"churn", []string{"-churn-rate", "-rate "}, []string{"-slow-fraction", "-hold"}},
 	} {
 		var out, errb bytes.Buffer
 		if code := run([]string{tc.scenario, "-help"}, &out, &errb); code != 0 {
@@ -126,6 +130,16 @@ func TestScenarioHelp(t *testing.T) {
 			if strings.Contains(help, "  "+f) {
 				t.Errorf("%s -help lists %s, which it does not take", tc.scenario, f)
 			}
+		}
+	}
+}
+
+// A flag the scenario has no use for is refused, naming it, not ignored.
+func TestScenarioRefusesFlagsItDoesNotTake(t *testing.T) {
+	for _, args := range [][]string{{"connect", "-rate", "5"}, {"fanout", "-hold", "1s"}, {"slow", "-churn-rate", "3"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), "does not take -"+strings.TrimPrefix(args[1], "-")) {
+			t.Errorf("%v: exit %d, %q; want 2 naming the flag", args, code, errb.String())
 		}
 	}
 }
