@@ -180,7 +180,7 @@ func (u *upgrade) cors() string {
 // attachSSE makes a detached, answered socket an SSE connection on the
 // channels u asked for; resp (the 200's head) goes out first.
 func (s *Server) attachSSE(fd int, u *upgrade, resp []byte) {
-	c := sseconn.New(s.sse, s.nextID.Add(1), fd, u.sub.channels)
+	c := sseconn.New(s.sse, s.nextID.Add(1), fd)
 	c.Ticket = u.ticket
 	s.accepted.Add(1)
 	if err := c.Start(resp, u.sub.hubSubscription()); err != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unique"
 
 	"github.com/fanout/fanout/broadcast/hub"
 	"github.com/fanout/fanout/broadcast/wsconn"
@@ -29,14 +30,18 @@ type subscription struct {
 // query. The error is for the client (a 400's body).
 func parseSubscription(q url.Values, maxChannels int) (subscription, error) {
 	var sub subscription
+	if names := q["channel"]; len(names) > 0 {
+		sub.channels = make([]string, 0, min(len(names), maxChannels+1)) // kept for the connection's life: no spare room
+	}
 	for _, name := range q["channel"] {
 		if err := hub.ValidChannel(name); err != nil {
 			return sub, fmt.Errorf("channel %.140q: %s", name, why(err))
 		}
 		if !slices.Contains(sub.channels, name) {
-			// A copy: the name would otherwise keep the whole query
-			// string (the token with it) alive for the connection's life.
-			sub.channels = append(sub.channels, strings.Clone(name))
+			// The canonical copy (package unique): connections on one
+			// channel share its bytes, and a name no longer keeps the
+			// whole query string (the token with it) alive.
+			sub.channels = append(sub.channels, unique.Make(name).Value())
 		}
 		if len(sub.channels) > maxChannels {
 			return sub, fmt.Errorf("more than %d channels (-max-channels-per-conn)", maxChannels)

@@ -244,6 +244,36 @@ func (h *Hub) Members(channel string) int {
 	return n
 }
 
+// On reports whether sub, in the hub, is on channel ("" the default
+// one); any goroutine may ask (the subscriber's read side does, for what
+// its client publishes). A subscriber keeps no list of its own.
+func (h *Hub) On(sub Subscriber, channel string) bool {
+	slot := sub.HubSlot()
+	s := slot.shard
+	if s == nil {
+		return false
+	}
+	s.table.mu.RLock()
+	defer s.table.mu.RUnlock()
+	return slot.onLocked(channel)
+}
+
+// FirstChannel is the first channel sub joined ("" for the default one,
+// or when it is in no table yet).
+func (h *Hub) FirstChannel(sub Subscriber) string {
+	slot := sub.HubSlot()
+	s := slot.shard
+	if s == nil {
+		return ""
+	}
+	s.table.mu.RLock()
+	defer s.table.mu.RUnlock()
+	if ch := slot.first.ch; ch != nil {
+		return ch.name
+	}
+	return ""
+}
+
 // Channels returns every channel that has subscribers, and how many.
 func (h *Hub) Channels() map[string]int {
 	out := make(map[string]int)

@@ -71,6 +71,10 @@ type Joined struct {
 	// empty; never part of them.
 	Recovered bool
 	Replay    []Message
+	// Channels are the channels it joined, as it asked for them (none:
+	// the default channel), valid during Join: a subscriber need not keep
+	// them (Hub.On answers from the table).
+	Channels []string
 	// More: Replay is the first part of what the subscriber missed (it
 	// was over Config.ReplayBytes). It must end after the replay, before
 	// any live message, and resume from the replay's last seq.
@@ -267,7 +271,7 @@ func (s *Shard) anyAhead(adds []addition) bool {
 // joined is where a subscriber asking for req starts: the seq before the
 // shard's next message and, if it asked to resume, what it missed.
 func (s *Shard) joined(req Subscription) Joined {
-	j := Joined{Seq: s.cursor.Load() - 1}
+	j := Joined{Seq: s.cursor.Load() - 1, Channels: req.Channels}
 	if !req.Resume || req.Since.Epoch != s.hub.epoch || req.Since.Seq > j.Seq {
 		return j // nothing asked, or a cursor of another run of seqs
 	}

@@ -69,6 +69,17 @@ func (s *Slot) on(ch *channel) bool {
 	return false
 }
 
+// onLocked reports whether the subscriber is on the channel called name;
+// its table's mu must be held (read).
+func (s *Slot) onLocked(name string) bool {
+	for li := int32(0); li < s.links(); li++ {
+		if ch := s.linkAt(li).ch; ch != nil && ch.name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // channel is one channel's members in one shard. It exists while it has
 // some: a publish to a channel nobody in the shard is on costs one map
 // lookup.
@@ -134,12 +145,12 @@ func (t *Table) Link(sub Subscriber, channels []string) {
 	if len(channels) > 1 && hasRepeats(channels) {
 		channels = Distinct(channels) // linked twice, it would get everything twice
 	}
+	e := sub.Encoding()
+	t.mu.Lock() // the links too are read by others (Hub.On), under it
+	defer t.mu.Unlock()
 	if len(channels) > 1 {
 		slot.more = &extraLinks{links: make([]link, len(channels)-1)}
 	}
-	e := sub.Encoding()
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.channels == nil {
 		t.channels = make(map[string]*channel)
 	}

@@ -57,10 +57,9 @@ func NewEnv(log *slog.Logger, out *outbound.Env, h *hub.Hub, p *netpoll.Poller, 
 type Conn struct {
 	outbound.Conn
 	hub.Slot
-	env      *Env
-	channels []string // none: the default channel
-	resume   bool     // it asked to resume: its welcome says whether it did
-	junk     int      // bytes read after the request; read side only
+	env    *Env
+	resume bool // it asked to resume: its welcome says whether it did
+	junk   int  // bytes read after the request; read side only
 
 	// Ticket is the admission the connection holds; its Node releases it
 	// when the connection ends.
@@ -68,9 +67,9 @@ type Conn struct {
 }
 
 // New makes the socket fd, whose request was answered, SSE connection
-// id on channels. Nothing reaches it until Start.
-func New(env *Env, id uint64, fd int, channels []string) *Conn {
-	c := &Conn{env: env, channels: channels}
+// id. Nothing reaches it until Start, which says on which channels.
+func New(env *Env, id uint64, fd int) *Conn {
+	c := &Conn{env: env}
 	c.Init(env.out, c, env.poller, id, fd)
 	// It sees every seq: a slow one is closed and resumes with
 	// Last-Event-ID, never dropped for.
@@ -120,9 +119,9 @@ func (c *Conn) Join(j hub.Joined) {
 	if c.resume && j.Recovered && len(j.Replay) > 0 {
 		id = j.Replay[0].Seq - 1
 	}
-	w := hub.AppendSSEID(make([]byte, 0, 128+len(c.channels)*16), epoch, id)
+	w := hub.AppendSSEID(make([]byte, 0, 128+len(j.Channels)*16), epoch, id)
 	w = append(w, "data: "...)
-	w = hub.AppendWelcome(w, epoch, c.channels, j, c.resume)
+	w = hub.AppendWelcome(w, epoch, j.Channels, j, c.resume)
 	w = append(w, "\n\n"...)
 	c.JoinLocked()
 	frames, size := hub.JoinFrames(w, j.Replay, hub.EncodingSSE)

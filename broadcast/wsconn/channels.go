@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"slices"
 
 	"github.com/gobwas/ws"
 
@@ -41,9 +40,10 @@ const CloseReplayMore ws.StatusCode = 4001
 // json format, keeps: a connection on the default channel in raw format
 // (the seed's client) has none.
 type subscription struct {
-	format   Format
-	channels []string // none: the default channel
-	resume   bool     // it asked to resume: its welcome says whether it did
+	format Format
+	resume bool // it asked to resume: its welcome says whether it did
+	// Which channels it is on, the hub's table says (hub.Hub.On): a
+	// connection keeps no list of its own, 16 bytes and more a channel.
 }
 
 // welcome is the first frame of a json-format connection
@@ -62,14 +62,14 @@ type clientMessage struct {
 // parseClientMessage reads a json-format client's message: to one of its
 // channels, data (any JSON value) or data_base64. The error is the close
 // reason the client gets (1008).
-func (s *subscription) parseClientMessage(op ws.OpCode, payload []byte) (channel string, kind hub.Kind, data []byte, err error) {
+func (s *subscription) parseClientMessage(on func(channel string) bool, op ws.OpCode, payload []byte) (channel string, kind hub.Kind, data []byte, err error) {
 	var m clientMessage
 	switch {
 	case op != ws.OpText:
 		return "", 0, nil, errJSONFormat
 	case json.Unmarshal(payload, &m) != nil:
 		return "", 0, nil, errJSONFormat
-	case !s.on(m.Channel):
+	case !on(m.Channel):
 		return "", 0, nil, &frame.CloseError{Code: ws.StatusPolicyViolation, Reason: fmt.Sprintf("not subscribed to channel %.80q", m.Channel)}
 	case m.DataBase64 != nil && m.Data != nil:
 		return "", 0, nil, errJSONBoth
@@ -87,14 +87,6 @@ func (s *subscription) parseClientMessage(op ws.OpCode, payload []byte) (channel
 		return "", 0, nil, errJSONFormat
 	}
 	return m.Channel, kind, data, nil
-}
-
-// on reports whether the connection is subscribed to channel.
-func (s *subscription) on(channel string) bool {
-	if len(s.channels) == 0 {
-		return channel == ""
-	}
-	return slices.Contains(s.channels, channel)
 }
 
 var (

@@ -171,7 +171,7 @@ func New(env *Env, id uint64, fd int, o Options) *Conn {
 	c.parser.Deflate = o.Deflate
 	format := o.Format
 	if format != FormatRaw || len(o.Channels) > 0 {
-		c.sub = &subscription{format: format, channels: o.Channels}
+		c.sub = &subscription{format: format}
 	}
 	if format == FormatJSON {
 		// It sees every seq: it never misses one silently, it is
@@ -252,7 +252,7 @@ func (c *Conn) Join(j hub.Joined) {
 	case c.sub.resume:
 		c.env.notRecovered.Add(1)
 	}
-	frames, size := hub.JoinFrames(welcome(c.env.hub.Epoch(), c.sub.channels, j, c.sub.resume), j.Replay, c.Encoding())
+	frames, size := hub.JoinFrames(welcome(c.env.hub.Epoch(), j.Channels, j, c.sub.resume), j.Replay, c.Encoding())
 	var iov []unix.Iovec
 	c.SendLocked(frames, size, &iov)
 	if j.More {

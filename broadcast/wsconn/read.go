@@ -227,11 +227,12 @@ func (c *Conn) Message(op ws.OpCode, payload []byte) error {
 	case c.sub == nil:
 	case c.sub.format == FormatJSON:
 		var err error
-		if channel, kind, data, err = c.sub.parseClientMessage(op, payload); err != nil {
+		on := func(ch string) bool { return c.env.hub.On(c, ch) }
+		if channel, kind, data, err = c.sub.parseClientMessage(on, op, payload); err != nil {
 			return err
 		}
 	default:
-		channel = c.sub.channels[0] // raw: its one channel
+		channel = c.env.hub.FirstChannel(c) // raw: its one channel
 	}
 	if c.sub == nil || c.sub.format == FormatRaw {
 		if op == ws.OpBinary {
