@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/url"
+	"os"
+	"os/exec"
 	"runtime"
 	"testing"
 
@@ -21,6 +24,19 @@ import (
 // no list of its own). On channels others are on too (the common case: a
 // room, a document, a match) one beyond the first costs at most 64 bytes.
 func TestSubscriptionBytesRealPath(t *testing.T) {
+	if os.Getenv("FANOUT_MEASURE_SUBSCRIPTIONS") == "" {
+		// In a process of its own: the heap of one that ran other tests
+		// (servers shutting down, their garbage) moves while it measures
+		// (CI saw 77.8 B for a 51.5 B subscription that way).
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSubscriptionBytesRealPath$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), "FANOUT_MEASURE_SUBSCRIPTIONS=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the measuring process: %v\n%s", err, out)
+		}
+		t.Logf("%s", out)
+		return
+	}
 	const n = 20000
 	names := []string{"room:sports/football", "room:news/europe", "room:weather/paris", "room:markets/fx", "room:chat/general"}
 	heap := func(k int) uint64 {
@@ -60,9 +76,13 @@ func TestSubscriptionBytesRealPath(t *testing.T) {
 		runtime.KeepAlive(tbl)
 		return after.HeapAlloc - before.HeapAlloc
 	}
+	per := math.Inf(1)
+	for range 3 { // the least of three: what the table holds, not what the collector left
+		one, five := heap(1), heap(5)
+		per = min(per, (float64(five)-float64(one))/(4*n))
+	}
 	one, five := heap(1), heap(5)
-	per := (float64(five) - float64(one)) / (4 * n)
-	t.Logf("%.1f bytes per subscription beyond the first, on the real path (%d connections: %d B on 1 channel, %d B on 5)", per, n, one, five)
+	t.Logf("%.1f bytes per subscription beyond the first, on the real path (least of 3; %d connections: %d B on 1 channel, %d B on 5 in a last run)", per, n, one, five)
 	if per > 64 {
 		t.Errorf("%.1f bytes per subscription, over 64", per)
 	}
