@@ -135,6 +135,19 @@ func (c *Conn) LingerOverLocked(now int64) bool {
 	return c.State() == StateClosing && now > c.lingerUntil
 }
 
+// EndLingerLocked tears down a closing connection whose peer had its
+// CloseTimeout to take the goodbye and did not: every codec's sweep does
+// it. c.mu must be held.
+func (c *Conn) EndLingerLocked(now int64) {
+	if c.LingerOverLocked(now) {
+		c.TeardownLocked(c.reason, nil)
+	}
+}
+
+// Kill is hub.Subscriber's Kill for every codec: the connection ends at
+// once (the shutdown ran out of time).
+func (c *Conn) Kill() { c.Teardown(ReasonShutdown, nil) }
+
 const fdClosed = 1 << 30
 
 // AcquireFD takes a reader's reference on fd; false once it is closing.

@@ -155,9 +155,7 @@ func (c *Conn) Sweep(now int64, doPing bool) (queued int) {
 			c.SendControlLocked(ping)
 		}
 	case outbound.StateClosing:
-		if c.LingerOverLocked(now) {
-			c.TeardownLocked(c.ReasonLocked(), nil)
-		}
+		c.EndLingerLocked(now)
 	}
 	return queued
 }
@@ -169,9 +167,6 @@ func (c *Conn) Drain() {
 	c.CloseLocked(nil, outbound.ReasonShutdown, false)
 	c.Unlock()
 }
-
-// Kill implements hub.Subscriber.
-func (c *Conn) Kill() { c.Teardown(outbound.ReasonShutdown, nil) }
 
 // Goodbye implements outbound.Owner: an SSE stream ends without a word
 // (its last event's id is where the client resumes).

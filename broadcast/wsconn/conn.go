@@ -300,9 +300,7 @@ func (c *Conn) Sweep(now int64, ping bool) (queued int) {
 			c.SendControlLocked(ws.CompiledPing)
 		}
 	case outbound.StateClosing:
-		if c.LingerOverLocked(now) {
-			c.TeardownLocked(c.ReasonLocked(), nil)
-		}
+		c.EndLingerLocked(now)
 	}
 	return queued
 }
@@ -313,9 +311,6 @@ func (c *Conn) Drain() {
 	c.CloseLocked(goodbyeShutdown, outbound.ReasonShutdown, false)
 	c.Unlock()
 }
-
-// Kill implements hub.Subscriber.
-func (c *Conn) Kill() { c.Teardown(outbound.ReasonShutdown, nil) }
 
 // Goodbye implements outbound.Owner.
 func (c *Conn) Goodbye(reason outbound.CloseReason) []byte {
