@@ -204,6 +204,9 @@ func (s *Shard) applyInbox() {
 	adds, removes := s.adds, s.removes
 	s.adds, s.removes = s.spareAdds[:0], s.spareRemoves[:0]
 	s.mu.Unlock()
+	if len(adds) > 0 {
+		s.catchUp()
+	}
 	adds = s.admitWaiting(adds)
 	for _, a := range adds {
 		s.table.Link(a.sub, a.req.Channels)
@@ -230,6 +233,17 @@ func (s *Shard) applyInbox() {
 	clear(removes)
 	s.spareAdds, s.spareRemoves = adds, removes
 	s.count.Store(int64(s.table.Len()))
+}
+
+// catchUp delivers what the ring holds for the shard, up to the latest
+// broadcast now, to its members, before subscribers join: a shard behind
+// the others would otherwise deliver to a newcomer, as if live, messages
+// published before its 101 (and its welcome's seq would be behind).
+func (s *Shard) catchUp() {
+	target := s.hub.Last()
+	for s.cursor.Load() <= target && s.hub.take(s) > 0 {
+		s.fanOut()
+	}
 }
 
 // admitWaiting returns the additions that join now: adds and those that
