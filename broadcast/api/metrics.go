@@ -99,6 +99,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descHistForgot, st.History.ForgotSize, "size")
 	counter(descHistForgot, st.History.ForgotTTL, "ttl")
 	counter(descHistForgot, st.History.ForgotBytes, "bytes")
+	counter(descHistForgot, st.History.ForgotEpoch, "epoch")
 	counter(descIdemRepeats, st.IdempotentRepeats)
 	counter(descIdemEvicted, st.IdempotencyEvicted)
 }

@@ -62,6 +62,7 @@ const (
 	forgotSize  = iota // its channel had Size newer ones
 	forgotTTL          // older than TTL
 	forgotBytes        // the node's history was over Bytes
+	forgotEpoch        // a new epoch began (a tier's log was recreated)
 	numForgot
 )
 
@@ -79,6 +80,7 @@ type Memory struct {
 	// went with its last message: a resume from before it, on a channel
 	// without a record, may have missed it.
 	forgotTop  uint64 // guarded by mu
+	epoch      string // guarded by mu: the run of seqs kept (Skip)
 	fullLogged bool   // guarded by mu: the budget was reached and said so
 
 	forgot [numForgot]atomic.Uint64
@@ -141,14 +143,37 @@ func (h *Memory) Append(m *hub.Message) {
 	h.compactLocked()
 }
 
+// Skip implements hub.History: a resume from before seq, on any channel,
+// is not whole from here on; a new epoch forgets everything first.
+func (h *Memory) Skip(epoch string, seq uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if epoch != h.epoch {
+		for _, st := range h.streams {
+			h.forgot[forgotEpoch].Add(uint64(len(st.msgs) - st.at))
+		}
+		clear(h.order)
+		h.streams, h.order, h.orderAt, h.kept, h.bytes, h.forgotTop = make(map[string]*stream), h.order[:0], 0, 0, 0, 0
+		h.epoch = epoch
+	}
+	h.forgotTop = max(h.forgotTop, seq)
+	for _, st := range h.streams {
+		st.floor = max(st.floor, seq)
+	}
+}
+
 // Replay implements hub.History: the channels' streams, each in seq
 // order already, merged; it stops at maxBytes, so that what a resume
 // costs (here, under the lock, and on the shard that encodes it) is
 // bounded, whatever the client asks.
-func (h *Memory) Replay(dst []hub.Message, channels []string, after, upto uint64, maxBytes int) ([]hub.Message, bool, bool) {
+func (h *Memory) Replay(dst []hub.Message, channels []string, since hub.Cursor, upto uint64, maxBytes int) ([]hub.Message, bool, bool) {
 	now := h.cfg.Now().UnixNano()
+	after := since.Seq
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if since.Epoch != h.epoch {
+		return dst, false, false
+	}
 	h.expireLocked(now)
 	var stack [8][]kept
 	heads := stack[:0] // per channel, what is left to replay
@@ -224,6 +249,7 @@ type Stats struct {
 	ForgotSize  uint64 // forgotten: their channel had Size newer ones
 	ForgotTTL   uint64 // forgotten: older than TTL
 	ForgotBytes uint64 // forgotten: the history was over Bytes
+	ForgotEpoch uint64 // forgotten: a new epoch began
 }
 
 // Stats returns the history's gauges and counters.
@@ -234,6 +260,7 @@ func (h *Memory) Stats() Stats {
 	st := Stats{Messages: h.kept, Bytes: h.bytes, Channels: len(h.streams)}
 	h.mu.Unlock()
 	st.ForgotSize, st.ForgotTTL, st.ForgotBytes = h.forgot[forgotSize].Load(), h.forgot[forgotTTL].Load(), h.forgot[forgotBytes].Load()
+	st.ForgotEpoch = h.forgot[forgotEpoch].Load()
 	return st
 }
 

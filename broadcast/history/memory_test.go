@@ -45,12 +45,12 @@ func TestReplayMergesChannelsInSeqOrder(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		f.add([]string{"a", "b", "c"}[i%3], fmt.Sprint(i))
 	}
-	got, _, ok := f.h.Replay(nil, []string{"c", "a"}, 4, 25, 1<<30)
+	got, _, ok := f.h.Replay(nil, []string{"c", "a"}, hub.Cursor{Seq: 4}, 25, 1<<30)
 	want := []uint64{6, 7, 9, 10, 12, 13, 15, 16, 18, 19, 21, 22, 24, 25}
 	if !ok || !slices.Equal(seqs(got), want) {
 		t.Fatalf("Replay(c,a after 4 upto 25) = %v %v, want %v true", seqs(got), ok, want)
 	}
-	got, _, ok = f.h.Replay(got[:0], []string{"never"}, 0, 30, 1<<30)
+	got, _, ok = f.h.Replay(got[:0], []string{"never"}, hub.Cursor{Seq: 0}, 30, 1<<30)
 	if !ok || len(got) != 0 {
 		t.Fatalf("a channel never published to: %v %v, want nothing and true", seqs(got), ok)
 	}
@@ -67,10 +67,10 @@ func TestSizeBound(t *testing.T) {
 		f.add("b", "y")
 	}
 	// a keeps its last 3 (seqs 5, 7, 9): seq 3 is forgotten.
-	if _, _, ok := f.h.Replay(nil, []string{"a"}, a[0], 100, 1<<30); ok {
+	if _, _, ok := f.h.Replay(nil, []string{"a"}, hub.Cursor{Seq: a[0]}, 100, 1<<30); ok {
 		t.Fatal("resume from before a forgotten message said ok")
 	}
-	got, _, ok := f.h.Replay(nil, []string{"a"}, a[1], 100, 1<<30)
+	got, _, ok := f.h.Replay(nil, []string{"a"}, hub.Cursor{Seq: a[1]}, 100, 1<<30)
 	if !ok || !slices.Equal(seqs(got), a[2:]) {
 		t.Fatalf("resume from the last forgotten one: %v %v, want %v", seqs(got), ok, a[2:])
 	}
@@ -87,11 +87,11 @@ func TestTTL(t *testing.T) {
 	c.t = c.t.Add(30 * time.Second)
 	young := f.add("a", "young")
 	c.t = c.t.Add(31 * time.Second) // old is 61 s old, young 31 s
-	got, _, ok := f.h.Replay(nil, []string{"a"}, old, 10, 1<<30)
+	got, _, ok := f.h.Replay(nil, []string{"a"}, hub.Cursor{Seq: old}, 10, 1<<30)
 	if !ok || !slices.Equal(seqs(got), []uint64{young}) {
 		t.Fatalf("after old's TTL: %v %v, want [young] true", seqs(got), ok)
 	}
-	if _, _, ok := f.h.Replay(nil, []string{"a"}, old-1, 10, 1<<30); ok {
+	if _, _, ok := f.h.Replay(nil, []string{"a"}, hub.Cursor{Seq: old - 1}, 10, 1<<30); ok {
 		t.Fatal("resume from before an expired message said ok")
 	}
 	c.t = c.t.Add(time.Minute)
@@ -100,10 +100,10 @@ func TestTTL(t *testing.T) {
 	}
 	// The channel's record went with its last message; what it forgot is
 	// still known: a resume from before it is refused.
-	if _, _, ok := f.h.Replay(nil, []string{"a"}, old, 10, 1<<30); ok {
+	if _, _, ok := f.h.Replay(nil, []string{"a"}, hub.Cursor{Seq: old}, 10, 1<<30); ok {
 		t.Fatal("resume from before forgotten messages of a dropped record said ok")
 	}
-	if _, _, ok := f.h.Replay(nil, []string{"a"}, young, 10, 1<<30); !ok {
+	if _, _, ok := f.h.Replay(nil, []string{"a"}, hub.Cursor{Seq: young}, 10, 1<<30); !ok {
 		t.Fatal("resume from the last forgotten one refused")
 	}
 }
@@ -129,7 +129,7 @@ func TestBytesBound(t *testing.T) {
 	// its oldest kept message.
 	kept := last[len(last)-st.Messages:]
 	all := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6"}
-	got, _, ok := f.h.Replay(nil, all, kept[0]-1, kept[len(kept)-1], 1<<30)
+	got, _, ok := f.h.Replay(nil, all, hub.Cursor{Seq: kept[0] - 1}, kept[len(kept)-1], 1<<30)
 	if !ok || !slices.Equal(seqs(got), kept) {
 		t.Fatalf("replay of what is kept: %d messages ok=%v, want %d", len(got), ok, len(kept))
 	}
@@ -148,7 +148,7 @@ func TestBusyChannelOverItsSize(t *testing.T) {
 	if st.Messages != 11 {
 		t.Fatalf("kept %d, want 11", st.Messages)
 	}
-	got, _, ok := f.h.Replay(nil, []string{"hot", "cold"}, f.next-11, f.next, 1<<30)
+	got, _, ok := f.h.Replay(nil, []string{"hot", "cold"}, hub.Cursor{Seq: f.next - 11}, f.next, 1<<30)
 	if !ok || len(got) != 11 {
 		t.Fatalf("replay %d %v", len(got), ok)
 	}
@@ -185,7 +185,7 @@ func TestReplayInParts(t *testing.T) {
 	var got []uint64
 	after, parts := uint64(0), 0
 	for {
-		msgs, complete, ok := f.h.Replay(nil, []string{"a", "b"}, after, f.next, 10_000)
+		msgs, complete, ok := f.h.Replay(nil, []string{"a", "b"}, hub.Cursor{Seq: after}, f.next, 10_000)
 		if !ok || len(msgs) == 0 {
 			t.Fatalf("part %d: %d messages ok=%v", parts, len(msgs), ok)
 		}

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"encoding/base32"
 	"encoding/binary"
 	"errors"
@@ -49,8 +50,8 @@ type Config struct {
 	// nothing was published since its cursor.
 	History History
 	// Epoch names this hub's run of seqs (they start at 1 with every
-	// hub): a cursor of another epoch cannot be resumed. Empty means a
-	// random one.
+	// hub, unless Begin or Append says otherwise): a cursor of another
+	// epoch cannot be resumed. Empty means a random one.
 	Epoch string
 	// CompressMinBytes: a message (or JSON envelope) under this many
 	// bytes goes to permessage-deflate clients uncompressed. Zero means
@@ -64,19 +65,26 @@ type Config struct {
 }
 
 // History is where the hub keeps recent messages for subscribers that
-// resume. Package history has the in-memory one.
+// resume. Package history has the in-memory one. The hub calls Append and
+// Skip in seq order, with its lock held: they must not block and must not
+// call back into the hub.
 type History interface {
-	// Append keeps m, the hub's latest message. The hub calls it in seq
-	// order, with its lock held, before any shard can take m: it must
-	// not block and must not call back into the hub.
+	// Append keeps m, the hub's latest message, before any shard can
+	// take it.
 	Append(m *Message)
-	// Replay appends to dst the messages kept on channels with
-	// after < seq <= upto, in seq order, and reports whether they are
-	// all there (ok false: some may have been forgotten, and what it
-	// appended is to be ignored). It stops once what it appended reaches
-	// maxBytes (Message.Size; one message at least): complete is false
-	// when more follow.
-	Replay(dst []Message, channels []string, after, upto uint64, maxBytes int) (msgs []Message, complete, ok bool)
+	// Skip says that the next message appended is in epoch, after seq,
+	// and that messages of epoch up to seq may exist that were never
+	// appended (a tier node starts, or misses some): a replay from
+	// before seq cannot be whole. A new epoch forgets what was kept.
+	Skip(epoch string, seq uint64)
+	// Replay appends to dst the messages kept on channels of since's
+	// epoch with since.Seq < seq <= upto, in seq order, and reports
+	// whether they are all there (ok false: some may have been
+	// forgotten, or the epoch is not the history's, and what it appended
+	// is to be ignored). It stops once what it appended reaches maxBytes
+	// (Message.Size; one message at least): complete is false when more
+	// follow.
+	Replay(dst []Message, channels []string, since Cursor, upto uint64, maxBytes int) (msgs []Message, complete, ok bool)
 }
 
 // maxBatch bounds how many messages a shard takes from the ring at once;
@@ -85,15 +93,21 @@ const maxBatch = 64
 
 // Hub orders broadcast messages in a ring that every shard reads at its
 // own pace. Create one with New; several may run in one process.
+//
+// A message has a place in the ring (a position, one after the other) and
+// a cursor, its seq in an epoch: one and the same run standalone (seqs
+// 1, 2, 3...), whatever a tier's log says in a tier (Append), where seqs
+// may skip and an epoch may end.
 type Hub struct {
 	cfg Config
 
-	mu     sync.Mutex
-	ring   []Message // guarded by mu: slot seq%len(ring)
-	head   uint64    // guarded by mu: sequence number of the next message (seqs start at 1)
-	closed bool      // guarded by mu: no more broadcasts
-	hist   History   // Append called with mu held
-	epoch  string
+	mu       sync.Mutex
+	ring     []Message     // guarded by mu: slot pos%len(ring)
+	head     uint64        // guarded by mu: position of the next message (from 1)
+	last     Cursor        // guarded by mu: the latest message's cursor (seq 0 before the first)
+	closed   bool          // guarded by mu: no more broadcasts
+	roomWait chan struct{} // guarded by mu: closed when the slowest shard frees a slot (AppendWait)
+	hist     History       // Append and Skip called with mu held
 
 	shards     []*Shard
 	pingPhases uint64        // sweeps per ping interval; 0: no pings
@@ -127,8 +141,8 @@ func New(cfg Config) *Hub {
 	h := &Hub{
 		cfg:       cfg,
 		head:      1,
+		last:      Cursor{Epoch: cfg.Epoch},
 		hist:      cfg.History,
-		epoch:     cfg.Epoch,
 		ring:      make([]Message, cfg.Backlog),
 		shards:    make([]*Shard, cfg.Shards),
 		stopSweep: make(chan struct{}),
@@ -136,6 +150,9 @@ func New(cfg Config) *Hub {
 	}
 	if cfg.PingInterval > 0 {
 		h.pingPhases = uint64(max(cfg.PingInterval/cfg.SweepEvery, 1))
+	}
+	if h.hist != nil {
+		h.hist.Skip(cfg.Epoch, 0)
 	}
 	for i := range h.shards {
 		h.shards[i] = newShard(h)
@@ -155,29 +172,114 @@ func New(cfg Config) *Hub {
 // the ring and wakes every shard. It never blocks.
 func (h *Hub) Broadcast(m Message) (seq uint64, err error) {
 	h.mu.Lock()
-	if h.closed {
+	if err := h.roomLocked(); err != nil {
 		h.mu.Unlock()
-		return 0, ErrClosed
+		return 0, err
+	}
+	seq = h.last.Seq + 1
+	h.appendLocked(m, Cursor{Epoch: h.last.Epoch, Seq: seq})
+	return seq, nil
+}
+
+// ErrOrder: Append was given a cursor at or before the hub's latest in
+// the same epoch (a message taken twice from a tier's log).
+var ErrOrder = errors.New("hub: message at or before the latest seq")
+
+// Append is Broadcast for a message whose cursor a tier's log gave: seqs
+// rise within an epoch and may skip (the history learns that it cannot
+// replay across the skip), and a new epoch starts over (the history
+// forgets the old one). It never blocks: ErrBacklog when the ring is
+// full (see AppendWait).
+func (h *Hub) Append(m Message, at Cursor) error {
+	h.mu.Lock()
+	if err := h.roomLocked(); err != nil {
+		h.mu.Unlock()
+		return err
+	}
+	if at.Epoch == h.last.Epoch && at.Seq <= h.last.Seq {
+		h.mu.Unlock()
+		return ErrOrder
+	}
+	h.appendLocked(m, at)
+	return nil
+}
+
+// AppendWait is Append that waits, while ctx lasts, for the slowest shard
+// to free a slot instead of failing with ErrBacklog: how a tier's
+// consumer holds back rather than drop what its log has acknowledged.
+func (h *Hub) AppendWait(ctx context.Context, m Message, at Cursor) error {
+	for {
+		err := h.Append(m, at)
+		if !errors.Is(err, ErrBacklog) {
+			return err
+		}
+		h.mu.Lock()
+		if h.roomLocked() == nil { // freed since
+			h.mu.Unlock()
+			continue
+		}
+		if h.roomWait == nil {
+			h.roomWait = make(chan struct{})
+		}
+		room := h.roomWait
+		h.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Begin sets where the hub's seqs continue before any message is
+// broadcast: a tier node's first seq follows its log's. It fails once a
+// message went into the ring.
+func (h *Hub) Begin(at Cursor) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.head != 1 {
+		return errors.New("hub: Begin after the first message")
+	}
+	h.last = at
+	if h.hist != nil {
+		h.hist.Skip(at.Epoch, at.Seq)
+	}
+	for _, s := range h.shards {
+		s.last = at
+	}
+	return nil
+}
+
+func (h *Hub) roomLocked() error {
+	if h.closed {
+		return ErrClosed
 	}
 	if h.head-h.minCursorLocked() >= uint64(len(h.ring)) {
-		h.mu.Unlock()
-		return 0, ErrBacklog
+		return ErrBacklog
 	}
-	seq = h.head
-	m.Seq = seq
-	m.lazy.epoch, m.lazy.compressMin = h.epoch, h.cfg.CompressMinBytes
+	return nil
+}
+
+// appendLocked puts m, at its cursor, in the history and the ring, then
+// unlocks and wakes every shard.
+func (h *Hub) appendLocked(m Message, at Cursor) {
+	if h.hist != nil && (at.Epoch != h.last.Epoch || at.Seq != h.last.Seq+1) {
+		h.hist.Skip(at.Epoch, at.Seq-1)
+	}
+	h.last = at
+	m.Seq = at.Seq
+	m.lazy.epoch, m.lazy.compressMin = at.Epoch, h.cfg.CompressMinBytes
 	if h.hist != nil {
 		// Before any shard can take it: a subscriber joining once a
 		// shard has passed it finds it there (Shard.joined).
 		h.hist.Append(&m)
 	}
-	h.ring[seq%uint64(len(h.ring))] = m
+	h.ring[h.head%uint64(len(h.ring))] = m
 	h.head++
 	h.mu.Unlock() // counted (head) before any shard can deliver it
 	for _, s := range h.shards {
 		s.notify()
 	}
-	return seq, nil
 }
 
 // minCursorLocked is the oldest sequence some shard has not taken yet.
@@ -202,10 +304,19 @@ func (h *Hub) take(s *Shard) int {
 	}
 	before := h.minCursorLocked()
 	s.cursor.Store(cur + n)
+	if n > 0 {
+		m := &s.batch[n-1]
+		s.last = Cursor{Epoch: m.lazy.epoch, Seq: m.Seq}
+	}
 	// Slots every shard has taken are dropped now, so the ring does not
 	// keep up to Backlog messages alive after they went out.
-	for q, after := before, h.minCursorLocked(); q < after; q++ {
+	after := h.minCursorLocked()
+	for q := before; q < after; q++ {
 		h.ring[q%uint64(len(h.ring))] = Message{}
+	}
+	if h.roomWait != nil && after > before {
+		close(h.roomWait)
+		h.roomWait = nil
 	}
 	return int(n)
 }
@@ -217,16 +328,31 @@ func (h *Hub) pending(s *Shard) bool {
 	return h.head > s.cursor.Load()
 }
 
-// Last is the seq of the latest broadcast: the count of messages broadcast
-// so far (0 before the first).
-func (h *Hub) Last() uint64 {
+// Last is the latest message's cursor (seq 0 before the first).
+func (h *Hub) Last() Cursor {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last
+}
+
+// Epoch names the hub's current run of seqs (Config.Epoch, or what
+// Begin and Append set).
+func (h *Hub) Epoch() string { return h.Last().Epoch }
+
+// count is the number of messages broadcast so far.
+func (h *Hub) count() uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.head - 1
 }
 
-// Epoch names the hub's run of seqs (Config.Epoch).
-func (h *Hub) Epoch() string { return h.epoch }
+// shardLast is s's position as a cursor: the last message it took, and the
+// hub's latest.
+func (h *Hub) shardLast(s *Shard) (shard, latest Cursor, head uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return s.last, h.last, h.head
+}
 
 // NewEpoch returns a fresh random epoch: 12 characters of base32.
 func NewEpoch() string {
@@ -381,7 +507,7 @@ type Stats struct {
 
 // Stats returns the hub's counters.
 func (h *Hub) Stats() Stats {
-	st := Stats{Broadcasts: h.Last()}
+	st := Stats{Broadcasts: h.count()}
 	for _, s := range h.shards {
 		st.Deliveries += s.counters.Deliveries.Load()
 		st.Dropped += s.counters.Dropped.Load()

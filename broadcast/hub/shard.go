@@ -61,10 +61,12 @@ type Cursor struct {
 
 // Joined is what a subscriber learns as it joins its shard.
 type Joined struct {
-	// Seq is the latest seq before its first live message: it receives
+	// Epoch and Seq are the latest cursor before its first live message
+	// (Seq 0: none yet in Epoch): it receives
 	// every message on its channels with a greater seq, live, and none
 	// with a smaller one.
-	Seq uint64
+	Epoch string
+	Seq   uint64
 	// Recovered: Resume was asked and Replay holds every message on its
 	// channels after Since, up to Seq, in seq order. False with Resume:
 	// they are not all known (another epoch, history gone) and Replay is
@@ -88,7 +90,8 @@ type Shard struct {
 	wake chan struct{} // capacity 1: "something to do"
 	stop chan struct{}
 
-	cursor atomic.Uint64 // next sequence number to take from the ring
+	cursor atomic.Uint64 // next position to take from the ring
+	last   Cursor        // guarded by hub.mu: the cursor of the last message taken
 	count  atomic.Int64  // len(subs), for readers outside the goroutine
 
 	sweepDue  atomic.Bool
@@ -130,7 +133,8 @@ func newShard(h *Hub) *Shard {
 		fanoutHist: NewHist(fanoutBounds...),
 		queueHist:  NewHist(queueBounds...),
 	}
-	s.cursor.Store(1) // seqs start at 1
+	s.cursor.Store(1) // positions start at 1
+	s.last = h.last
 	s.table.counted = &s.counters
 	return s
 }
@@ -240,8 +244,8 @@ func (s *Shard) applyInbox() {
 // the others would otherwise deliver to a newcomer, as if live, messages
 // published before its 101 (and its welcome's seq would be behind).
 func (s *Shard) catchUp() {
-	target := s.hub.Last()
-	for s.cursor.Load() <= target && s.hub.take(s) > 0 {
+	_, _, head := s.hub.shardLast(s)
+	for s.cursor.Load() < head && s.hub.take(s) > 0 {
 		s.fanOut()
 	}
 }
@@ -253,15 +257,16 @@ func (s *Shard) catchUp() {
 // joining now would deliver it, live, messages it already has. Its 101
 // waits with it.
 func (s *Shard) admitWaiting(adds []addition) []addition {
-	if len(s.waiting) == 0 && !s.anyAhead(adds) {
+	last, latest, _ := s.hub.shardLast(s)
+	if len(s.waiting) == 0 && !anyAhead(adds, last) {
 		return adds
 	}
 	all := append(s.waiting, adds...)
 	s.waiting = nil
-	ready, last := adds[:0], s.cursor.Load()-1
-	head := s.hub.Last()
+	ready := adds[:0]
 	for _, a := range all {
-		if r := a.req; r.Resume && r.Since.Epoch == s.hub.epoch && r.Since.Seq > last && r.Since.Seq <= head {
+		if r := a.req; r.Resume && r.Since.Epoch == latest.Epoch && r.Since.Seq <= latest.Seq &&
+			(last.Epoch != latest.Epoch || r.Since.Seq > last.Seq) {
 			s.waiting = append(s.waiting, a)
 			continue
 		}
@@ -270,23 +275,23 @@ func (s *Shard) admitWaiting(adds []addition) []addition {
 	return ready
 }
 
-// anyAhead reports whether some addition resumes from beyond the shard's
-// cursor.
-func (s *Shard) anyAhead(adds []addition) bool {
-	last := s.cursor.Load() - 1
+// anyAhead reports whether some addition resumes from beyond last, the
+// shard's cursor.
+func anyAhead(adds []addition, last Cursor) bool {
 	for _, a := range adds {
-		if a.req.Resume && a.req.Since.Seq > last {
+		if a.req.Resume && (a.req.Since.Epoch != last.Epoch || a.req.Since.Seq > last.Seq) {
 			return true
 		}
 	}
 	return false
 }
 
-// joined is where a subscriber asking for req starts: the seq before the
-// shard's next message and, if it asked to resume, what it missed.
+// joined is where a subscriber asking for req starts: the cursor of the
+// shard's last message and, if it asked to resume, what it missed.
 func (s *Shard) joined(req Subscription) Joined {
-	j := Joined{Seq: s.cursor.Load() - 1, Channels: req.Channels}
-	if !req.Resume || req.Since.Epoch != s.hub.epoch || req.Since.Seq > j.Seq {
+	last, _, _ := s.hub.shardLast(s)
+	j := Joined{Epoch: last.Epoch, Seq: last.Seq, Channels: req.Channels}
+	if !req.Resume || req.Since.Epoch != j.Epoch || req.Since.Seq > j.Seq {
 		return j // nothing asked, or a cursor of another run of seqs
 	}
 	if req.Since.Seq == j.Seq {
@@ -300,7 +305,7 @@ func (s *Shard) joined(req Subscription) Joined {
 	if len(channels) == 0 {
 		channels = defaultChannel
 	}
-	replay, complete, ok := s.hub.hist.Replay(s.replay[:0], channels, req.Since.Seq, j.Seq, s.hub.cfg.ReplayBytes)
+	replay, complete, ok := s.hub.hist.Replay(s.replay[:0], channels, req.Since, j.Seq, s.hub.cfg.ReplayBytes)
 	s.replay = replay
 	if ok {
 		j.Recovered, j.Replay, j.More = true, replay, !complete

@@ -110,7 +110,7 @@ func (c *Conn) Start(first []byte, req hub.Subscription) error {
 func (c *Conn) Join(j hub.Joined) {
 	c.Lock()
 	defer c.Unlock()
-	epoch := c.env.hub.Epoch()
+	epoch := j.Epoch
 	// The welcome's id is where the client has everything up to: its
 	// cursor when it is recovered (the replay follows, each event moving
 	// it on), the welcome's seq otherwise. A client that drops in the

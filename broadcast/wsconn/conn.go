@@ -252,7 +252,7 @@ func (c *Conn) Join(j hub.Joined) {
 	case c.sub.resume:
 		c.env.notRecovered.Add(1)
 	}
-	frames, size := hub.JoinFrames(welcome(c.env.hub.Epoch(), j.Channels, j, c.sub.resume), j.Replay, c.Encoding())
+	frames, size := hub.JoinFrames(welcome(j.Epoch, j.Channels, j, c.sub.resume), j.Replay, c.Encoding())
 	var iov []unix.Iovec
 	c.SendLocked(frames, size, &iov)
 	if j.More {
