@@ -1,6 +1,8 @@
 package broadcast_test
 
 import (
+	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,14 +13,33 @@ import (
 
 // loopBus is a bus of one node that panics on the payload "boom": a bug
 // in a read handler's path, on the pool.
-type loopBus struct{ srv *broadcast.Server }
+type loopBus struct {
+	srv *broadcast.Server
+	mu  sync.Mutex
+	seq uint64 // guarded by mu
+}
 
-func (b *loopBus) Publish(channel string, kind byte, p []byte) error {
+func (b *loopBus) Publish(_ context.Context, channel string, kind byte, p []byte, _ string) (string, uint64, bool, error) {
+	epoch, seq, err := b.deliver(channel, kind, p)
+	return epoch, seq, false, err
+}
+
+func (b *loopBus) PublishAsync(channel string, kind byte, p []byte) error {
 	if string(p) == "boom" {
 		panic("loopBus: boom")
 	}
-	_, err := b.srv.Deliver(channel, kind, p)
+	_, _, err := b.deliver(channel, kind, p)
 	return err
+}
+
+func (b *loopBus) MaxPayload() int { return 0 }
+
+func (b *loopBus) deliver(channel string, kind byte, p []byte) (string, uint64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.seq++
+	epoch := b.srv.Epoch()
+	return epoch, b.seq, b.srv.Deliver(context.Background(), epoch, b.seq, channel, kind, p)
 }
 
 // A panic in a connection's handler costs that connection only: it is

@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,8 +27,9 @@ var (
 	ErrInvalidJSON = errors.New("broadcast: JSON message is not valid JSON")
 	// ErrChannel wraps what is wrong with a channel name.
 	ErrChannel = hub.ErrChannelName
-	// ErrBus wraps a bus's refusal (its buffer is full, it is closed).
-	ErrBus = errors.New("broadcast: bus refused the message")
+	// ErrBus wraps a bus's refusal: the tier's log cannot take the
+	// message now (not connected, no acknowledgement, closed).
+	ErrBus = errors.New("broadcast: the tier did not take the message")
 )
 
 // Kind is what a message's payload is: text, binary or JSON.
@@ -58,8 +60,8 @@ type Message struct {
 // Receipt is what a publish did.
 type Receipt struct {
 	Channel string
-	// Seq is the message's place in the node's order (0 in a tier: the
-	// bus gives it one on each node).
+	// Seq is the message's place in the order every client sees: the
+	// node's, or in a tier the stream sequence of the tier's log.
 	Seq   uint64
 	Epoch string
 	// Recipients is the number of subscribers on the channel at this
@@ -111,56 +113,102 @@ func (s *Server) publish(m Message) (Receipt, error) {
 	default:
 		return Receipt{}, fmt.Errorf("broadcast: publish: unknown kind %d", m.Kind)
 	}
-	seq, err := s.route(m.Channel, m.Kind, m.Payload)
+	if s.bus != nil {
+		return s.publishTier(m)
+	}
+	seq, err := s.fanOut(m.Channel, m.Kind, m.Payload)
 	if err != nil {
 		return Receipt{}, err
 	}
 	return Receipt{Channel: m.Channel, Seq: seq, Epoch: s.hub.Epoch(), Recipients: s.hub.Members(m.Channel)}, nil
 }
 
+// publishTier stores m in the tier's log and answers once the log
+// acknowledged it; every node, this one included, delivers it from there.
+// The key is the log's too, so a repeat through another node is found.
+func (s *Server) publishTier(m Message) (Receipt, error) {
+	if err := s.tierUsable(len(m.Payload)); err != nil {
+		return Receipt{}, err
+	}
+	epoch, seq, repeat, err := s.bus.Publish(context.Background(), m.Channel, byte(m.Kind), m.Payload, m.IdempotencyKey)
+	if err != nil {
+		s.refused.Add(1)
+		return Receipt{}, fmt.Errorf("%w: %w", ErrBus, err)
+	}
+	return Receipt{Channel: m.Channel, Seq: seq, Epoch: epoch, Recipients: s.hub.Members(m.Channel), Repeat: repeat}, nil
+}
+
+// tierUsable refuses what the tier cannot take, before it is sent: a
+// message over what the NATS server carries, anything once closing.
+func (s *Server) tierUsable(size int) error {
+	if s.closing.Load() {
+		s.refused.Add(1)
+		return ErrServerClosed
+	}
+	if mp := s.bus.MaxPayload(); mp > 0 && size > mp {
+		s.refused.Add(1)
+		return fmt.Errorf("%w: %d bytes, over the %d the tier's NATS server carries (its max_payload, less headers)", ErrTooBig, size, mp)
+	}
+	return nil
+}
+
 // compactBufs hold JSON payloads while they are compacted (then copied
 // into their frame).
 var compactBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// Bus carries messages between fanout nodes (see package bus). With one
-// set, every message the server would fan out goes to the bus instead,
-// and comes back to every node, this one included, through Deliver.
+// Bus is the tier's log (see package bus): with one set, every message
+// goes to the log instead of this node's hub, and every node, this one
+// included, delivers what the log holds, in its order, through Begin and
+// Deliver.
 type Bus interface {
-	Publish(channel string, kind byte, payload []byte) error
+	// Publish stores a message and returns once the log acknowledged it:
+	// its cursor, and repeat when a message with the same idempotency key
+	// id was stored already (at seq).
+	Publish(ctx context.Context, channel string, kind byte, payload []byte, id string) (epoch string, seq uint64, repeat bool, err error)
+	// PublishAsync hands a client's message to the log without waiting
+	// for its acknowledgement; the bus counts and logs what the log then
+	// refuses.
+	PublishAsync(channel string, kind byte, payload []byte) error
+	// MaxPayload is the largest payload the log takes (0: unknown yet).
+	MaxPayload() int
 }
 
-// SetBus joins the server to a bus. Call it before Serve.
+// SetBus joins the server to a tier's log. Call it before Serve.
 func (s *Server) SetBus(b Bus) { s.bus = b }
 
-// Deliver fans out a message the bus brings, to this node's clients. kind
-// is the Kind the publishing node gave the bus. It returns the message's
-// seq on this node.
-func (s *Server) Deliver(channel string, kind byte, payload []byte) (uint64, error) {
-	seq, err := s.fanOut(channel, Kind(kind), payload)
-	if err != nil {
-		s.logRefused.Warn(s.log, "bus message refused locally", "err", err)
-	}
-	return seq, err
+// Begin implements bus.Sink: the log's next message follows seq, in
+// epoch. Called before the first Deliver, before Serve.
+func (s *Server) Begin(epoch string, seq uint64) error {
+	return s.hub.Begin(hub.Cursor{Epoch: epoch, Seq: seq})
 }
 
-// route sends a validated message to the bus when the node is in a tier
-// (seq 0: the bus gives it one on each node), and fans it out here
-// otherwise. What it returns is all a client's message needs: the
-// receipt's other fields cost a walk over the shards, for publishers who
-// asked (Publish).
-func (s *Server) route(channel string, kind Kind, payload []byte) (seq uint64, err error) {
+// Deliver implements bus.Sink: it fans out a message of the tier's log to
+// this node's clients, at the log's cursor. It waits while the hub's
+// backlog is full (the log keeps what this node has not taken: nothing is
+// dropped here) until ctx ends.
+func (s *Server) Deliver(ctx context.Context, epoch string, seq uint64, channel string, kind byte, payload []byte) error {
+	err := s.hub.AppendWait(ctx, hub.NewMessage(channel, Kind(kind), payload), hub.Cursor{Epoch: epoch, Seq: seq})
+	if err != nil && ctx.Err() == nil {
+		s.logRefused.Warn(s.log, "message from the tier's log refused locally", "seq", seq, "err", err)
+	}
+	return err
+}
+
+// route sends a client's validated message to the tier's log when the
+// node is in a tier, and fans it out here otherwise.
+func (s *Server) route(channel string, kind Kind, payload []byte) error {
 	if s.bus == nil {
-		return s.fanOut(channel, kind, payload)
+		_, err := s.fanOut(channel, kind, payload)
+		return err
 	}
-	if s.closing.Load() {
+	if err := s.tierUsable(len(payload)); err != nil {
+		return err
+	}
+	if err := s.bus.PublishAsync(channel, byte(kind), payload); err != nil {
 		s.refused.Add(1)
-		return 0, ErrServerClosed
+		return fmt.Errorf("%w: %w", ErrBus, err)
 	}
-	if err := s.bus.Publish(channel, byte(kind), payload); err != nil {
-		s.refused.Add(1)
-		return 0, fmt.Errorf("%w: %w", ErrBus, err)
-	}
-	return 0, nil
+	return nil
 }
 
 // fanOut encodes the message once and broadcasts it through the hub.

@@ -224,8 +224,7 @@ type connNode Server
 // the frame parser (and, in json format, by its codec), is routed like
 // any other.
 func (n *connNode) Accept(channel string, kind Kind, payload []byte) error {
-	_, err := (*Server)(n).route(channel, kind, payload)
-	return err
+	return (*Server)(n).route(channel, kind, payload)
 }
 
 // Closed implements wsconn.Node: count the reason, then give the

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,13 +28,15 @@ type Server interface {
 	Stats() broadcast.Stats
 }
 
-// Bus is what the admin API needs of the bus joining a tier: *bus.NATS is
-// one.
+// Bus is what the admin API needs of the bus joining a tier:
+// *bus.JetStream is one.
 type Bus interface {
-	// Connected reports whether the node can reach the rest of the tier.
+	// Connected reports whether the node can reach the tier's log.
 	Connected() bool
 	// Collector exports the bus's metrics.
 	Collector() prometheus.Collector
+	// Status is the bus's state, for GET /bus (JSON).
+	Status() any
 }
 
 // Config configures an Admin. Each field says what its zero value means.
@@ -41,9 +44,11 @@ type Config struct {
 	// Server is the broadcast server published to and reported on.
 	// Required: New fails without it.
 	Server Server
-	// Bus, if set, adds its metrics to /metrics and makes /readyz answer
-	// 503 "bus disconnected" while it is away. Nil means standalone
-	// (leave it nil rather than setting a nil *bus.NATS).
+	// Bus, if set, adds its metrics to /metrics and serves GET /bus: 200
+	// with its state while connected, 503 with it while not. /readyz
+	// stays about this node: a NATS outage must not take every node out
+	// of its load balancer at once. Nil means standalone (leave it nil
+	// rather than setting a nil *bus.JetStream).
 	Bus Bus
 	// PublishKeys are the bearer keys POST /publish accepts. Empty
 	// disables publishing: every request gets 403.
@@ -99,6 +104,9 @@ func New(cfg Config) (*Admin, error) {
 	a.mux.Handle("/publish/batch", BatchHandler(cfg.Server, cfg.PublishKeys, cfg.Batch))
 	a.mux.Handle("GET /channels", ChannelsHandler(cfg.Server, cfg.PublishKeys))
 	a.mux.HandleFunc("GET /readyz", a.readyz)
+	if cfg.Bus != nil {
+		a.mux.HandleFunc("GET /bus", a.busz)
+	}
 	return a, nil
 }
 
@@ -125,7 +133,7 @@ func PprofHandler() http.Handler {
 func (a *Admin) Handler() http.Handler { return a.mux }
 
 // SetReady makes /readyz answer 200 once the server is serving (unless
-// draining, or the bus is away).
+// draining).
 func (a *Admin) SetReady() { a.ready.Store(true) }
 
 // SetDraining makes /readyz answer 503 "draining" from now on, so a load
@@ -140,13 +148,22 @@ func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
 	case !a.ready.Load():
 		http.Error(w, "starting", http.StatusServiceUnavailable)
 		return
-	case a.bus != nil && !a.bus.Connected():
-		// Local clients are still served; this node just cannot reach
-		// the rest of the tier.
-		http.Error(w, "bus disconnected", http.StatusServiceUnavailable)
-		return
 	}
 	io.WriteString(w, "ready\n")
+}
+
+// busz serves GET /bus: the tier's state as this node sees it.
+func (a *Admin) busz(w http.ResponseWriter, r *http.Request) {
+	b, err := json.Marshal(a.bus.Status())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if !a.bus.Connected() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	w.Write(append(b, '\n'))
 }
 
 // HTTPConfig bounds what the clients of an admin (or pprof) listener may

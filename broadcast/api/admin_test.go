@@ -30,6 +30,12 @@ type fakeBus struct{ up atomic.Bool }
 
 func (b *fakeBus) Connected() bool { return b.up.Load() }
 
+func (b *fakeBus) Status() any {
+	return struct {
+		Up bool `json:"up"`
+	}{b.up.Load()}
+}
+
 func (b *fakeBus) Collector() prometheus.Collector {
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fanout_bus_connected", Help: "test bus"}, func() float64 {
 		if b.up.Load() {
@@ -45,8 +51,10 @@ func TestNewNeedsServer(t *testing.T) {
 	}
 }
 
-// /readyz goes starting → ready → (bus away and back) → draining, and
-// draining is final; /healthz answers 200 throughout.
+// /readyz goes starting → ready → draining, and draining is final, the
+// bus away or not (it is about this node: a NATS outage must not take
+// every node out at once); /bus says where the bus is; /healthz answers
+// 200 throughout.
 func TestHealthAndReadiness(t *testing.T) {
 	s := startServer(t, broadcast.Config{})
 	bus := &fakeBus{}
@@ -64,8 +72,14 @@ func TestHealthAndReadiness(t *testing.T) {
 	expect("before SetReady", http.StatusServiceUnavailable, "starting\n")
 	a.SetReady()
 	expect("ready", http.StatusOK, "ready\n")
+	if code, body := get(t, admin+"/bus"); code != http.StatusOK || body != `{"up":true}`+"\n" {
+		t.Errorf("bus up: /bus %d %q", code, body)
+	}
 	bus.up.Store(false)
-	expect("bus away", http.StatusServiceUnavailable, "bus disconnected\n")
+	expect("bus away", http.StatusOK, "ready\n")
+	if code, body := get(t, admin+"/bus"); code != http.StatusServiceUnavailable || body != `{"up":false}`+"\n" {
+		t.Errorf("bus away: /bus %d %q, want 503", code, body)
+	}
 	bus.up.Store(true)
 	expect("bus back", http.StatusOK, "ready\n")
 	a.SetDraining()
@@ -78,6 +92,9 @@ func TestHealthAndReadiness(t *testing.T) {
 	alone.SetReady()
 	if code, body := get(t, url+"/readyz"); code != http.StatusOK || body != "ready\n" {
 		t.Errorf("standalone: /readyz %d %q", code, body)
+	}
+	if code, _ := get(t, url+"/bus"); code != http.StatusNotFound {
+		t.Errorf("standalone: /bus %d, want 404", code)
 	}
 }
 

@@ -6,7 +6,8 @@
 // against fakes as well as a real *broadcast.Server.
 //
 //	GET  /healthz        200 "ok" while the process runs
-//	GET  /readyz         200 "ready"; 503 "starting", "draining" or "bus disconnected"
+//	GET  /readyz         200 "ready"; 503 "starting" or "draining" (about this node only)
+//	GET  /bus            in a tier: the bus's state (JSON); 503 while NATS is away
 //	GET  /metrics        Prometheus: the server's Stats (fanout_*), the bus's, Go and process
 //	POST /publish        a backend's message, or an NDJSON batch of them, to every client (see PublishHandler)
 //

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/fanout/fanout/broadcast/admit"
 	"github.com/fanout/fanout/broadcast/api"
 	"github.com/fanout/fanout/broadcast/bus"
+	"github.com/nats-io/nats.go"
 )
 
 // options is the command line, environment and secret files turned into
@@ -37,9 +39,18 @@ type options struct {
 	authAudience    string // -auth-audience: aud must name it, when set
 	authIssuer      string // -auth-issuer: iss must be it, when set
 	nats            string
-	natsSubject     string
-	natsBuffer      int
-	natsResume      time.Duration
+	natsStream      string
+	natsStorage     string
+	natsReplicas    int
+	natsCreds       string
+	natsNkey        string
+	natsUser        string
+	natsPassword    string
+	natsTLSCA       string
+	natsTLSCert     string
+	natsTLSKey      string
+	natsTimeout     time.Duration
+	natsOptions     []nats.Option // built by validateNATS
 	clientPublish   bool
 	sse             bool
 	compression     string // -compression: on or off
@@ -74,9 +85,10 @@ func defaults() *options {
 		logLevel:        "info",
 		logFormat:       "text",
 		gcPercent:       50,
-		natsSubject:     bc.Subject,
-		natsBuffer:      bc.BufferBytes,
-		natsResume:      bc.ResumeDelay,
+		natsStream:      bc.Stream,
+		natsStorage:     "file",
+		natsReplicas:    bc.Replicas,
+		natsTimeout:     bc.PublishTimeout,
 		clientPublish:   !cfg.ReceiveOnly,
 		sse:             !cfg.NoSSE,
 		compression:     onOff(!cfg.NoCompression),
@@ -198,10 +210,18 @@ func defineFlags(o *options) *flag.FlagSet {
 	fs.IntVar(&c.IdempotencyKeys, "idempotency-keys", c.IdempotencyKeys, "idempotency keys remembered at once (`n`); beyond, the oldest is forgotten early (counted, logged)")
 	fs.IntVar(&o.batch.MaxItems, "max-batch-items", o.batch.MaxItems, "messages in one POST /publish/batch (`n`); more get 413")
 	fs.IntVar(&o.batch.MaxBytes, "max-batch-bytes", o.batch.MaxBytes, "body of one POST /publish/batch (`bytes`); more get 413")
-	fs.StringVar(&o.nats, "nats", o.nats, "join a fan-out tier over NATS at this `URL` (nats://host:4222, comma-separated for a cluster); empty runs standalone")
-	fs.StringVar(&o.natsSubject, "nats-subject", o.natsSubject, "NATS `subject` the tier's messages travel on")
-	fs.IntVar(&o.natsBuffer, "nats-buffer", o.natsBuffer, "`bytes` of published messages kept for resending over a bus outage; beyond, publishes are refused")
-	fs.DurationVar(&o.natsResume, "nats-resume-delay", o.natsResume, "after a bus reconnect, hold publishes this `duration` so every node is subscribed again")
+	fs.StringVar(&o.nats, "nats", o.nats, "join a fan-out tier through JetStream at this NATS `URL` (nats://host:4222, tls://..., comma-separated for a cluster); empty runs standalone")
+	fs.StringVar(&o.natsStream, "nats-stream", o.natsStream, "the JetStream `stream` the tier shares (created or updated at start-up; subjects NAME.>)")
+	fs.StringVar(&o.natsStorage, "nats-storage", o.natsStorage, "the stream's storage: `file` (survives a NATS restart) or memory")
+	fs.IntVar(&o.natsReplicas, "nats-replicas", o.natsReplicas, "the stream's `replicas` in a JetStream cluster (1-5)")
+	fs.DurationVar(&o.natsTimeout, "nats-publish-timeout", o.natsTimeout, "how long a publish waits for JetStream's acknowledgement (`duration`) before it is refused with 503")
+	fs.StringVar(&o.natsCreds, "nats-creds", o.natsCreds, "NATS credentials `file` (JWT and seed)")
+	fs.StringVar(&o.natsNkey, "nats-nkey", o.natsNkey, "NATS nkey seed `file`")
+	fs.StringVar(&o.natsUser, "nats-user", o.natsUser, "NATS `user` (with -nats-password)")
+	fs.StringVar(&o.natsPassword, "nats-password", o.natsPassword, "NATS `password` (prefer FANOUT_NATS_PASSWORD: flags show in ps)")
+	fs.StringVar(&o.natsTLSCA, "nats-tls-ca", o.natsTLSCA, "CA certificate `file` to verify the NATS server with")
+	fs.StringVar(&o.natsTLSCert, "nats-tls-cert", o.natsTLSCert, "client certificate `file` for NATS (with -nats-tls-key)")
+	fs.StringVar(&o.natsTLSKey, "nats-tls-key", o.natsTLSKey, "client key `file` for NATS (with -nats-tls-cert)")
 	fs.StringVar(&o.origins, "origins", o.origins, "allowed browser `origins`, comma-separated: https://app.example.com (scheme and port compared), app.example.com (any), *.example.com or *; empty allows pages from loopback only (localhost, 127.0.0.0/8, [::1]); requests without Origin are always allowed")
 	fs.StringVar(&c.PublicHost, "public-host", c.PublicHost, "the `host` browsers reach this server by (fanout.example.com, or https://fanout.example.com to compare scheme and port): its pages are allowed on top of -origins or the loopback default")
 	fs.StringVar(&o.keys, "publish-keys", o.keys, "comma-separated bearer `keys` for POST /publish (prefer FANOUT_PUBLISH_KEYS or -publish-keys-file: flags show in ps); none disables /publish")
@@ -340,11 +360,8 @@ func validateChoices(o *options) error {
 	if o.sse && c.SSEPath == c.Path {
 		return fmt.Errorf("%s: %q is -path too: they must differ (e.g. /sse)", o.src("sse-path"), c.SSEPath)
 	}
-	if o.natsBuffer <= 0 {
-		return fmt.Errorf("%s: %d: must be positive (e.g. %d)", o.src("nats-buffer"), o.natsBuffer, bus.DefaultConfig().BufferBytes)
-	}
-	if o.natsResume <= 0 {
-		return fmt.Errorf("%s: %s: must be positive (e.g. %s)", o.src("nats-resume-delay"), o.natsResume, bus.DefaultConfig().ResumeDelay)
+	if err := validateNATS(o); err != nil {
+		return err
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return fmt.Errorf("%s: %q: want text or json", o.src("log-format"), o.logFormat)
@@ -532,4 +549,83 @@ func configure(o *options) {
 	if c.MaxHandshakesPerIP == 0 {
 		c.MaxHandshakesPerIP = -1 // the flag's "no cap"; the Config's zero is the default
 	}
+}
+
+// validateNATS checks the tier's flags and builds the NATS connection's
+// options from them (credentials files are read now: a bad one is a bad
+// flag, not a failure at the first connect).
+func validateNATS(o *options) error {
+	if o.nats == "" {
+		return nil
+	}
+	for _, u := range strings.Split(o.nats, ",") {
+		u = strings.TrimSpace(u)
+		scheme, _, ok := strings.Cut(u, "://")
+		if !ok || (scheme != "nats" && scheme != "tls" && scheme != "ws" && scheme != "wss") {
+			return fmt.Errorf("%s: %q: want a URL with its scheme, nats://, tls://, ws:// or wss:// (e.g. nats://127.0.0.1:4222)", o.src("nats"), bus.RedactURL(u))
+		}
+	}
+	if !validStreamName(o.natsStream) {
+		return fmt.Errorf("%s: %q: want a JetStream stream name: letters, digits, - and _ (e.g. fanout)", o.src("nats-stream"), o.natsStream)
+	}
+	if o.natsStorage != "file" && o.natsStorage != "memory" {
+		return fmt.Errorf("%s: %q: want file or memory", o.src("nats-storage"), o.natsStorage)
+	}
+	if o.natsReplicas < 1 || o.natsReplicas > 5 {
+		return fmt.Errorf("%s: %d: want 1 to 5", o.src("nats-replicas"), o.natsReplicas)
+	}
+	if o.natsTimeout <= 0 {
+		return fmt.Errorf("%s: %s: must be positive (e.g. 5s)", o.src("nats-publish-timeout"), o.natsTimeout)
+	}
+	if (o.natsUser == "") != (o.natsPassword == "") {
+		return fmt.Errorf("%s and %s go together: set both or neither", o.src("nats-user"), o.src("nats-password"))
+	}
+	if (o.natsTLSCert == "") != (o.natsTLSKey == "") {
+		return fmt.Errorf("%s and %s go together: set both or neither", o.src("nats-tls-cert"), o.src("nats-tls-key"))
+	}
+	var opts []nats.Option
+	if o.natsCreds != "" {
+		if _, err := os.Stat(o.natsCreds); err != nil {
+			return fmt.Errorf("%s: %w", o.src("nats-creds"), err)
+		}
+		opts = append(opts, nats.UserCredentials(o.natsCreds))
+	}
+	if o.natsNkey != "" {
+		opt, err := nats.NkeyOptionFromSeed(o.natsNkey)
+		if err != nil {
+			return fmt.Errorf("%s: %w", o.src("nats-nkey"), err)
+		}
+		opts = append(opts, opt)
+	}
+	if o.natsUser != "" {
+		opts = append(opts, nats.UserInfo(o.natsUser, o.natsPassword))
+	}
+	if o.natsTLSCA != "" {
+		if _, err := os.Stat(o.natsTLSCA); err != nil {
+			return fmt.Errorf("%s: %w", o.src("nats-tls-ca"), err)
+		}
+		opts = append(opts, nats.RootCAs(o.natsTLSCA))
+	}
+	if o.natsTLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(o.natsTLSCert, o.natsTLSKey); err != nil {
+			return fmt.Errorf("%s, %s: %w", o.src("nats-tls-cert"), o.src("nats-tls-key"), err)
+		}
+		opts = append(opts, nats.ClientCert(o.natsTLSCert, o.natsTLSKey))
+	}
+	o.natsOptions = opts
+	return nil
+}
+
+// validStreamName: what JetStream takes as a stream name and fanout as a
+// subject prefix.
+func validStreamName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

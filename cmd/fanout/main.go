@@ -24,6 +24,7 @@ import (
 	"github.com/fanout/fanout/broadcast"
 	"github.com/fanout/fanout/broadcast/api"
 	"github.com/fanout/fanout/broadcast/bus"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func main() {
@@ -60,16 +61,16 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	// Each phase logs its own failure, saying what it was doing. An
 	// address the system refuses for what it is (*net.AddrError: a port
 	// out of range, a host that is no address) is a bad flag: 2.
-	for _, phase := range []func() error{n.listen, n.startBus, n.startAdmin, n.startPprof} {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	for _, phase := range []func() error{n.listen, n.newBus, n.startAdmin, n.startPprof, n.joinTier} {
 		if err := phase(); err != nil {
-			if _, bad := errors.AsType[*net.AddrError](err); bad {
+			if _, bad := errors.AsType[*net.AddrError](err); bad || errors.Is(err, bus.ErrTooBig) {
 				return 2
 			}
 			return 1
 		}
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	sig, err := n.serve(sigs)
 	if err != nil {
 		return 1
@@ -93,7 +94,7 @@ type node struct {
 
 	ln  net.Listener      // WebSocket listener (listen)
 	srv *broadcast.Server // (listen)
-	bus *bus.NATS         // nil when standalone (startBus)
+	bus *bus.JetStream    // nil when standalone (newBus)
 
 	admin     *api.Admin   // readiness and the admin handler (startAdmin)
 	adminHTTP *http.Server // nil when -admin-addr is empty (startAdmin)
@@ -120,22 +121,48 @@ func (n *node) listen() error {
 	return nil
 }
 
-// startBus joins the tier over NATS when -nats is set: from then on the
-// server publishes to the bus, and the bus delivers to the server.
-func (n *node) startBus() error {
+// newBus starts connecting to NATS when -nats is set (in the
+// background: joinTier waits for it); the server publishes to the bus
+// from then on, and the bus delivers to the server.
+func (n *node) newBus() error {
 	if n.o.nats == "" {
 		return nil
 	}
-	b, err := bus.Connect(bus.Config{
-		URL: n.o.nats, Subject: n.o.natsSubject, BufferBytes: n.o.natsBuffer, ResumeDelay: n.o.natsResume,
+	o := n.o
+	storage := jetstream.FileStorage
+	if o.natsStorage == "memory" {
+		storage = jetstream.MemoryStorage
+	}
+	b, err := bus.New(bus.Config{
+		URL: o.nats, Stream: o.natsStream, Storage: storage, Replicas: o.natsReplicas,
+		MaxAge: o.cfg.HistoryTTL, MaxBytes: o.cfg.HistoryBytes, MaxMessage: o.cfg.MaxMessage,
+		Duplicates: o.cfg.IdempotencyWindow, PublishTimeout: o.natsTimeout, Options: o.natsOptions,
 		Name: "fanout " + n.ln.Addr().String(), Logger: n.log,
-	}, func(channel string, kind byte, p []byte) { n.srv.Deliver(channel, kind, p) })
+	}, n.srv)
 	if err != nil {
 		n.log.Error("bus", "err", err)
 		return err
 	}
 	n.bus = b
 	n.srv.SetBus(b)
+	return nil
+}
+
+// joinTier waits until the node has joined the tier's stream (created or
+// updated it, checked its message size, delivered what it held), saying
+// loudly on every failed attempt why it cannot, until a signal. The
+// WebSocket listener serves only after: a client's first message is the
+// tier's next.
+func (n *node) joinTier() error {
+	if n.bus == nil {
+		return nil
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := n.bus.Start(ctx); err != nil {
+		n.log.Error("bus: cannot join the tier", "url", bus.RedactURL(n.o.nats), "err", err)
+		return err
+	}
 	return nil
 }
 
@@ -155,7 +182,7 @@ func (n *node) startAdmin() error {
 		MaxMessage:  n.o.cfg.MaxMessage,
 		Batch:       n.o.batch,
 	}
-	if n.bus != nil { // a nil *bus.NATS would be a non-nil api.Bus
+	if n.bus != nil { // a nil *bus.JetStream would be a non-nil api.Bus
 		cfg.Bus = n.bus
 	}
 	admin, err := api.New(cfg)
@@ -212,7 +239,7 @@ func (n *node) serve(sigs <-chan os.Signal) (os.Signal, error) {
 	n.log.Info("fanout ready", "ws", "ws://"+n.ln.Addr().String()+o.cfg.Path, "admin", n.adminAddr, "pprof", n.pprofAddr,
 		"shards", o.cfg.Shards, "queue_bytes", o.cfg.QueueBytes, "slow_policy", o.cfg.SlowPolicy.String(),
 		"max_conns", o.cfg.MaxConns, "client_publish", o.clientPublish,
-		"publish_api", len(o.publishKeys) > 0, "client_auth", o.authSecret != "", "nats", o.nats)
+		"publish_api", len(o.publishKeys) > 0, "client_auth", o.authSecret != "", "nats", bus.RedactURL(o.nats))
 	select {
 	case sig := <-sigs:
 		return sig, nil
@@ -243,6 +270,9 @@ func (n *node) drain(sigs <-chan os.Signal, sig os.Signal) {
 	n.log.Info("shutting down", "signal", sig.String(), "timeout", n.o.shutdownTimeout, "drain_spread", n.o.cfg.DrainSpread)
 	ctx, cancel := context.WithTimeout(context.Background(), n.o.shutdownTimeout)
 	defer cancel()
+	// The tier's stream keeps what this node no longer delivers: stop
+	// taking from it before the hub closes.
+	n.closeBus()
 	err := n.srv.Shutdown(ctx)
 	st := n.srv.Stats()
 	if err != nil {

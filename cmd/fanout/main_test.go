@@ -292,10 +292,16 @@ func expectAll(t *testing.T, msg string, conns ...*websocket.Conn) {
 	}
 }
 
-// Two processes joined by NATS: a message sent to one reaches the other's
-// clients once; /readyz follows the bus.
-func TestTierOverNATS(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true})
+// startJetStream runs an in-process NATS server with JetStream, its store
+// in a test directory; opts may change its options first.
+func startJetStream(t *testing.T, opts func(*natsserver.Options)) *natsserver.Server {
+	t.Helper()
+	o := &natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: t.TempDir()}
+	if opts != nil {
+		opts(o)
+	}
+	ns, err := natsserver.NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,40 +309,84 @@ func TestTierOverNATS(t *testing.T) {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats not ready")
 	}
-	defer ns.Shutdown()
+	t.Cleanup(ns.Shutdown)
+	return ns
+}
+
+// Two processes joined by JetStream: a message sent to one reaches the
+// other's clients once. With NATS gone, /readyz stays about the node
+// (200), /bus says 503, and a publish is refused with 503 and the reason
+// instead of going nowhere.
+func TestTierOverJetStream(t *testing.T) {
+	ns := startJetStream(t, nil)
 	url := ns.ClientURL()
-	_, ws1, admin1 := startFanout(t, nil, "-nats", url)
-	_, ws2, admin2 := startFanout(t, nil, "-nats", url)
+	env := []string{"FANOUT_PUBLISH_KEYS=k"}
+	_, ws1, admin1 := startFanout(t, env, "-nats", url)
+	_, ws2, admin2 := startFanout(t, env, "-nats", url)
 	a, b := dial(t, ws1), dial(t, ws2)
 	waitConnections(t, admin1, 1)
 	waitConnections(t, admin2, 1)
-	waitReady := func(want int) {
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			resp, err := http.Get("http://" + admin1 + "/readyz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == want {
-					return
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("readyz never became %d", want)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitReady(200)
 	if err := a.WriteMessage(websocket.TextMessage, []byte("across the tier")); err != nil {
 		t.Fatal(err)
 	}
 	expectAll(t, "across the tier", a, b)
+	code, body := postPublish(t, admin2, "k", "through the API")
+	if code != http.StatusAccepted || !strings.Contains(body, `"seq":2`) {
+		t.Fatalf("POST /publish: %d %s, want 202 with the stream's seq 2", code, body)
+	}
+	expectAll(t, "through the API", a, b)
 	// Exactly once: nothing else arrives.
 	_ = a.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if _, p, err := a.ReadMessage(); err == nil {
 		t.Fatalf("a second copy arrived: %q", p)
 	}
 	ns.Shutdown()
-	waitReady(http.StatusServiceUnavailable)
+	waitMetric(t, admin1, "fanout_bus_connected 0\n")
+	if code, body := httpGet(t, "http://"+admin1+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz with NATS down: %d %q, want 200 (it is about this node)", code, body)
+	}
+	if code, body := httpGet(t, "http://"+admin1+"/bus"); code != http.StatusServiceUnavailable || !strings.Contains(body, `"connected":false`) {
+		t.Errorf("/bus with NATS down: %d %q, want 503 connected:false", code, body)
+	}
+	code, body = postPublish(t, admin1, "k", "nowhere to go")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "not connected to NATS") {
+		t.Errorf("POST /publish with NATS down: %d %s, want 503 naming NATS", code, body)
+	}
+}
+
+// A -max-message that cannot fit in the NATS server's max_payload is a
+// bad configuration: exit 2, saying both numbers.
+func TestTierMaxPayloadExit2(t *testing.T) {
+	ns := startJetStream(t, func(o *natsserver.Options) { o.MaxPayload = 4096 })
+	var stderr strings.Builder
+	code := run([]string{"-addr", "127.0.0.1:0", "-admin-addr", "", "-nats", ns.ClientURL(), "-max-message", "8192"}, nil, io.Discard, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), "max_payload 4096") || !strings.Contains(stderr.String(), "-max-message 8192") {
+		t.Fatalf("exit %d, stderr:\n%s\nwant 2 naming max_payload 4096 and -max-message 8192", code, stderr.String())
+	}
+}
+
+func postPublish(t *testing.T, admin, key, msg string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", "http://"+admin+"/publish", strings.NewReader(msg))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // mapEnv is an environment holding exactly m, as os.Environ gives one.
@@ -386,5 +436,50 @@ func TestAdminMaxConnsFlag(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("both held keep-alives still open after a newcomer was served over -admin-max-conns 2")
 		}
+	}
+}
+
+// A NATS server that cannot be reached is said loudly, at start-up and on
+// the attempts after it, with the URL redacted: no password or token in
+// any log line. A -nats value without a scheme is refused with exit 2.
+func TestTierUnreachableLoudAndRedacted(t *testing.T) {
+	var stderr strings.Builder
+	if code := run([]string{"-nats", "127.0.0.1:4222"}, nil, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "nats://") {
+		t.Fatalf("-nats without a scheme: exit %d, %q; want 2 with an example", code, stderr.String())
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0",
+		"-nats", "nats://alice:s3cret-pw@"+dead+",nats://t0ken-secret@"+dead)
+	cmd.Env = append(os.Environ(), "FANOUT_RUN_MAIN=1")
+	out, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	logs := bufio.NewScanner(out)
+	var seen []string
+	for attempts := 0; attempts < 2 && logs.Scan(); {
+		line := logs.Text()
+		seen = append(seen, line)
+		if strings.Contains(line, "s3cret-pw") || strings.Contains(line, "t0ken-secret") {
+			t.Fatalf("a secret in the log: %s", line)
+		}
+		if strings.Contains(line, "level=ERROR") && strings.Contains(line, "retrying") {
+			if !strings.Contains(line, "alice:redacted@"+dead) {
+				t.Fatalf("the failed attempt does not name the (redacted) URL: %s", line)
+			}
+			attempts++
+		}
+	}
+	if err := logs.Err(); err != nil || len(seen) == 0 {
+		t.Fatalf("log ended: %v, %q", err, seen)
 	}
 }

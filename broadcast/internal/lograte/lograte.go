@@ -2,6 +2,7 @@
 package lograte
 
 import (
+	"context"
 	"log/slog"
 	"sync/atomic"
 
@@ -23,6 +24,16 @@ func New(perSecond float64, burst int) *Limiter {
 
 // Warn logs msg at warning level unless over the rate.
 func (l *Limiter) Warn(log *slog.Logger, msg string, args ...any) {
+	l.Log(log, slog.LevelWarn, msg, args...)
+}
+
+// Error logs msg at error level unless over the rate.
+func (l *Limiter) Error(log *slog.Logger, msg string, args ...any) {
+	l.Log(log, slog.LevelError, msg, args...)
+}
+
+// Log logs msg at level unless over the rate.
+func (l *Limiter) Log(log *slog.Logger, level slog.Level, msg string, args ...any) {
 	if !l.lim.Allow() {
 		l.suppressed.Add(1)
 		return
@@ -30,5 +41,5 @@ func (l *Limiter) Warn(log *slog.Logger, msg string, args ...any) {
 	if n := l.suppressed.Swap(0); n > 0 {
 		args = append(args, "suppressed_since_last", n)
 	}
-	log.Warn(msg, args...)
+	log.Log(context.Background(), level, msg, args...)
 }
