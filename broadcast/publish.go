@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/fanout/fanout/broadcast/hub"
@@ -174,7 +175,16 @@ type Bus interface {
 }
 
 // SetBus joins the server to a tier's log. Call it before Serve.
-func (s *Server) SetBus(b Bus) { s.bus = b }
+func (s *Server) SetBus(b Bus) {
+	s.bus = b
+	// A client resuming here from a seq another node delivered first
+	// waits for this node to get there (a few ms, usually).
+	s.hub.SetAheadWait(tierAheadWait)
+}
+
+// tierAheadWait bounds how long a resume from a seq this node has not
+// reached yet waits for it.
+const tierAheadWait = 5 * time.Second
 
 // Begin implements bus.Sink: the log's next message follows seq, in
 // epoch. Called before the first Deliver, before Serve.

@@ -21,6 +21,7 @@ type Stats struct {
 	Refused      uint64             // publishes refused (backlog full, shutting down, bus)
 	Deliveries   uint64             // messages handed to connections (written or queued)
 	Dropped      uint64             // messages dropped under SlowDrop
+	BacklogWaits uint64             // in a tier: times the stream consumer waited for the backlog to drain
 	BytesIn      uint64             // bytes read from clients after their upgrade
 	BytesOut     uint64             // bytes written to sockets
 	Writes       uint64             // socket writes (each may carry several frames)
@@ -58,6 +59,7 @@ func (s *Server) Stats() Stats {
 		Refused:        s.refused.Load(),
 		Deliveries:     h.Deliveries,
 		Dropped:        h.Dropped,
+		BacklogWaits:   h.BacklogWaits,
 		BytesIn:        s.ws.BytesIn(),
 		BytesOut:       out.BytesOut,
 		Writes:         out.Writes,

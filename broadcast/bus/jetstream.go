@@ -240,7 +240,7 @@ func New(cfg Config, sink Sink) (*JetStream, error) {
 		nats.ConnectHandler(func(c *nats.Conn) { b.up(c, false) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { b.reconnects.Add(1); b.up(c, true) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if b.connected.Swap(false) {
+			if b.connected.Swap(false) && b.ctx.Err() == nil {
 				b.disconnects.Add(1)
 				b.log.Warn("bus: disconnected from NATS; local clients stay, publishes are refused until it is back",
 					"url", b.url, "err", err)
@@ -414,6 +414,11 @@ func (b *JetStream) up(nc *nats.Conn, reconnect bool) {
 		return
 	}
 	b.log.Info("bus: connected to NATS", "url", b.url, "server", nc.ConnectedUrlRedacted(), "reconnect", reconnect)
+	b.check()
+}
+
+// check asks watch to read the stream's state now.
+func (b *JetStream) check() {
 	select {
 	case b.poke <- struct{}{}:
 	default:
@@ -485,6 +490,7 @@ func (b *JetStream) Publish(ctx context.Context, channel string, kind byte, payl
 	ack, err := b.js.PublishMsg(ctx, m, jetstream.WithExpectStream(b.cfg.Stream))
 	if err != nil {
 		b.failed[failNoAck].Add(1)
+		b.check() // the stream may be gone: see at once
 		return "", 0, false, fmt.Errorf("%w: %w", ErrNoAck, err)
 	}
 	b.publishHist.Observe(time.Since(start).Seconds())

@@ -110,6 +110,8 @@ type Hub struct {
 	hist     History       // Append and Skip called with mu held
 
 	shards     []*Shard
+	aheadWait  atomic.Int64  // ns: SetAheadWait
+	waits      atomic.Uint64 // times AppendWait found the ring full
 	pingPhases uint64        // sweeps per ping interval; 0: no pings
 	nextPhase  atomic.Uint64 // phases handed out round robin, for an even spread
 	shardWG    sync.WaitGroup
@@ -218,6 +220,7 @@ func (h *Hub) AppendWait(ctx context.Context, m Message, at Cursor) error {
 			h.mu.Unlock()
 			continue
 		}
+		h.waits.Add(1)
 		if h.roomWait == nil {
 			h.roomWait = make(chan struct{})
 		}
@@ -338,6 +341,12 @@ func (h *Hub) Last() Cursor {
 // Epoch names the hub's current run of seqs (Config.Epoch, or what
 // Begin and Append set).
 func (h *Hub) Epoch() string { return h.Last().Epoch }
+
+// SetAheadWait lets a subscriber resuming from a seq of the current epoch
+// that the hub has not reached yet wait up to d for it: in a tier, a
+// client that comes from a node ahead of this one. Zero (the default)
+// joins it at once, not recovered: standalone, such a cursor is bogus.
+func (h *Hub) SetAheadWait(d time.Duration) { h.aheadWait.Store(int64(d)) }
 
 // count is the number of messages broadcast so far.
 func (h *Hub) count() uint64 {
@@ -498,6 +507,7 @@ func (h *Hub) Stop() {
 // Stats are the hub's counters, summed over its shards.
 type Stats struct {
 	Broadcasts     uint64       // messages accepted into the ring
+	BacklogWaits   uint64       // times AppendWait found the ring full and waited
 	Deliveries     uint64       // messages handed to subscribers (written or queued)
 	Dropped        uint64       // messages subscribers dropped (slow, drop policy)
 	FanoutDuration HistSnapshot // seconds per shard batch
@@ -507,7 +517,7 @@ type Stats struct {
 
 // Stats returns the hub's counters.
 func (h *Hub) Stats() Stats {
-	st := Stats{Broadcasts: h.count()}
+	st := Stats{Broadcasts: h.count(), BacklogWaits: h.waits.Load()}
 	for _, s := range h.shards {
 		st.Deliveries += s.counters.Deliveries.Load()
 		st.Dropped += s.counters.Dropped.Load()

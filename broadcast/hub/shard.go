@@ -121,8 +121,9 @@ type Shard struct {
 
 // addition is a subscriber on its way into the table.
 type addition struct {
-	sub Subscriber
-	req Subscription
+	sub   Subscriber
+	req   Subscription
+	since int64 // unix ns it began to wait for a seq the hub has not reached
 }
 
 func newShard(h *Hub) *Shard {
@@ -148,7 +149,7 @@ func (s *Shard) notify() {
 
 func (s *Shard) add(sub Subscriber, req Subscription) {
 	s.mu.Lock()
-	s.adds = append(s.adds, addition{sub, req})
+	s.adds = append(s.adds, addition{sub: sub, req: req})
 	s.mu.Unlock()
 	s.notify()
 }
@@ -255,7 +256,9 @@ func (s *Shard) catchUp() {
 // shard has not taken yet (another shard delivered it to the client's
 // earlier connection) waits for the shard to pass it, a batch or two:
 // joining now would deliver it, live, messages it already has. Its 101
-// waits with it.
+// waits with it. In a tier, a seq the whole hub has not reached yet (the
+// client comes from a node ahead of this one) waits too, up to
+// Hub.SetAheadWait; then it joins, not recovered.
 func (s *Shard) admitWaiting(adds []addition) []addition {
 	last, latest, _ := s.hub.shardLast(s)
 	if len(s.waiting) == 0 && !anyAhead(adds, last) {
@@ -264,9 +267,17 @@ func (s *Shard) admitWaiting(adds []addition) []addition {
 	all := append(s.waiting, adds...)
 	s.waiting = nil
 	ready := adds[:0]
+	now, ahead := time.Now().UnixNano(), s.hub.aheadWait.Load()
 	for _, a := range all {
-		if r := a.req; r.Resume && r.Since.Epoch == latest.Epoch && r.Since.Seq <= latest.Seq &&
-			(last.Epoch != latest.Epoch || r.Since.Seq > last.Seq) {
+		r := a.req
+		wait := r.Resume && r.Since.Epoch == latest.Epoch && (last.Epoch != latest.Epoch || r.Since.Seq > last.Seq)
+		if wait && r.Since.Seq > latest.Seq {
+			if a.since == 0 {
+				a.since = now
+			}
+			wait = now-a.since < ahead
+		}
+		if wait {
 			s.waiting = append(s.waiting, a)
 			continue
 		}

@@ -38,6 +38,13 @@ func QuietLogger() *slog.Logger {
 // within 5 s and Serve must return ErrServerClosed.
 func Start(t testing.TB, cfg broadcast.Config) *Server {
 	t.Helper()
+	return StartWith(t, cfg, nil)
+}
+
+// StartWith is Start with before run on the server before it serves
+// (SetBus, a tier joined).
+func StartWith(t testing.TB, cfg broadcast.Config, before func(*broadcast.Server)) *Server {
+	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = QuietLogger()
 	}
@@ -48,6 +55,9 @@ func Start(t testing.TB, cfg broadcast.Config) *Server {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(srv)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()

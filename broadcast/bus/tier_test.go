@@ -1,0 +1,667 @@
+package bus_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/api"
+	"github.com/fanout/fanout/broadcast/bus"
+	"github.com/fanout/fanout/broadcast/internal/servertest"
+)
+
+// natsAt runs an in-process NATS server with JetStream on port (0: any),
+// its store in dir; opts may change its options first. It is shut down
+// when the test ends (Shutdown is harmless twice).
+func natsAt(t *testing.T, dir string, port int, opts func(*natsserver.Options)) *natsserver.Server {
+	t.Helper()
+	if port == 0 {
+		port = natsserver.RANDOM_PORT
+	}
+	o := &natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true, JetStream: true, StoreDir: dir}
+	if opts != nil {
+		opts(o)
+	}
+	ns, err := natsserver.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	return ns
+}
+
+// node is one fanout server joined to the tier through its bus.
+type node struct {
+	*servertest.Server
+	bus *bus.JetStream
+}
+
+// joinTier starts a server on the tier at url and waits until its bus has
+// joined (the stream's messages so far delivered), before it serves.
+func joinTier(t *testing.T, url string, cfg broadcast.Config, bcfg bus.Config) *node {
+	t.Helper()
+	n := &node{}
+	bcfg.URL = url
+	if bcfg.Logger == nil {
+		bcfg.Logger = servertest.QuietLogger()
+	}
+	if bcfg.Storage == 0 {
+		bcfg.Storage = jetstream.FileStorage
+	}
+	cfg.ClientRate = 0
+	n.Server = servertest.StartWith(t, cfg, func(s *broadcast.Server) {
+		b, err := bus.New(bcfg, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetBus(b)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := b.Start(ctx); err != nil {
+			_ = b.Close()
+			t.Fatal(err)
+		}
+		n.bus = b
+	})
+	t.Cleanup(func() { _ = n.bus.Close() }) // before the server shuts down
+	return n
+}
+
+// client is a raw-format client on the default channel that reads every
+// message into a list, in order, until the test ends.
+type client struct {
+	name string
+	conn *websocket.Conn
+	mu   sync.Mutex
+	got  []string // guarded by mu
+	err  error    // guarded by mu: why reading stopped
+}
+
+func dial(t *testing.T, n *node, name string) *client {
+	t.Helper()
+	c := &client{name: name, conn: servertest.DialGorilla(t, n.URL)}
+	go func() {
+		for {
+			_, p, err := c.conn.ReadMessage()
+			c.mu.Lock()
+			if err != nil {
+				c.err = err
+				c.mu.Unlock()
+				return
+			}
+			c.got = append(c.got, string(p))
+			c.mu.Unlock()
+		}
+	}()
+	return c
+}
+
+func (c *client) messages() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.got)
+}
+
+// waitCount waits until c has n messages (or more: checked by the caller).
+func (c *client) waitCount(t *testing.T, n int) []string {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		c.mu.Lock()
+		got, err := len(c.got), c.err
+		c.mu.Unlock()
+		if got >= n {
+			return c.messages()
+		}
+		if err != nil {
+			t.Fatalf("%s: reading stopped after %d of %d messages: %v", c.name, got, n, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d of %d messages after 30s", c.name, got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// expectSameOnce checks that every client got exactly want's messages,
+// each once, and all of them in the same order; then that nothing more
+// arrives behind a last message published through first.
+func expectSameOnce(t *testing.T, want []string, first *node, clients ...*client) {
+	t.Helper()
+	var order []string
+	for _, c := range clients {
+		got := c.waitCount(t, len(want))
+		seen := map[string]int{}
+		for _, m := range got {
+			seen[m]++
+		}
+		for _, m := range want {
+			if seen[m] != 1 {
+				t.Fatalf("%s got %q %d times, want once (%d messages)", c.name, m, seen[m], len(got))
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s got %d messages, want %d", c.name, len(got), len(want))
+		}
+		if order == nil {
+			order = got
+		} else if !slices.Equal(order, got) {
+			i := 0
+			for i < len(got) && got[i] == order[i] {
+				i++
+			}
+			t.Fatalf("%s's order differs from %s's at %d: %q, not %q", c.name, clients[0].name, i, got[i], order[i])
+		}
+	}
+	// A last message through the tier: each client's next is that one,
+	// so nothing else (a duplicate, a straggler) came in between.
+	publish(t, first, "", "the end", "")
+	for _, c := range clients {
+		got := c.waitCount(t, len(want)+1)
+		if len(got) != len(want)+1 || got[len(want)] != "the end" {
+			t.Fatalf("%s: after the %d messages got %q, want only \"the end\"", c.name, len(want), got[len(want):])
+		}
+	}
+}
+
+// publish publishes text through n's API path (acknowledged by
+// JetStream); key is its idempotency key, if any.
+func publish(t *testing.T, n *node, channel, text, key string) broadcast.Receipt {
+	t.Helper()
+	kind := broadcast.KindText
+	if strings.HasPrefix(text, `"`) {
+		kind = broadcast.KindJSON // a JSON string: itself in the envelope
+	}
+	r, err := n.Publish(broadcast.Message{Channel: channel, Kind: kind, Payload: []byte(text), IdempotencyKey: key})
+	if err != nil {
+		t.Fatalf("publish %q: %v", text, err)
+	}
+	return r
+}
+
+// Three nodes, clients on each, publishers on each (a client's messages
+// and backends' publishes, at once): every client receives every message
+// once, and all clients in the same order, the stream's.
+func TestTierOneOrder(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	var nodes []*node
+	var clients []*client
+	for i := range 3 {
+		n := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+		nodes = append(nodes, n)
+		for j := range 2 {
+			clients = append(clients, dial(t, n, fmt.Sprintf("node%d/client%d", i, j)))
+		}
+		servertest.WaitConns(t, n.Server.Server, 2)
+	}
+	const each = 100
+	var want []string
+	var wg sync.WaitGroup
+	seqs := make([][]uint64, len(nodes))
+	for i, n := range nodes {
+		for k := range each {
+			want = append(want, fmt.Sprintf("ws %d/%d", i, k), fmt.Sprintf("api %d/%d", i, k))
+		}
+		wg.Add(2)
+		go func() { // a client of the node publishes
+			defer wg.Done()
+			for k := range each {
+				if err := clients[2*i].conn.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, "ws %d/%d", i, k)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		go func() { // and a backend, through the node's API
+			defer wg.Done()
+			for k := range each {
+				r, err := n.Publish(broadcast.Message{Payload: fmt.Appendf(nil, "api %d/%d", i, k)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				seqs[i] = append(seqs[i], r.Seq)
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	expectSameOnce(t, want, nodes[0], clients...)
+	// Receipts carry the stream's seq: distinct over the tier, rising per
+	// publisher.
+	all := map[uint64]bool{}
+	for i, s := range seqs {
+		if !slices.IsSorted(s) {
+			t.Errorf("node %d's receipts' seqs do not rise: %v", i, s)
+		}
+		for _, q := range s {
+			if all[q] {
+				t.Errorf("seq %d given twice", q)
+			}
+			all[q] = true
+		}
+	}
+}
+
+// proxy is a TCP proxy between a node and NATS that the test can cut:
+// every connection through it is closed, and new ones are closed at once,
+// until it is restored.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool                // guarded by mu
+	conns  map[net.Conn]string // guarded by mu
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]string{}}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *proxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+func (p *proxy) serve(c net.Conn) {
+	p.mu.Lock()
+	if p.down {
+		p.mu.Unlock()
+		c.Close()
+		return
+	}
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		p.mu.Unlock()
+		c.Close()
+		return
+	}
+	p.conns[c], p.conns[up] = "client", "server"
+	p.mu.Unlock()
+	go func() { io.Copy(up, c); up.Close(); c.Close() }()
+	io.Copy(c, up)
+	c.Close()
+	up.Close()
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}
+
+func (p *proxy) restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
+
+// One node's own link to NATS is cut alone for 2 s while the other nodes
+// publish: when it is back, its clients receive everything, in the order
+// the others' did (the old bus lost it all, for good).
+func TestTierLinkCut(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	a := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	b := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	p := startProxy(t, ns.Addr().String())
+	c := joinTier(t, p.url(), broadcast.Config{}, bus.Config{})
+	ca, cb, cc := dial(t, a, "a"), dial(t, b, "b"), dial(t, c, "c")
+	for _, n := range []*node{a, b, c} {
+		servertest.WaitConns(t, n.Server.Server, 1)
+	}
+	var want []string
+	send := func(n *node, text string) {
+		publish(t, n, "", text, "")
+		want = append(want, text)
+	}
+	for k := range 20 {
+		send(a, fmt.Sprintf("before %d", k))
+	}
+	cc.waitCount(t, 20) // c is live on the tier before its link goes
+	p.cut()
+	servertest.WaitFor(t, "c's bus to see its link gone", func() bool { return !c.bus.Connected() })
+	if _, err := c.Publish(broadcast.Message{Payload: []byte("from c, cut off")}); err == nil {
+		t.Fatal("c published while cut off from NATS: want a refusal")
+	}
+	outage := time.Now().Add(2 * time.Second) // the scenario: 2 s without a link
+	for k := 0; time.Now().Before(outage); k++ {
+		send([]*node{a, b}[k%2], fmt.Sprintf("during %d", k))
+		time.Sleep(5 * time.Millisecond) // a publisher's pace, not a synchronization
+	}
+	if got := len(cc.messages()); got != 20 {
+		t.Fatalf("c's client got %d messages while c was cut off, want the 20 from before", got)
+	}
+	p.restore()
+	servertest.WaitFor(t, "c's bus to reconnect", c.bus.Connected)
+	for k := range 20 {
+		send(b, fmt.Sprintf("after %d", k))
+	}
+	t.Logf("%d messages, %d of them while c was cut off", len(want), len(want)-40)
+	expectSameOnce(t, want, a, ca, cb, cc)
+	if st := c.bus.Stats(); st.Gaps != 0 || st.Reconnects == 0 {
+		t.Errorf("c's bus: %d gaps, %d reconnects; want 0 gaps, a reconnect", st.Gaps, st.Reconnects)
+	}
+}
+
+// NATS is restarted mid-run, on the same port and store (file storage):
+// publishers that retry what was refused, with the same idempotency key,
+// lose nothing and duplicate nothing; every client gets every message
+// once, in one order.
+func TestTierNATSRestart(t *testing.T) {
+	dir := t.TempDir()
+	ns := natsAt(t, dir, 0, nil)
+	port := ns.Addr().(*net.TCPAddr).Port
+	a := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	b := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	ca, cb := dial(t, a, "a"), dial(t, b, "b")
+	servertest.WaitConns(t, a.Server.Server, 1)
+	servertest.WaitConns(t, b.Server.Server, 1)
+	const total = 300
+	var want []string
+	refused := 0
+	restarted := false
+	deadline := time.Now().Add(60 * time.Second)
+	for k := 0; k < total; k++ {
+		if k == total/3 && !restarted {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			ns = natsAt(t, dir, port, nil)
+			restarted = true
+		}
+		text, key := fmt.Sprintf("m%d", k), fmt.Sprintf("key-%d", k)
+		for n := []*node{a, b}[k%2]; ; refused++ {
+			_, err := n.Publish(broadcast.Message{Payload: []byte(text), IdempotencyKey: key})
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("publish %q still refused after 60s: %v", text, err)
+			}
+			time.Sleep(20 * time.Millisecond) // a publisher's retry pace
+		}
+		want = append(want, text)
+	}
+	t.Logf("%d messages published across the restart; %d publishes refused and retried", total, refused)
+	expectSameOnce(t, want, a, ca, cb)
+}
+
+// welcome and message of the json format.
+type envelope struct {
+	Type      string          `json:"type"`
+	Epoch     string          `json:"epoch"`
+	Seq       uint64          `json:"seq"`
+	Recovered *bool           `json:"recovered"`
+	Channel   string          `json:"channel"`
+	Data      json.RawMessage `json:"data"`
+}
+
+func readEnvelope(t *testing.T, c *websocket.Conn) envelope {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, p, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	var e envelope
+	if err := json.Unmarshal(p, &e); err != nil {
+		t.Fatalf("%q: %v", p, err)
+	}
+	return e
+}
+
+// A client reads on one node, drops, and resumes on another with its
+// cursor: it gets exactly what it missed on its channel, recovered, then
+// the live messages.
+func TestTierResumeOnAnotherNode(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	a := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	b := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	conn := servertest.DialGorilla(t, a.URL+"?channel=room&format=json")
+	w := readEnvelope(t, conn)
+	if w.Type != "welcome" || w.Epoch != a.Epoch() || w.Epoch != b.Epoch() {
+		t.Fatalf("welcome %+v; want the stream's epoch, the same on both nodes (%s, %s)", w, a.Epoch(), b.Epoch())
+	}
+	for k := range 5 {
+		publish(t, b, "room", fmt.Sprintf(`"seen %d"`, k), "")
+		publish(t, a, "other", `"not for it"`, "")
+	}
+	var last uint64
+	for k := range 5 {
+		e := readEnvelope(t, conn)
+		if e.Channel != "room" || string(e.Data) != fmt.Sprintf(`"seen %d"`, k) {
+			t.Fatalf("message %d: %+v", k, e)
+		}
+		last = e.Seq
+	}
+	conn.Close()
+	var missed []uint64
+	for k := range 5 {
+		r := publish(t, a, "room", fmt.Sprintf(`"missed %d"`, k), "")
+		publish(t, b, "other", `"not for it"`, "")
+		missed = append(missed, r.Seq)
+	}
+	// Straight to b, with the seq a's receipt gave: b may not have it
+	// yet, and waits for it rather than answer "not recovered".
+	conn = servertest.DialGorilla(t, fmt.Sprintf("%s?channel=room&since=%s:%d", b.URL, w.Epoch, last))
+	w2 := readEnvelope(t, conn)
+	if w2.Type != "welcome" || w2.Recovered == nil || !*w2.Recovered || w2.Epoch != w.Epoch {
+		t.Fatalf("welcome on the other node %+v, want recovered in epoch %s", w2, w.Epoch)
+	}
+	for k := range 5 {
+		e := readEnvelope(t, conn)
+		if e.Channel != "room" || string(e.Data) != fmt.Sprintf(`"missed %d"`, k) || e.Seq != missed[k] {
+			t.Fatalf("replayed %d: %+v, want \"missed %d\" at seq %d", k, e, k, missed[k])
+		}
+	}
+	r := publish(t, a, "room", `"live"`, "")
+	if e := readEnvelope(t, conn); string(e.Data) != `"live"` || e.Seq != r.Seq {
+		t.Fatalf("after the replay: %+v, want the live message at seq %d", e, r.Seq)
+	}
+}
+
+// A burst far over a node's local backlog: the node takes the stream's
+// messages only as its shards free room (back-pressure), so everything
+// the stream acknowledged reaches its clients, in order.
+func TestTierBurstOverBacklog(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	pub := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	// A backlog of 8 and shards that wait 5 ms before each batch: the
+	// burst cannot fit.
+	slow := joinTier(t, ns.ClientURL(), broadcast.Config{Backlog: 8, FlushDelay: 5 * time.Millisecond, Shards: 2}, bus.Config{})
+	c1, c2 := dial(t, slow, "slow/1"), dial(t, slow, "slow/2")
+	servertest.WaitConns(t, slow.Server.Server, 2)
+	const burst = 2000
+	want := make([]string, burst)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := w; k < burst; k += 4 {
+				want[k] = fmt.Sprintf("burst %d", k)
+				if _, err := pub.Publish(broadcast.Message{Payload: []byte(want[k])}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	got := c1.waitCount(t, burst)
+	slices.Sort(want) // the stream's order interleaves the 4 publishers
+	sorted := slices.Clone(got)
+	slices.Sort(sorted)
+	if !slices.Equal(sorted, want) {
+		t.Fatalf("the slow node's client got %d messages, not the %d acknowledged", len(got), burst)
+	}
+	expectSameOnce(t, got, pub, c1, c2)
+	st := slow.Stats()
+	if st.BacklogWaits == 0 {
+		t.Errorf("the consumer never waited for the backlog: the test did not test back-pressure")
+	}
+	if st.Refused != 0 {
+		t.Errorf("%d messages refused locally", st.Refused)
+	}
+	t.Logf("the consumer waited for the backlog %d times", st.BacklogWaits)
+}
+
+// A message over the NATS server's max_payload is refused at the API with
+// an error that says so (413), before anything is sent; a client's is
+// refused the same way, and counted.
+func TestTierMaxPayload(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, func(o *natsserver.Options) { o.MaxPayload = 8192 })
+	n := joinTier(t, ns.ClientURL(), broadcast.Config{MaxMessage: 64 << 10}, bus.Config{MaxMessage: 4096})
+	srv := httptest.NewServer(api.PublishHandler(n.Server.Server, []string{"k"}, 64<<10))
+	defer srv.Close()
+	post := func(size int) (int, string) {
+		req, _ := http.NewRequest("POST", srv.URL+"/publish", strings.NewReader(strings.Repeat("x", size)))
+		req.Header.Set("Authorization", "Bearer k")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	c := dial(t, n, "client")
+	servertest.WaitConns(t, n.Server.Server, 1)
+	if code, body := post(10_000); code != http.StatusRequestEntityTooLarge || !strings.Contains(body, "max_payload") {
+		t.Fatalf("10,000 bytes over a max_payload of 8192: %d %s, want 413 naming max_payload", code, body)
+	}
+	if code, body := post(1000); code != http.StatusAccepted {
+		t.Fatalf("1,000 bytes: %d %s, want 202", code, body)
+	}
+	c.waitCount(t, 1)
+	refused := n.Stats().Refused
+	if err := c.conn.WriteMessage(websocket.TextMessage, []byte(strings.Repeat("y", 10_000))); err != nil {
+		t.Fatal(err)
+	}
+	servertest.WaitFor(t, "the client's message to be refused and counted", func() bool { return n.Stats().Refused > refused })
+	expectSameOnce(t, []string{strings.Repeat("x", 1000)}, n, c)
+}
+
+// Channel names that are not NATS subject tokens (dots anywhere) travel
+// on subjects of their own and arrive under their own names only.
+func TestTierChannelNames(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	n := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	names := []string{"a..b", ".x", "y.", "a.b", "a-b", "room:1/blue=ok@home"}
+	conns := map[string]*websocket.Conn{}
+	for _, name := range names {
+		c := servertest.DialGorilla(t, n.URL+"?format=json&channel="+name)
+		if w := readEnvelope(t, c); w.Type != "welcome" {
+			t.Fatalf("%q: %+v", name, w)
+		}
+		conns[name] = c
+	}
+	servertest.WaitConns(t, n.Server.Server, len(names))
+	for _, name := range names {
+		publish(t, n, name, `"to `+name+`"`, "")
+	}
+	for _, name := range names {
+		e := readEnvelope(t, conns[name])
+		if e.Channel != name || string(e.Data) != `"to `+name+`"` {
+			t.Fatalf("on %q got %+v", name, e)
+		}
+	}
+}
+
+// A stream deleted and created again (a NATS server that lost its
+// storage) is a new epoch: the node follows it from its first message,
+// and a cursor of the old epoch is not recovered.
+func TestTierStreamRecreated(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	n := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	c := dial(t, n, "raw")
+	servertest.WaitConns(t, n.Server.Server, 1)
+	old := publish(t, n, "", "old epoch", "")
+	c.waitCount(t, 1)
+	nc, err := natsConnect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if err := js.DeleteStream(context.Background(), "fanout"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Publish(broadcast.Message{Payload: []byte("no stream")}); err == nil {
+		t.Fatal("published with the stream gone")
+	}
+	servertest.WaitFor(t, "the node to find the stream gone and create it again", func() bool {
+		return n.bus.Epoch() != old.Epoch
+	})
+	r := publish(t, n, "", "new epoch", "")
+	if r.Epoch == old.Epoch || r.Seq != 1 {
+		t.Fatalf("receipt %+v after the stream was recreated, want seq 1 in a new epoch (old %s)", r, old.Epoch)
+	}
+	if got := c.waitCount(t, 2); got[1] != "new epoch" {
+		t.Fatalf("got %q", got)
+	}
+	conn := servertest.DialGorilla(t, fmt.Sprintf("%s?since=%s:%d", n.URL, old.Epoch, old.Seq))
+	if w := readEnvelope(t, conn); w.Recovered == nil || *w.Recovered || w.Epoch != r.Epoch || w.Seq != 1 {
+		t.Fatalf("resume from the old epoch: %+v, want not recovered, at %s:1", w, r.Epoch)
+	}
+	if st := n.bus.Stats(); st.Epochs != 1 {
+		t.Errorf("%d epochs counted, want 1", st.Epochs)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://127.0.0.1:4222":                 "nats://127.0.0.1:4222",
+		"nats://alice:pw@h:4222":                "nats://alice:redacted@h:4222",
+		"nats://s3cr3t-token@h:4222":            "nats://redacted@h:4222",
+		"nats://a:b@h1:4222, tls://c:d@h2:4222": "nats://a:redacted@h1:4222,tls://c:redacted@h2:4222",
+		"h:4222":                                "h:4222",
+		"user:pw@h:4222":                        "[redacted]@h:4222",
+		"nats://al%ice:p%40ss@h:4222":           "[redacted]@h:4222", // unparsable: all of its user part goes
+	} {
+		if got := bus.RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func natsConnect(url string) (*nats.Conn, error) { return nats.Connect(url) }
