@@ -17,10 +17,13 @@
 //	accept   a client's complete data message (wsconn → Server, via
 //	         wsconn.Node.Accept) or a backend's Publish (which validates size
 //	         and UTF-8 first);
-//	route    to the bus when the node is in a tier (every node, this one
-//	         included, gets it back through Deliver), else straight on;
+//	route    in a tier, to the JetStream stream (Bus; a backend's Publish
+//	         returns once it is stored), from which every node, this one
+//	         included, takes it in the stream's order through Deliver; else
+//	         straight on;
 //	fan out  encode once (hub.NewMessage) and broadcast it: the hub gives it
-//	         the next seq in its ring;
+//	         the next seq in its ring (in a tier, the stream's, waiting while
+//	         the ring is full: Hub.AppendWait);
 //	deliver  each shard takes a batch from the ring and hands the same bytes
 //	         to each of its connections (hub.Subscriber.Deliver): written now,
 //	         or queued behind what waits.
