@@ -1,6 +1,7 @@
 package bus_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -665,3 +666,54 @@ func TestRedactURL(t *testing.T) {
 }
 
 func natsConnect(url string) (*nats.Conn, error) { return nats.Connect(url) }
+
+// An EventSource resuming on another node with Last-Event-ID (what it
+// sends by itself after a drop) gets what it missed, each event's id the
+// tier's cursor.
+func TestTierSSEResumeOnAnotherNode(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	a := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	b := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	seen := publish(t, a, "news", "seen", "")
+	var missed []broadcast.Receipt
+	for k := range 3 {
+		missed = append(missed, publish(t, a, "news", fmt.Sprintf("missed %d", k), ""))
+		publish(t, a, "sports", "not for it", "")
+	}
+	req, _ := http.NewRequest("GET", "http://"+b.Addr+"/sse?channel=news", nil)
+	req.Header.Set("Last-Event-ID", fmt.Sprintf("%s:%d", seen.Epoch, seen.Seq))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	event := func() (id string, data envelope) {
+		t.Helper()
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("event stream: %v", err)
+			}
+			switch line = strings.TrimSuffix(line, "\n"); {
+			case strings.HasPrefix(line, "id: "):
+				id = line[4:]
+			case strings.HasPrefix(line, "data: "):
+				if err := json.Unmarshal([]byte(line[6:]), &data); err != nil {
+					t.Fatalf("%q: %v", line, err)
+				}
+			case line == "" && id != "":
+				return id, data
+			}
+		}
+	}
+	if _, w := event(); w.Type != "welcome" || w.Recovered == nil || !*w.Recovered {
+		t.Fatalf("welcome %+v, want recovered", w)
+	}
+	for k, r := range missed {
+		id, e := event()
+		if want := fmt.Sprintf("%s:%d", r.Epoch, r.Seq); id != want || string(e.Data) != fmt.Sprintf(`"missed %d"`, k) {
+			t.Fatalf("event %d: id %s %+v, want id %s \"missed %d\"", k, id, e, want, k)
+		}
+	}
+}
