@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -27,7 +28,7 @@ const defaultRoomPrefix = "room-"
 // already (the server would take a second one as two channels, which raw
 // format refuses).
 func (c *Config) fillChannels() error {
-	for _, one := range append([]string{c.PublishURL}, c.urls...) {
+	for _, one := range append(slices.Clone(c.publishURLs), c.urls...) {
 		if u, err := url.Parse(one); err == nil && u.Query().Has("channel") {
 			return fmt.Errorf("url %q names a channel already: say it once, with channel (-channel)", one)
 		}
@@ -64,10 +65,14 @@ func (c *Config) fillChannels() error {
 func (c Config) room(idx int) string { return c.RoomPrefix + strconv.Itoa(idx) }
 
 // channelFor is the channel the idx-th receiver subscribes to: its room,
-// or Channel ("": the default channel).
+// its spread channel (Config.Channels), or Channel ("": the default
+// channel).
 func (c Config) channelFor(idx int) string {
 	if c.Scenario == ScenarioRooms {
 		return c.room(idx)
+	}
+	if k := c.spreadOf(idx); k >= 0 {
+		return c.spreadChannel(k)
 	}
 	return c.Channel
 }

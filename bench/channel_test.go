@@ -196,14 +196,14 @@ func TestChannelURLs(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No channel: the URLs as given, byte for byte.
-	if u0, u1, api := cfg.urlFor(0, cfg.channelFor(0)), cfg.urlFor(1, cfg.channelFor(1)), newAPIClient(cfg).url; u0 != "ws://127.0.0.1:1/ws" || u1 != "ws://127.0.0.1:2/ws?token=t" || api != cfg.PublishURL {
+	if u0, u1, api := cfg.urlFor(0, cfg.channelFor(0)), cfg.urlFor(1, cfg.channelFor(1)), cfg.publishURLFor(0, cfg.Channel); u0 != "ws://127.0.0.1:1/ws" || u1 != "ws://127.0.0.1:2/ws?token=t" || api != cfg.PublishURL {
 		t.Fatalf("urls %q %q %q, want them as given", u0, u1, api)
 	}
 	cfg.Channel = "a/b=c:d@e"
 	if cfg, err = cfg.WithDefaults(); err != nil {
 		t.Fatal(err)
 	}
-	if u0, u1, api := cfg.urlFor(0, cfg.channelFor(0)), cfg.urlFor(1, cfg.channelFor(1)), newAPIClient(cfg).url; u0 != "ws://127.0.0.1:1/ws?channel=a%2Fb%3Dc%3Ad%40e" ||
+	if u0, u1, api := cfg.urlFor(0, cfg.channelFor(0)), cfg.urlFor(1, cfg.channelFor(1)), cfg.publishURLFor(0, cfg.Channel); u0 != "ws://127.0.0.1:1/ws?channel=a%2Fb%3Dc%3Ad%40e" ||
 		u1 != "ws://127.0.0.1:2/ws?token=t&channel=a%2Fb%3Dc%3Ad%40e" || api != "http://127.0.0.1:3/publish?channel=a%2Fb%3Dc%3Ad%40e" {
 		t.Fatalf("urls %q %q %q", u0, u1, api)
 	}

@@ -4,8 +4,9 @@
 // connect rates, deliveries, loss, duplicates, reordering and latency
 // percentiles. It works against any RFC 6455 broadcast server whose
 // clients receive every message, the sender's own included; against
-// fanout, on one channel (Config.Channel) or, in the rooms scenario, on
-// a channel per client, with receivers that are WebSocket clients (raw or
+// fanout, on one channel (Config.Channel), part of the receivers spread
+// over many channels with a publisher each (Config.Channels) or, in the
+// rooms scenario, on a channel per client, with receivers that are WebSocket clients (raw or
 // json format, permessage-deflate or not) or Server-Sent Events streams
 // (Config.Transport).
 package bench
@@ -73,6 +74,23 @@ type Config struct {
 	// Empty: the default channel, the URLs as given.
 	Channel string `json:"channel,omitempty"`
 
+	// Channels, if positive, spreads the last ChannelShare of the
+	// receivers (scenario fanout) over that many channels of their own,
+	// ChannelPrefix+k, each with a publisher of its own publishing
+	// ChannelRate messages per second there (see spread.go); the other
+	// receivers stay on Channel with the Publishers. Zero: every receiver
+	// on Channel.
+	Channels int `json:"channels,omitempty"`
+	// ChannelShare is the fraction of the receivers spread over the
+	// Channels, 0 < f ≤ 1. Zero means 0.5.
+	ChannelShare float64 `json:"channel_share,omitempty"`
+	// ChannelPrefix names the spread channels. Empty means "ch-".
+	ChannelPrefix string `json:"channel_prefix,omitempty"`
+	// ChannelRate is the messages per second each spread channel's
+	// publisher publishes. Zero means Rate/Publishers, each as busy as
+	// one of Channel's publishers (at Rate 0, closed loop like them).
+	ChannelRate float64 `json:"channel_rate,omitempty"`
+
 	// How receivers receive (see transport.go); publishers always write
 	// plain raw-format WebSocket frames (or POST).
 	//
@@ -117,12 +135,20 @@ type Config struct {
 	// publisher) instead of writing them as WebSocket frames. Each
 	// publisher still holds its WebSocket connection and reads its own
 	// messages back on it, so the closed loop, the number of subscribers
-	// and every receiver-side figure are those of client publishing. Empty:
-	// publishers write frames.
-	PublishURL string `json:"publish_url,omitempty"`
+	// and every receiver-side figure are those of client publishing. A
+	// comma-separated list spreads the publishers over several (a tier's
+	// nodes), round robin. Empty: publishers write frames.
+	PublishURL  string   `json:"publish_url,omitempty"`
+	publishURLs []string // PublishURL split
 	// PublishKey is the bearer key sent with every POST. Never stored in
 	// results (nor passed to child processes, which do not publish).
 	PublishKey string `json:"-"`
+	// IdempotencyKeys has every POST carry an Idempotency-Key header of
+	// its own (the run, the publisher, the message's sequence): a message
+	// sent again after a refusal (503) that the server had stored anyway
+	// (an acknowledgement lost as its log went away) is then stored once.
+	// One message per POST only. Off: no key.
+	IdempotencyKeys bool `json:"idempotency_keys,omitempty"`
 	// PublishBatch is the most messages one POST carries. 1 (the default,
 	// for zero) sends each message alone as application/octet-stream; more
 	// sends application/x-ndjson, one text message per line (the bench's
@@ -157,7 +183,7 @@ type Config struct {
 
 // WithDefaults fills zero fields and checks the rest.
 func (c Config) WithDefaults() (Config, error) {
-	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).fillChannels, (*Config).fillTransport, (*Config).fillTLS, (*Config).fillMessages, (*Config).fillRooms} {
+	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).fillChannels, (*Config).fillTransport, (*Config).fillTLS, (*Config).fillMessages, (*Config).fillRooms, (*Config).fillSpread} {
 		if err := phase(&c); err != nil {
 			return c, err
 		}
@@ -189,11 +215,17 @@ func (c *Config) checkTargets() error {
 			return fmt.Errorf("server pid %d: no such process", pid)
 		}
 	}
-	if c.PublishURL != "" {
-		u, err := url.Parse(c.PublishURL)
+	c.publishURLs = nil
+	if c.PublishURL == "" {
+		return nil
+	}
+	for _, one := range strings.Split(c.PublishURL, ",") {
+		one = strings.TrimSpace(one)
+		u, err := url.Parse(one)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("publish url %q: want http://host:port/publish", c.PublishURL)
+			return fmt.Errorf("publish url %q: want http://host:port/publish", one)
 		}
+		c.publishURLs = append(c.publishURLs, one)
 	}
 	return nil
 }
@@ -240,6 +272,12 @@ func (c *Config) fillMessages() error {
 	if c.PublishBatch > 1 && c.PublishURL == "" {
 		return fmt.Errorf("publish batch %d: only with a publish url (client publishers write every message as its own frame)", c.PublishBatch)
 	}
+	switch {
+	case c.IdempotencyKeys && c.PublishURL == "":
+		return fmt.Errorf("idempotency keys: only with a publish url (a client's frame has no key)")
+	case c.IdempotencyKeys && c.PublishBatch > 1:
+		return fmt.Errorf("idempotency keys: one message per request only (a key names one message, not a batch)")
+	}
 	if c.Size == 0 {
 		c.Size = 64
 	}
@@ -283,6 +321,17 @@ func (c Config) urlFor(idx int, channel string) string {
 	u := c.URL
 	if len(c.urls) > 0 {
 		u = c.urls[idx%len(c.urls)]
+	}
+	return withChannel(u, channel)
+}
+
+// publishURLFor is the publish API URL the idx-th publisher posts to: its
+// server's (PublishURL spread round robin), on channel ("": the default
+// one).
+func (c Config) publishURLFor(idx int, channel string) string {
+	u := c.PublishURL
+	if len(c.publishURLs) > 0 {
+		u = c.publishURLs[idx%len(c.publishURLs)]
 	}
 	return withChannel(u, channel)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"math"
 	"math/bits"
 	"slices"
 	"unicode/utf16"
@@ -51,20 +52,21 @@ var (
 const maxJSONDepth = 10000
 
 // decodeEnvelope reads the object b: its type and, for a message, its
-// payload as published, which aliases b or is appended to dst (returned,
-// grown, for reuse): "data"'s value decoded when it is a string (text),
-// "data" itself when it is another value (JSON, as the server wrote it),
-// "data_base64" decoded (binary). A message with neither has a nil
-// payload.
-func decodeEnvelope(b, dst []byte) (typ envType, payload, out []byte, err error) {
+// seq and its payload as published, which aliases b or is appended to dst
+// (returned, grown, for reuse): "data"'s value decoded when it is a
+// string (text), "data" itself when it is another value (JSON, as the
+// server wrote it), "data_base64" decoded (binary). A message with
+// neither has a nil payload; seq is 0 when "seq" is not a whole number
+// from 1 to 2^64-1 (fanout's seqs start at 1).
+func decodeEnvelope(b, dst []byte) (typ envType, seq uint64, payload, out []byte, err error) {
 	d := envDecoder{scanner: scanner{b: b}, dst: dst}
 	if err := d.decode(); err != nil {
-		return 0, nil, d.dst, err
+		return 0, 0, nil, d.dst, err
 	}
 	if d.typ != envMessage {
-		d.payload = nil
+		d.payload, d.seq = nil, 0
 	}
-	return d.typ, d.payload, d.dst, nil
+	return d.typ, d.seq, d.payload, d.dst, nil
 }
 
 // envDecoder is one decodeEnvelope in progress.
@@ -72,6 +74,7 @@ type envDecoder struct {
 	scanner
 	dst     []byte
 	typ     envType
+	seq     uint64
 	payload []byte
 	seen    uint8 // the members read so far, of seenType, seenData and seenBase64
 	shape   error // valid JSON that is no envelope: said once the whole is read
@@ -151,6 +154,13 @@ func (d *envDecoder) member(key []byte) error {
 		bit = seenData
 	case "data_base64":
 		bit = seenBase64
+	case "seq":
+		start := d.i
+		if err := d.value(1); err != nil {
+			return err
+		}
+		d.seq = wholeNumber(d.b[start:d.i]) // the last one, as encoding/json takes it
+		return nil
 	default:
 		return d.value(1)
 	}
@@ -478,6 +488,23 @@ func (s *scanner) number() error {
 		}
 	}
 	return nil
+}
+
+// wholeNumber is the value of the JSON number b when it is a whole number
+// written in digits alone, from 1 to 2^64-1; else 0.
+func wholeNumber(b []byte) uint64 {
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		d := uint64(c - '0')
+		if v > (math.MaxUint64-d)/10 {
+			return 0
+		}
+		v = v*10 + d
+	}
+	return v
 }
 
 // hex4 is the value of four hex digits.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -38,14 +39,14 @@ func TestEnvelopeRecoversThePayload(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := envelopeOf("news/a=b", tc.kind, tc.payload, 17)
-			typ, got, _, err := decodeEnvelope(env, nil)
-			if err != nil || typ != envMessage || !bytes.Equal(got, tc.payload) {
-				t.Fatalf("%s: type %d, %q, %v; want a message, %q", env, typ, got, err, tc.payload)
+			typ, seq, got, _, err := decodeEnvelope(env, nil)
+			if err != nil || typ != envMessage || seq != 17 || !bytes.Equal(got, tc.payload) {
+				t.Fatalf("%s: type %d, seq %d, %q, %v; want a message, 17, %q", env, typ, seq, got, err, tc.payload)
 			}
 		})
 	}
 	welcome := hub.AppendWelcome(nil, "e", []string{"a", "b"}, hub.Joined{Seq: 4}, true)
-	if typ, got, _, err := decodeEnvelope(welcome, nil); err != nil || typ != envWelcome || got != nil {
+	if typ, _, got, _, err := decodeEnvelope(welcome, nil); err != nil || typ != envWelcome || got != nil {
 		t.Fatalf("%s: type %d, %q, %v; want a welcome", welcome, typ, got, err)
 	}
 }
@@ -76,13 +77,13 @@ func TestEnvelopeRefuses(t *testing.T) {
 		{`{"type":"message","data_base64":7}`, errEnvelope},
 		{`{"type":"message","type":"message","data":"a"}`, errEnvelope},
 	} {
-		if _, _, _, err := decodeEnvelope([]byte(tc.in), nil); !errors.Is(err, tc.want) {
+		if _, _, _, _, err := decodeEnvelope([]byte(tc.in), nil); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.in, err, tc.want)
 		}
 	}
 	// Other types are read, not counted; a message without data has none.
 	for _, in := range []string{`{"type":"error","data":"a"}`, `{"data":"a"}`, `{}`, ` { "type" : "message" } `} {
-		typ, got, _, err := decodeEnvelope([]byte(in), nil)
+		typ, _, got, _, err := decodeEnvelope([]byte(in), nil)
 		if err != nil || got != nil || (typ == envMessage) != strings.Contains(in, "message") {
 			t.Errorf("%s: type %d, %q, %v", in, typ, got, err)
 		}
@@ -93,7 +94,7 @@ func TestEnvelopeRefuses(t *testing.T) {
 func TestEnvelopeDepth(t *testing.T) {
 	for _, depth := range []int{maxJSONDepth - 1, maxJSONDepth} {
 		in := []byte(`{"x":` + strings.Repeat("[", depth) + strings.Repeat("]", depth) + `}`)
-		_, _, _, err := decodeEnvelope(in, nil)
+		_, _, _, _, err := decodeEnvelope(in, nil)
 		if valid := json.Valid(in); valid != (err == nil) {
 			t.Errorf("an object holding %d nested arrays: json.Valid %v, decodeEnvelope %v", depth, valid, err)
 		}
@@ -113,11 +114,13 @@ func FuzzEnvelope(f *testing.F) {
 		[]byte(`{"ty\u0070e":"mess\u0061ge","data":"x"}`),
 		[]byte(`{"type":"message","data":"a","data":"b"}`),
 		[]byte(` [1, {"a": -0.5E+2}] `),
+		[]byte(`{"type":"message","seq":18446744073709551615,"s\u0065q":3,"data":"x"}`),
+		[]byte(`{"type":"message","seq":1e3,"data":"x"}`),
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		typ, got, _, err := decodeEnvelope(in, nil)
+		typ, seq, got, _, err := decodeEnvelope(in, nil)
 		if valid := json.Valid(in); valid == errors.Is(err, errJSON) {
 			t.Fatalf("%q: json.Valid %v, decodeEnvelope %v", in, valid, err)
 		}
@@ -156,6 +159,13 @@ func FuzzEnvelope(f *testing.F) {
 		if typ != wantTyp || !bytes.Equal(got, wantData) || (got == nil) != (wantData == nil) {
 			t.Fatalf("%q: type %d data %q; encoding/json: %q (%d) data %q", in, typ, got, want.Type, wantTyp, wantData)
 		}
+		var wantSeq uint64 // a message's seq when it is a whole number in digits, as fanout writes it
+		if wantTyp == envMessage {
+			wantSeq, _ = strconv.ParseUint(string(m["seq"]), 10, 64)
+		}
+		if seq != wantSeq {
+			t.Fatalf("%q: seq %d; encoding/json: %s (%d)", in, seq, m["seq"], wantSeq)
+		}
 	})
 }
 
@@ -176,7 +186,7 @@ func BenchmarkDecodeEnvelope(b *testing.B) {
 			var dst []byte
 			for b.Loop() {
 				var err error
-				if _, _, dst, err = decodeEnvelope(tc.env, dst); err != nil {
+				if _, _, _, dst, err = decodeEnvelope(tc.env, dst); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -9,8 +9,8 @@ import (
 func (r *run) merge() {
 	res, cfg := r.res, r.cfg
 	var hs, lat Histogram
-	perPub := make([]pubCounts, cfg.Publishers)
-	fs := &FanoutStats{Publishers: cfg.Publishers}
+	perPub := make([]pubCounts, cfg.allPublishers())
+	fs := &FanoutStats{Publishers: cfg.allPublishers()}
 	slow := &SlowStats{Closes: map[string]int64{}}
 	churn := &ChurnStats{}
 	var rooms roomCounts
@@ -26,6 +26,8 @@ func (r *run) merge() {
 		fs.Receivers += pr.Stable
 		fs.Foreign += pr.Foreign
 		fs.Corrupt += pr.Corrupt
+		fs.Misrouted += pr.Misrouted
+		fs.OutOfOrder += pr.OutOfOrder
 		fs.WireBytes += pr.Wire
 		res.ReceiverErrors += pr.Errors
 		if res.ReceiverError == "" {
@@ -65,12 +67,16 @@ func (r *run) merge() {
 }
 
 // fanoutStats completes fs (its receivers counted) with what each
-// publisher sent and what the receivers saw of it.
+// publisher sent and what the receivers on its channel saw of it.
 func (r *run) fanoutStats(fs *FanoutStats, perPub []pubCounts, lat *Histogram) {
+	if r.cfg.Channels > 0 {
+		fs.OnChannel = &GroupStats{Channels: 1, Receivers: int(r.stableTotal - r.spreadTotal)}
+		fs.Spread = &GroupStats{Channels: r.cfg.Channels, Receivers: int(r.spreadTotal)}
+	}
 	for i, p := range r.pubs {
 		ps := PublisherStats{Publisher: i, Sent: p.sent.Load(), Received: perPub[i].Unique,
 			Duplicates: perPub[i].Dups, Reordered: perPub[i].Reorder}
-		ps.Expected = ps.Sent * uint64(fs.Receivers)
+		ps.Expected = ps.Sent * r.receiversOf(i)
 		if ps.Expected > ps.Received {
 			ps.Lost = ps.Expected - ps.Received
 		}
@@ -80,7 +86,14 @@ func (r *run) fanoutStats(fs *FanoutStats, perPub []pubCounts, lat *Histogram) {
 			fs.Behind += ps.Behind
 		}
 		fs.PerPublisher = append(fs.PerPublisher, ps)
+		switch {
+		case fs.Spread != nil && i >= r.cfg.Publishers:
+			fs.Spread.add(ps)
+		case fs.OnChannel != nil:
+			fs.OnChannel.add(ps)
+		}
 		fs.Sent += ps.Sent
+		fs.Expected += ps.Expected
 		fs.Received += ps.Received
 		fs.Duplicates += ps.Duplicates
 		fs.Reordered += ps.Reordered
@@ -91,9 +104,8 @@ func (r *run) fanoutStats(fs *FanoutStats, perPub []pubCounts, lat *Histogram) {
 		l := r.api.latency.Summary()
 		fs.PublishLatency = &l
 	}
-	fs.Expected = fs.Sent * uint64(fs.Receivers)
-	if fs.Expected > fs.Received {
-		fs.Lost = fs.Expected - fs.Received
+	for _, ps := range fs.PerPublisher {
+		fs.Lost += ps.Lost // a publisher's extra deliveries do not make up for another's losses
 	}
 	r.finishFanout(fs, lat)
 }

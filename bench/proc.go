@@ -95,7 +95,9 @@ type procResult struct {
 	Frames     uint64           `json:"frames"`
 	Foreign    uint64           `json:"foreign"`
 	Corrupt    uint64           `json:"corrupt"`
-	Wire       uint64           `json:"wire_bytes"` // read by stable receivers while counting
+	Misrouted  uint64           `json:"misrouted,omitempty"`    // scenario fanout with spread channels
+	OutOfOrder uint64           `json:"out_of_order,omitempty"` // json format: seq not above the connection's last`
+	Wire       uint64           `json:"wire_bytes"`             // read by stable receivers while counting
 	Errors     uint64           `json:"errors"`
 	FirstError string           `json:"first_error,omitempty"` // the first of Errors
 	Closes     map[string]int64 `json:"closes"`
@@ -114,6 +116,8 @@ type procMsg struct {
 	Stable    int           `json:"stable,omitempty"`  // with connected: receivers counted for loss
 	Readers   int           `json:"readers,omitempty"` // with connected: receivers that read (not slow)
 	Warm      int64         `json:"warm,omitempty"`    // with warm: readers that saw a warm-up message
+	// With connected: of Stable, those on each spread channel (Config.Channels).
+	SpreadStable []int `json:"spread_stable,omitempty"`
 	// With connecting: receivers connected so far (cumulative).
 	Connecting uint64 `json:"connecting,omitempty"`
 	proc       int
@@ -196,10 +200,17 @@ func (pr *procRun) connect(ctx context.Context) {
 		Handshake: pool.handshake.Summary(), FirstError: pool.firstErr.text(),
 	}
 	stable, readers := 0, 0
+	var spread []int
+	if cfg.Channels > 0 {
+		spread = make([]int, cfg.Channels)
+	}
 	pool.mu.Lock()
 	for _, r := range pool.recvs {
 		if r.stable {
 			stable++
+			if r.spread >= 0 {
+				spread[r.spread]++
+			}
 		}
 		if !r.slow {
 			readers++
@@ -207,7 +218,7 @@ func (pr *procRun) connect(ctx context.Context) {
 	}
 	pool.mu.Unlock()
 	cs := pr.connected
-	pr.out(procMsg{Event: "connected", Connected: &cs, Stable: stable, Readers: readers})
+	pr.out(procMsg{Event: "connected", Connected: &cs, Stable: stable, Readers: readers, SpreadStable: spread})
 }
 
 // waitStart reports the warm-up until "start" comes (or cmds closes); it
@@ -305,12 +316,16 @@ func (pr *procRun) report() {
 	pool := pr.pool
 	res := procResult{Connect: pr.connected, Churn: pr.churn}
 	res.Slow, res.SlowCloses = pr.readSlow()
-	res.PerPub, res.Stable = pool.snapshot(pr.spec.Config.Publishers)
+	res.PerPub, res.Stable = pool.snapshot(pr.spec.Config.allPublishers())
 	res.Handshake = toWire(&pool.handshake)
 	res.Latency = toWire(&pool.lat)
 	res.Frames = pool.frames.Load()
 	res.Foreign = pool.foreign.Load()
 	res.Corrupt = pool.corrupt.Load()
+	res.OutOfOrder = pool.outOfOrder.Load()
+	if !pool.rooms {
+		res.Misrouted = pool.misrouted.Load()
+	}
 	res.Wire = pool.wire.Load()
 	res.Errors = pool.errs.Load()
 	res.FirstError = pool.firstRunErr.text()
@@ -374,7 +389,7 @@ func (p *recvPool) churn(ctx context.Context, rate float64) ChurnStats {
 		// A new receiver, not old reconnected: old's read handler may still
 		// be running after hangUp (netpoll runs one already submitted), and
 		// must find only its own, closed connection.
-		r := &receiver{pool: p, idx: old.idx, room: old.room, slot: old.slot, churn: true}
+		r := &receiver{pool: p, idx: old.idx, room: old.room, spread: old.spread, slot: old.slot, churn: true}
 		if err := p.open(ctx, r); err != nil {
 			if ctx.Err() != nil {
 				return st

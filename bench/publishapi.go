@@ -3,6 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,14 +17,15 @@ import (
 )
 
 // apiClient posts publishers' messages to a publish API (Config.PublishURL:
-// fanout's POST /publish, on Config.Channel if set). One is shared by a run's publishers; its
-// Transport keeps an idle keep-alive connection for each of them, and each
-// publisher's requests are sequential (one in flight), so its messages are
-// published in order.
+// fanout's POST /publish, each publisher on its channel and its server,
+// see publishURLFor). One is shared by a run's publishers; its Transport
+// keeps an idle keep-alive connection for each of them (at most
+// apiConnsPerHost to one server), and each publisher's requests are
+// sequential (one in flight), so its messages are published in order.
 type apiClient struct {
-	url   string   // PublishURL, with ?channel=Channel when set
 	auth  []string // the Authorization header's value
 	ctype []string // the Content-Type of a request that carries one message
+	run   string   // this run's prefix of idempotency keys (Config.IdempotencyKeys)
 	hc    *http.Client
 
 	requests atomic.Uint64 // requests answered
@@ -39,20 +42,29 @@ var (
 	ctypeBatch = []string{"application/x-ndjson"}
 )
 
+// apiConnsPerHost bounds the connections to one publish API server: with
+// a publisher on each of many channels, one connection each would pass
+// fanout's -admin-max-conns (64), which closes the one idle longest for a
+// new one. Publishers beyond it wait for a connection.
+const apiConnsPerHost = 32
+
 func newAPIClient(cfg Config) *apiClient {
-	conns := cfg.Publishers + 1
+	conns := min(cfg.allPublishers()+1, apiConnsPerHost)
 	tr := &http.Transport{
 		Proxy:               nil, // a loopback bench never goes through $HTTP_PROXY
 		DialContext:         (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        conns,
 		MaxIdleConnsPerHost: conns, // the default (2) would close and redial most requests' connections
+		MaxConnsPerHost:     apiConnsPerHost,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
 		TLSClientConfig:     cfg.tls,
 	}
+	var id [6]byte
+	_, _ = rand.Read(id[:])
 	a := &apiClient{
-		url:   withChannel(cfg.PublishURL, cfg.Channel),
+		run:   "bench-" + hex.EncodeToString(id[:]),
 		auth:  []string{"Bearer " + cfg.PublishKey},
 		ctype: ctypeOne,
 		hc:    &http.Client{Transport: tr, Timeout: 10 * time.Second},
@@ -70,14 +82,15 @@ type answer struct {
 	Error      string `json:"error"`
 }
 
-// post sends one request whose body carries n messages (an NDJSON batch
-// when batch is set, else exactly one message) and returns how many the
-// server published: n on 202; on 503 (it cannot take them now) the
-// batch's published count, or 0, and how long to wait before sending the
-// rest again (Retry-After, 1 s when absent); any other answer is an
-// error, with what the server published before it.
-func (a *apiClient) post(ctx context.Context, body []byte, n int, batch bool) (published int, retry time.Duration, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, bytes.NewReader(body))
+// post sends one request to url whose body carries n messages (an NDJSON
+// batch when batch is set, else exactly one message), with key as its
+// Idempotency-Key if set, and returns how many the server published: n
+// on 202; on 503 (it cannot take them now) the batch's published count,
+// or 0, and how long to wait before sending the rest again (Retry-After,
+// 1 s when absent); any other answer is an error, with what the server
+// published before it.
+func (a *apiClient) post(ctx context.Context, url string, body []byte, n int, batch bool, key []byte) (published int, retry time.Duration, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -85,6 +98,12 @@ func (a *apiClient) post(ctx context.Context, body []byte, n int, batch bool) (p
 	req.Header["Content-Type"] = a.ctype
 	if batch {
 		req.Header["Content-Type"] = ctypeBatch
+	}
+	if key != nil {
+		// Also what makes the request replayable to net/http: sent again
+		// by itself on a fresh connection when a kept-alive one turns
+		// out closed.
+		req.Header["Idempotency-Key"] = []string{string(key)}
 	}
 	start := time.Now()
 	resp, err := a.hc.Do(req)

@@ -210,3 +210,48 @@ func TestTextPayloadRoundTrip(t *testing.T) {
 		t.Fatal("a ws:// publish url was accepted")
 	}
 }
+
+// storingRefuser publishes every third request, then answers it 503, as
+// a node does whose log stored a message but whose acknowledgement was
+// lost (its NATS server went away): the publisher, told no, sends it
+// again.
+func storingRefuser(next http.Handler) http.Handler {
+	var n atomic.Int64
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/publish" || n.Add(1)%3 != 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(httptest.NewRecorder(), r)
+		w.Header().Set("Retry-After", "0")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, `{"error":"broadcast: the tier did not take the message: bus: JetStream did not acknowledge the message"}`)
+	})
+}
+
+// Without idempotency keys a refused message that was stored anyway is
+// stored twice, and the receivers count the duplicates; with them, the
+// server answers the retry from the first publish: every message once.
+func TestHTTPPublishersIdempotencyKeys(t *testing.T) {
+	for _, keys := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keys %v", keys), func(t *testing.T) {
+			wsURL, pubURL, _ := startFanoutAPI(t, storingRefuser)
+			res, err := Run(context.Background(), Config{
+				Scenario: ScenarioFanout, URL: wsURL, Conns: 10, Publishers: 2,
+				Messages: 30, Rate: 1000, Duration: time.Minute, Drain: 5 * time.Second,
+				PublishURL: pubURL, PublishKey: "k", IdempotencyKeys: keys,
+			}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := res.Fanout
+			if f.Sent != 60 || f.Received != 600 || f.Lost != 0 || f.Reordered != 0 || f.PublishRefused == 0 {
+				t.Fatalf("sent %d received %d lost %d reordered %d refused %d; want 60, 600, 0, 0 and some refused", f.Sent, f.Received, f.Lost, f.Reordered, f.PublishRefused)
+			}
+			if keys != (f.Duplicates == 0) {
+				t.Fatalf("idempotency keys %v: %d duplicates", keys, f.Duplicates)
+			}
+		})
+	}
+}

@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,12 +21,14 @@ import (
 // being a slow consumer. Its messages go out on that connection as
 // frames, or, with Config.PublishURL, as POSTs to the publish API (api).
 type publisher struct {
-	id   uint16
-	cfg  Config
-	nc   net.Conn
-	api  *apiClient // nil: messages go out as frames on nc
-	wmu  sync.Mutex
-	sent atomic.Uint64 // messages the server took, in order: seq 0 … sent-1
+	id      uint16
+	cfg     Config // the run's, or its spread channel's (Config.channelPublisher)
+	nc      net.Conn
+	api     *apiClient    // nil: messages go out as frames on nc
+	postURL string        // with api: where its POSTs go
+	offset  time.Duration // at a fixed Rate: its messages are scheduled this much after the run's
+	wmu     sync.Mutex
+	sent    atomic.Uint64 // messages the server took, in order: seq 0 … sent-1
 	// acks carries one token per own message seen back (Rate 0 only).
 	acks     chan struct{}
 	timeouts atomic.Uint64 // window slots given up on (own message never seen back)
@@ -32,19 +36,42 @@ type publisher struct {
 	err      error
 
 	// Owned by run (and warmUp, before run starts).
-	payload []byte // one message, refilled for each (newPayload)
-	out     []byte // one write's frames, or one request's body
+	payload   []byte // one message, refilled for each (newPayload)
+	out       []byte // one write's frames, or one request's body
+	key       []byte // with IdempotencyKeys: the key of one request, from its prefix (keyPrefix bytes) on
+	keyPrefix int
 }
 
-func connectPublisher(ctx context.Context, cfg Config, id int, api *apiClient) (*publisher, error) {
-	nc, extra, _, err := dial(ctx, cfg, id, cfg.urlFor(id, cfg.Channel), false)
+// connectPublisher connects publisher i (its id), publishing as cfg says
+// (on cfg.Channel), through api if set. Its connection's source address
+// and server are those of connection 1,000,000+i, apart from the
+// receivers'.
+func connectPublisher(ctx context.Context, cfg Config, i int, api *apiClient) (*publisher, error) {
+	conn := 1_000_000 + i
+	nc, extra, _, err := dial(ctx, cfg, conn, cfg.urlFor(conn, cfg.Channel), false)
 	if err != nil {
 		return nil, err
 	}
-	p := &publisher{id: uint16(id), cfg: cfg, nc: nc, api: api, acks: make(chan struct{}, cfg.Window+1),
+	p := &publisher{id: uint16(i), cfg: cfg, nc: nc, api: api, acks: make(chan struct{}, cfg.Window+1),
 		done: make(chan struct{}), payload: newPayload(cfg)}
+	if api != nil {
+		p.postURL = cfg.publishURLFor(i, cfg.Channel)
+	}
+	if api != nil && cfg.IdempotencyKeys {
+		p.key = fmt.Appendf(nil, "%s-%d-", api.run, i) // RUN-PUBLISHER-SEQ
+		p.keyPrefix = len(p.key)
+	}
 	go p.read(append(make([]byte, 0, 64<<10), extra...))
 	return p, nil
+}
+
+// interval is the time between two of the publisher's messages at a
+// fixed Rate (0 at Rate max).
+func (p *publisher) interval() time.Duration {
+	if p.cfg.Rate == 0 {
+		return 0
+	}
+	return time.Duration(float64(time.Second) / (p.cfg.Rate / float64(p.cfg.Publishers)))
 }
 
 // read drains the publisher's own incoming stream, from the bytes that
@@ -153,15 +180,18 @@ func (p *publisher) runClosed(ctx context.Context, t0 time.Time) error {
 // one write, or in requests of up to PublishBatch messages).
 func (p *publisher) runRate(ctx context.Context, t0 time.Time) error {
 	deadline := t0.Add(p.cfg.Duration)
-	perPub := p.cfg.Rate / float64(p.cfg.Publishers)
-	interval := time.Duration(float64(time.Second) / perPub)
-	scheduled := func(seq uint64) int64 { return t0.Add(time.Duration(seq) * interval).UnixNano() }
+	interval := p.interval()
+	first := t0.Add(p.offset)
+	scheduled := func(seq uint64) int64 { return first.Add(time.Duration(seq) * interval).UnixNano() }
 	limit := uint64(p.cfg.Messages)
 	seq := uint64(0)
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for !p.over(ctx, t0, seq) {
-		due := uint64(time.Since(t0)/interval) + 1
+		var due uint64
+		if since := time.Since(first); since >= 0 {
+			due = uint64(since/interval) + 1
+		}
 		if limit > 0 {
 			due = min(due, limit)
 		}
@@ -233,7 +263,12 @@ func (p *publisher) send(ctx context.Context, seq uint64, n int, at func(uint64)
 		}
 		k := min(n-done, p.cfg.PublishBatch)
 		p.out = p.body(p.out[:0], seq+uint64(done), k, at)
-		got, wait, err := p.api.post(ctx, p.out, k, p.cfg.PublishBatch > 1)
+		var key []byte
+		if p.cfg.IdempotencyKeys { // one message per request
+			p.key = strconv.AppendUint(p.key[:p.keyPrefix], seq+uint64(done), 10)
+			key = p.key
+		}
+		got, wait, err := p.api.post(ctx, p.postURL, p.out, k, p.cfg.PublishBatch > 1, key)
 		done += got
 		if err != nil {
 			return done, err
@@ -276,7 +311,7 @@ func (p *publisher) warm(ctx context.Context, payload []byte) error {
 	if p.api == nil {
 		return p.write(frame.CompileMasked(p.cfg.messageOp(), payload))
 	}
-	_, _, err := p.api.post(ctx, payload, 1, false)
+	_, _, err := p.api.post(ctx, p.postURL, payload, 1, false, nil)
 	return err
 }
 

@@ -33,6 +33,7 @@ type receiver struct {
 	pool   *recvPool
 	idx    int
 	room   uint32 // the receiver's index over all procs: its room (scenario rooms)
+	spread int32  // its spread channel (Config.Channels), or -1: on Channel
 	nc     net.Conn
 	rc     syscall.RawConn
 	watch  *netpoll.Watch
@@ -45,8 +46,9 @@ type receiver struct {
 	parser  frame.Parser // WebSocket
 	events  sseParser    // SSE
 	buf     []byte
-	scratch []byte // envelopes' decoded payloads, during a parse (from pool.scratch)
-	tracks  []seqTrack
+	scratch []byte     // envelopes' decoded payloads, during a parse (from pool.scratch)
+	tracks  []seqTrack // by publisher; a spread receiver's one track is its channel's publisher's
+	lastSeq uint64     // json format: the highest seq of a message seen (0: none yet)
 	now     int64
 	frames  uint64
 	wire    uint64 // bytes read while counting (stable receivers), since the last flush
@@ -56,7 +58,7 @@ type receiver struct {
 	readFn  func(uintptr) bool
 	reading chan struct{} // a TLS receiver's: closed when readTLS returns (nil: read by netpoll)
 
-	tmu  sync.Mutex    // held by the read worker while parsing; guards tracks for snapshot
+	tmu  sync.Mutex    // held by the read worker while parsing; guards tracks and lastSeq for snapshot
 	warm atomic.Bool   // a warm-up message arrived (set by the read worker)
 	sent atomic.Uint64 // scenario rooms: own messages written (seq 0 … sent-1)
 
@@ -78,19 +80,23 @@ type recvPool struct {
 	lastAt    atomic.Int64  // when the latest of them was read (unix ns)
 	unique    atomic.Uint64
 	foreign   atomic.Uint64 // messages without the bench header
-	misrouted atomic.Uint64 // scenario rooms: messages from another room
-	errs      atomic.Uint64
-	alive     atomic.Int64
-	warm      atomic.Int64  // receivers that have seen a warm-up message
-	counting  atomic.Bool   // receivers record latency only once publishing started
-	rooms     bool          // scenario rooms: receivers publish, and take only their room's messages
-	sse       bool          // receivers are SSE streams (Transport sse)
-	envelopes bool          // messages come in their JSON envelope (json format, SSE)
-	expect    []byte        // what a message holds after its header (newPayload)
-	corrupt   atomic.Uint64 // bench messages whose bytes after the header are not what was published
-	wire      atomic.Uint64 // bytes stable receivers read while counting
-	deflated  atomic.Uint64 // connections that negotiated permessage-deflate
-	scratch   sync.Pool     // *[]byte: envelopes' decoded payloads
+	misrouted atomic.Uint64 // messages from another room (rooms) or another channel's publisher (spread channels)
+	// outOfOrder counts, in the json format, messages whose seq was not
+	// above the last one their stable receiver saw: the server's order
+	// broken, whoever published (per publisher, see seqTrack.reorder).
+	outOfOrder atomic.Uint64
+	errs       atomic.Uint64
+	alive      atomic.Int64
+	warm       atomic.Int64  // receivers that have seen a warm-up message
+	counting   atomic.Bool   // receivers record latency only once publishing started
+	rooms      bool          // scenario rooms: receivers publish, and take only their room's messages
+	sse        bool          // receivers are SSE streams (Transport sse)
+	envelopes  bool          // messages come in their JSON envelope (json format, SSE)
+	expect     []byte        // what a message holds after its header (newPayload)
+	corrupt    atomic.Uint64 // bench messages whose bytes after the header are not what was published
+	wire       atomic.Uint64 // bytes stable receivers read while counting
+	deflated   atomic.Uint64 // connections that negotiated permessage-deflate
+	scratch    sync.Pool     // *[]byte: envelopes' decoded payloads
 
 	// Scenario rooms: the receivers' own publishing (rooms.go).
 	sent      atomic.Uint64 // messages written, over all receivers
@@ -132,7 +138,7 @@ func (p *recvPool) connectAll(ctx context.Context, n int, slowEvery, churnEvery 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				r := &receiver{pool: p, idx: i, room: uint32(p.offset + i)}
+				r := &receiver{pool: p, idx: i, room: uint32(p.offset + i), spread: int32(p.cfg.spreadOf(p.offset + i))}
 				r.slow = slowEvery > 0 && i%slowEvery == slowEvery-1
 				r.churn = churnEvery > 0 && i%churnEvery == churnEvery-1
 				r.stable = !r.slow && !r.churn
@@ -355,15 +361,27 @@ func (r *receiver) Message(_ ws.OpCode, p []byte) error {
 // payload, recovered as published; the welcome is not counted; anything
 // else, or what is not an envelope, is foreign. It never stops the parse.
 func (r *receiver) envelope(b []byte) error {
-	typ, payload, scratch, err := decodeEnvelope(b, r.scratch)
+	typ, seq, payload, scratch, err := decodeEnvelope(b, r.scratch)
 	r.scratch = scratch
 	switch {
 	case err != nil || typ == envOther || (typ == envMessage && payload == nil):
 		r.pool.foreign.Add(1)
 	case typ == envMessage:
+		r.order(seq)
 		r.count(payload)
 	}
 	return nil
+}
+
+// order checks a message's seq (json format: the server's order, the
+// same on every node of a tier) against the last one r saw: each must be
+// above it. A stable receiver counts one that is not (warm-ups are
+// messages too: the order is the stream's).
+func (r *receiver) order(seq uint64) {
+	if seq <= r.lastSeq && r.stable {
+		r.pool.outOfOrder.Add(1)
+	}
+	r.lastSeq = max(r.lastSeq, seq)
 }
 
 // count accounts for one message's payload, as its publisher sent it.
@@ -414,6 +432,16 @@ func (r *receiver) classify(p []byte) (track int, seq uint64, sent int64, ok boo
 			return 0, 0, 0, false
 		}
 		track, seq, sent, warm = int(pub), q, at, pub == warmPub
+		if r.pool.cfg.Channels > 0 && !warm {
+			own, spreadPub := r.pool.cfg.Publishers+int(r.spread), int(pub) >= r.pool.cfg.Publishers
+			switch {
+			case r.spread >= 0 && int(pub) == own:
+				track = 0 // its one publisher
+			case r.spread >= 0 || spreadPub:
+				r.pool.misrouted.Add(1)
+				return 0, 0, 0, false
+			}
+		}
 	}
 	if warm {
 		if !r.warm.Load() {
@@ -621,7 +649,7 @@ type pubCounts struct {
 }
 
 // snapshot collects the run's accounting over stable receivers, per
-// publisher.
+// publisher (a spread receiver's one track is its channel's publisher's).
 func (p *recvPool) snapshot(publishers int) (perPub []pubCounts, stable int) {
 	perPub = make([]pubCounts, publishers)
 	p.mu.Lock()
@@ -633,6 +661,9 @@ func (p *recvPool) snapshot(publishers int) (perPub []pubCounts, stable int) {
 		stable++
 		r.tmu.Lock()
 		for i, t := range r.tracks {
+			if r.spread >= 0 {
+				i = p.cfg.Publishers + int(r.spread)
+			}
 			if i < publishers {
 				perPub[i].Unique += t.unique
 				perPub[i].Dups += t.dups

@@ -76,7 +76,14 @@ func (r *Result) writeFanout(tw io.Writer, f *FanoutStats) {
 	c := r.Config
 	rate := "max (closed loop)"
 	if c.Rate > 0 {
-		rate = fmt.Sprintf("%.0f msg/s", c.Rate)
+		rate = fmt.Sprintf("%g msg/s", c.Rate)
+	}
+	if c.Channels > 0 {
+		crate := "max (closed loop)"
+		if c.ChannelRate > 0 {
+			crate = fmt.Sprintf("%g msg/s", c.ChannelRate)
+		}
+		rate += fmt.Sprintf(" on %s, and one publisher on each of %d channels at %s", cmp.Or(c.Channel, "the default channel"), c.Channels, crate)
 	}
 	fmt.Fprintf(tw, "publishing\t%s, %d B %s messages, %s\n", plural(int64(f.Publishers), "publisher", "publishers"), c.Size, cmp.Or(c.Payload, PayloadBinary), rate)
 	if c.PublishURL != "" {
@@ -107,7 +114,26 @@ func (r *Result) writeFanout(tw io.Writer, f *FanoutStats) {
 	fmt.Fprintf(tw, "deliveries\t%d of %d expected (%.0f/s over %.1f s)\n", f.Received, f.Expected, f.PerSecond, f.Seconds)
 	fmt.Fprintf(tw, "lost\t%d (%.4f %%)\n", f.Lost, 100*f.LossRatio)
 	fmt.Fprintf(tw, "duplicates\t%d\n", f.Duplicates)
-	fmt.Fprintf(tw, "reordered\t%d\n", f.Reordered)
+	fmt.Fprintf(tw, "reordered\t%d (a publisher's message after a later one of its own)\n", f.Reordered)
+	if c.envelopes() {
+		fmt.Fprintf(tw, "out of order\t%d (a message whose seq is not above the last one on its connection)\n", f.OutOfOrder)
+	}
+	if c.Channels > 0 {
+		fmt.Fprintf(tw, "misrouted\t%d (from another channel's publisher: not counted)\n", f.Misrouted)
+	}
+	if g := f.OnChannel; g != nil {
+		name := cmp.Or(c.Channel, "the default channel")
+		fmt.Fprintf(tw, "  on %s\t%d receivers, %s: %d sent, %d of %d received, %d lost, %s, %d reordered\n",
+			name, g.Receivers, plural(int64(g.Publishers), "publisher", "publishers"), g.Sent, g.Received, g.Expected, g.Lost, plural(int64(g.Duplicates), "duplicate", "duplicates"), g.Reordered)
+	}
+	if g := f.Spread; g != nil {
+		rate := "max (closed loop)"
+		if c.ChannelRate > 0 {
+			rate = fmt.Sprintf("%g msg/s", c.ChannelRate)
+		}
+		fmt.Fprintf(tw, "  on %d channels %s … %s\t%d receivers, a publisher each at %s: %d sent, %d of %d received, %d lost, %s, %d reordered\n",
+			g.Channels, c.spreadChannel(0), c.spreadChannel(c.Channels-1), g.Receivers, rate, g.Sent, g.Received, g.Expected, g.Lost, plural(int64(g.Duplicates), "duplicate", "duplicates"), g.Reordered)
+	}
 	if len(f.PerPublisher) > 1 && len(f.PerPublisher) <= 16 {
 		for _, p := range f.PerPublisher {
 			fmt.Fprintf(tw, "  publisher %d\t%d sent, %d of %d received, %d lost, %s, %d reordered\n",

@@ -18,8 +18,15 @@ type FanoutStats struct {
 	Lost       uint64  `json:"lost"`
 	LossRatio  float64 `json:"loss_ratio"`
 	Duplicates uint64  `json:"duplicates"`
-	Reordered  uint64  `json:"reordered"`
-	Foreign    uint64  `json:"foreign"` // messages without the bench header (or not in an envelope)
+	Reordered  uint64  `json:"reordered"` // received after a later message of the same publisher
+	// OutOfOrder counts, in the json format (and SSE), messages whose seq
+	// was not above the last one their receiver saw: the server's order
+	// (the same on every node of a tier) broken, whoever published.
+	OutOfOrder uint64 `json:"out_of_order,omitempty"`
+	// Misrouted counts, with spread channels (Config.Channels), messages a
+	// receiver got from a publisher of another channel: not counted.
+	Misrouted uint64 `json:"misrouted,omitempty"`
+	Foreign   uint64 `json:"foreign"` // messages without the bench header (or not in an envelope)
 	// Corrupt counts bench messages whose bytes after the header were not
 	// what the publisher sent (length included): not counted as
 	// received, so lost too.
@@ -49,8 +56,14 @@ type FanoutStats struct {
 	// messages they did not send.
 	PublishersBehind int    `json:"publishers_behind,omitempty"`
 	Behind           uint64 `json:"behind,omitempty"`
+	// OnChannel and Spread split the counts, with spread channels
+	// (Config.Channels), between Channel's receivers and publishers and
+	// the spread channels'. Nil without.
+	OnChannel *GroupStats `json:"on_channel,omitempty"`
+	Spread    *GroupStats `json:"spread,omitempty"`
 	// PerPublisher splits the counts by publisher: each publisher's own
-	// loss, duplicates and reordering, over all counted receivers.
+	// loss, duplicates and reordering, over the counted receivers on its
+	// channel (the spread channels' publishers follow Channel's).
 	PerPublisher []PublisherStats `json:"per_publisher"`
 }
 

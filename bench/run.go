@@ -82,8 +82,10 @@ type run struct {
 	api    *apiClient // the publishers' publish API client (Config.PublishURL), or nil
 
 	// From the procs' "connected" reports.
-	stableTotal  uint64 // receivers counted for loss
-	readersTotal uint64 // receivers that read (not slow)
+	stableTotal  uint64   // receivers counted for loss
+	readersTotal uint64   // receivers that read (not slow)
+	spreadStable []uint64 // of stableTotal, those on each spread channel (Config.Channels)
+	spreadTotal  uint64   // their sum
 
 	// The measured phase: from the first publish to the procs' results.
 	start      time.Time // first publish
@@ -199,6 +201,7 @@ func (r *run) connect(ctx context.Context) error {
 				got++
 				r.stableTotal += uint64(m.Stable)
 				r.readersTotal += uint64(m.Readers)
+				r.addSpread(m.SpreadStable)
 				c := m.Connected
 				sofar[m.proc] = c.Connected
 				res.Connect.add(c)
@@ -224,7 +227,8 @@ func (r *run) connect(ctx context.Context) error {
 }
 
 // connectPublishers opens the publishing connections (not for connect,
-// nor rooms, whose clients publish).
+// nor rooms, whose clients publish): Publishers on Channel, then one on
+// each spread channel (Config.Channels), publisher i being r.pubs[i].
 func (r *run) connectPublishers(ctx context.Context) error {
 	if r.cfg.Scenario == ScenarioConnect || r.cfg.Scenario == ScenarioRooms {
 		return nil
@@ -232,12 +236,20 @@ func (r *run) connectPublishers(ctx context.Context) error {
 	if r.cfg.PublishURL != "" {
 		r.api = newAPIClient(r.cfg)
 	}
-	for i := 0; i < r.cfg.Publishers; i++ {
-		p, err := connectPublisher(ctx, r.cfg, 1_000_000+i, r.api)
+	for i := 0; i < r.cfg.allPublishers(); i++ {
+		cfg := r.cfg
+		if k := i - r.cfg.Publishers; k >= 0 {
+			cfg = r.cfg.channelPublisher(k)
+		}
+		p, err := connectPublisher(ctx, cfg, i, r.api)
 		if err != nil {
 			return fmt.Errorf("bench: publisher %d: %w", i, err)
 		}
-		p.id = uint16(i)
+		if k := i - r.cfg.Publishers; k >= 0 {
+			// Spread the channels' first messages over their interval:
+			// all at once, they would come as a burst at each interval.
+			p.offset = time.Duration(float64(p.interval()) * float64(k) / float64(r.cfg.Channels))
+		}
 		r.pubs = append(r.pubs, p)
 	}
 	return nil
@@ -266,14 +278,61 @@ func (r *run) warmUp(ctx context.Context) error {
 	if len(r.pubs) == 0 {
 		return nil
 	}
-	payload := newPayload(r.cfg) // a warm-up looks like the messages that follow
+	// Publisher 0 warms Channel up; each spread channel's publisher its own.
+	warmers := append([]*publisher{r.pubs[0]}, r.pubs[r.cfg.Publishers:]...)
 	seq := uint64(0)
 	return r.awaitWarm(ctx, func() error {
-		putMessage(r.cfg, payload, warmPub, seq, time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		err := eachPublisher(warmers, func(p *publisher) error {
+			// p.payload: a warm-up looks like the messages that follow
+			// (p does not publish yet).
+			putMessage(p.cfg, p.payload, warmPub, seq, now)
+			return p.warm(ctx, p.payload)
+		})
 		seq++
-		r.res.WarmupSent++
-		return r.pubs[0].warm(ctx, payload)
+		r.res.WarmupSent += uint64(len(warmers))
+		return err
 	})
+}
+
+// warmWorkers bounds the warm-ups in flight at once: one per spread
+// channel's publisher, POSTs among them.
+const warmWorkers = 32
+
+// eachPublisher calls f for every one of pubs, warmWorkers at a time,
+// and returns the first error.
+func eachPublisher(pubs []*publisher, f func(*publisher) error) error {
+	if len(pubs) == 1 {
+		return f(pubs[0])
+	}
+	next := make(chan *publisher)
+	errs := make(chan error, warmWorkers)
+	var wg sync.WaitGroup
+	for range min(warmWorkers, len(pubs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var first error
+			for p := range next {
+				if err := f(p); err != nil && first == nil {
+					first = err
+				}
+			}
+			errs <- first
+		}()
+	}
+	for _, p := range pubs {
+		next <- p
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // awaitWarm waits until the procs report every reading receiver warm, or
@@ -388,9 +447,10 @@ func (r *run) measure(ctx context.Context, pubsDone <-chan struct{}, pubErrs <-c
 	r.lastGrowth = r.start
 	holdEnd := r.start.Add(r.cfg.Hold)
 	var drainEnd time.Time
-	r.phase = "publishing"
 	if r.cfg.Scenario == ScenarioConnect {
-		r.phase = "holding"
+		r.setPhase("holding")
+	} else {
+		r.setPhase("publishing")
 	}
 	stopped := false
 	ticker := time.NewTicker(tickEvery)
@@ -404,7 +464,7 @@ func (r *run) measure(ctx context.Context, pubsDone <-chan struct{}, pubErrs <-c
 				r.states[m.proc].last = *m.Tick
 				r.secHist.Merge(m.Tick.Latency.hist())
 				if r.cfg.Scenario == ScenarioRooms && r.phase == "publishing" && r.procsPublished() {
-					r.phase = "draining"
+					r.setPhase("draining")
 					drainEnd = time.Now().Add(r.cfg.Drain)
 				}
 			case "result":
@@ -422,7 +482,7 @@ func (r *run) measure(ctx context.Context, pubsDone <-chan struct{}, pubErrs <-c
 			continue
 		case <-pubsDone:
 			pubsDone = nil
-			r.phase = "draining"
+			r.setPhase("draining")
 			drainEnd = time.Now().Add(r.cfg.Drain)
 		case <-ticker.C:
 		case <-ctx.Done():
@@ -454,6 +514,21 @@ func (r *run) measure(ctx context.Context, pubsDone <-chan struct{}, pubErrs <-c
 	return nil
 }
 
+// setPhase moves the run to phase, and tells progress at once (not at
+// the end of the second): a script that acts on the phases (-phase-log)
+// learns of each as it begins.
+func (r *run) setPhase(phase string) {
+	if phase == r.phase {
+		return
+	}
+	r.phase = phase
+	alive, _, _, errs := r.totals()
+	if r.curSecond < 0 { // no tick yet
+		alive = int64(r.res.Connect.Connected)
+	}
+	r.progress(Point{Second: max(r.curSecond, 0), Conns: alive, Errors: errs}, phase)
+}
+
 // observe closes the parent's second when its clock moved on, notes when
 // deliveries last grew, and returns the unique deliveries so far.
 func (r *run) observe() (unique uint64) {
@@ -481,8 +556,9 @@ func (r *run) totals() (alive int64, frames, unique, errs uint64) {
 	return
 }
 
-// expected is the deliveries owed for what was sent so far: in rooms,
-// one for each message the clients wrote.
+// expected is the deliveries owed for what was sent so far: what each
+// publisher sent times the receivers on its channel; in rooms, one for
+// each message the clients wrote.
 func (r *run) expected() uint64 {
 	if r.cfg.Scenario == ScenarioRooms {
 		var sent uint64
@@ -491,11 +567,27 @@ func (r *run) expected() uint64 {
 		}
 		return sent
 	}
-	var sent uint64
-	for _, p := range r.pubs {
-		sent += p.sent.Load()
+	var want uint64
+	for i, p := range r.pubs {
+		want += p.sent.Load() * r.receiversOf(i)
 	}
-	return sent * r.stableTotal
+	return want
+}
+
+// addSpread adds a proc's counted receivers on each spread channel.
+func (r *run) addSpread(counts []int) {
+	if len(counts) == 0 {
+		return
+	}
+	if r.spreadStable == nil {
+		r.spreadStable = make([]uint64, r.cfg.Channels)
+	}
+	for k, n := range counts {
+		if k < len(r.spreadStable) {
+			r.spreadStable[k] += uint64(n)
+			r.spreadTotal += uint64(n)
+		}
+	}
 }
 
 // addTick files a proc's tick under the second of the run it belongs to.

@@ -7,6 +7,7 @@
 //	fanout-bench churn    -url ... -conns 1000 -churn-rate 50
 //	fanout-bench fanout   -url ... -publish-url http://127.0.0.1:8081/publish -publish-key K   (publishers POST)
 //	fanout-bench fanout   -url ... -channel news            (receivers and publishers on one channel)
+//	fanout-bench fanout   -url ... -channels 1000 -channel-rate 0.25   (half the receivers over 1,000 channels, a publisher each)
 //	fanout-bench fanout   -url ... -transport sse           (receivers are Server-Sent Events streams)
 //	fanout-bench fanout   -url ... -compression -payload json -size 1024   (deflate receivers, JSON messages)
 //	fanout-bench rooms    -url ... -conns 10000 -rate-per-client 2   (a channel per client, each publishing to its own)
@@ -155,10 +156,20 @@ func runScenario(scenario string, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "# params: %s\n", params(full))
 
 	progress := progressLine(stderr, a.quiet)
+	tty := progress != nil
+	if a.phaseLog != "" {
+		f, err := os.OpenFile(a.phaseLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintf(stderr, "fanout-bench: -phase-log: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		progress = logPhases(f, progress)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := bench.Run(ctx, a.cfg, progress)
-	if progress != nil {
+	if tty {
 		fmt.Fprint(stderr, "\r\033[K")
 	}
 	if err != nil {
@@ -184,6 +195,7 @@ type scenarioArgs struct {
 	pids       string // -server-pid, parsed by config
 	jsonPath   string
 	reportPath string
+	phaseLog   string
 	quiet      bool
 }
 
@@ -205,8 +217,14 @@ func params(c bench.Config) string {
 	if c.PublishURL != "" {
 		fmt.Fprintf(&b, " publish-url=%s publish-batch=%d", c.PublishURL, c.PublishBatch)
 	}
+	if c.IdempotencyKeys {
+		fmt.Fprintf(&b, " idempotency-keys=true")
+	}
 	if c.Channel != "" {
 		fmt.Fprintf(&b, " channel=%s", c.Channel)
+	}
+	if c.Channels > 0 {
+		fmt.Fprintf(&b, " channels=%d channel-share=%g channel-prefix=%s channel-rate=%s", c.Channels, c.ChannelShare, c.ChannelPrefix, rateFlag{&c.ChannelRate})
 	}
 	return b.String()
 }
@@ -247,10 +265,11 @@ func scenarioFlags(scenario string, stderr io.Writer) (*flag.FlagSet, *scenarioA
 // slow and churn have their knobs.
 var notTaken = map[string][]string{
 	bench.ScenarioConnect: {"publishers", "size", "payload", "rate", "window", "duration", "messages", "drain",
-		"publish-url", "publish-key", "publish-batch", "slow-fraction", "churn-rate"},
+		"publish-url", "publish-key", "publish-batch", "idempotency-keys", "slow-fraction", "churn-rate",
+		"channels", "channel-share", "channel-prefix", "channel-rate"},
 	bench.ScenarioFanout: {"hold", "slow-fraction", "churn-rate"},
-	bench.ScenarioSlow:   {"hold", "churn-rate"},
-	bench.ScenarioChurn:  {"hold", "slow-fraction"},
+	bench.ScenarioSlow:   {"hold", "churn-rate", "channels", "channel-share", "channel-prefix", "channel-rate"},
+	bench.ScenarioChurn:  {"hold", "slow-fraction", "channels", "channel-share", "channel-prefix", "channel-rate"},
 }
 
 func notFor(scenario, flagName string) bool { return slices.Contains(notTaken[scenario], flagName) }
@@ -286,6 +305,10 @@ func (a *scenarioArgs) publishFlags(fs *flag.FlagSet) {
 	cfg := &a.cfg
 	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "connect: how long to hold the connections")
 	fs.StringVar(&cfg.Channel, "channel", "", "fanout channel `name` for receivers and publishers (?channel=name on their URLs and on -publish-url; default: the default channel, URLs as given)")
+	fs.IntVar(&cfg.Channels, "channels", 0, "spread the last -channel-share of the receivers over `n` channels (-channel-prefix0 …), each with a publisher of its own at -channel-rate; the rest stay on -channel with -publishers (0: none spread)")
+	fs.Float64Var(&cfg.ChannelShare, "channel-share", 0, "with -channels: the `fraction` of the receivers spread (default 0.5)")
+	fs.StringVar(&cfg.ChannelPrefix, "channel-prefix", "", "with -channels: the spread channels' names are `prefix`0, prefix1, … (default ch-)")
+	fs.Float64Var(&cfg.ChannelRate, "channel-rate", 0, "with -channels: messages per `second` each spread channel's publisher publishes (default: -rate / -publishers)")
 	fs.IntVar(&cfg.Publishers, "publishers", 1, "publishing connections (`n`)")
 	fs.IntVar(&cfg.Size, "size", 64, "message size in `bytes` (≥ 20; ≥ 60 with -payload json)")
 	fs.StringVar(&cfg.Payload, "payload", bench.PayloadBinary, "what a message holds: `binary` (the bench header and padding) or json (a JSON object of -size bytes carrying the header: text, compressible like an API's)")
@@ -294,8 +317,9 @@ func (a *scenarioArgs) publishFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish")
 	fs.IntVar(&cfg.Messages, "messages", 0, "stop each publisher after `n` messages (0: use -duration)")
 	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "wait this long at most for deliveries after publishing")
-	fs.StringVar(&cfg.PublishURL, "publish-url", "", "publishers POST to this publish API `URL` (e.g. http://127.0.0.1:8081/publish, keep-alive) instead of writing WebSocket frames; they still read their own messages back over WebSocket")
+	fs.StringVar(&cfg.PublishURL, "publish-url", "", "publishers POST to this publish API `URL` (e.g. http://127.0.0.1:8081/publish, keep-alive; a comma-separated list spreads them over a tier's nodes) instead of writing WebSocket frames; they still read their own messages back over WebSocket")
 	fs.StringVar(&cfg.PublishKey, "publish-key", "", "bearer `key` for -publish-url (default: the first of $FANOUT_PUBLISH_KEYS, which fanout reads too: flags show in ps)")
+	fs.BoolVar(&cfg.IdempotencyKeys, "idempotency-keys", false, "with -publish-url: every POST carries an Idempotency-Key of its own (run, publisher, sequence): a message sent again after a 503 is stored once even if the first try was stored (one message per POST)")
 	fs.IntVar(&cfg.PublishBatch, "publish-batch", 1, "messages per POST (`n`): 1 sends each alone (application/octet-stream); more sends them as application/x-ndjson, one text message per line")
 	fs.Float64Var(&cfg.SlowFraction, "slow-fraction", 0.1, "slow: fraction of receivers that never read")
 	fs.Float64Var(&cfg.ChurnRate, "churn-rate", 0, "churn: receivers replaced per `second` (0: 5% of -conns)")
@@ -321,6 +345,7 @@ func (a *scenarioArgs) reportFlags(fs *flag.FlagSet) {
 	fs.StringVar(&a.jsonPath, "json", "", "write all figures as JSON to `file`")
 	fs.StringVar(&a.reportPath, "report", "", "write a self-contained HTML report to `file`")
 	fs.BoolVar(&a.quiet, "quiet", false, "no progress line")
+	fs.StringVar(&a.phaseLog, "phase-log", "", "append a line to `file` each time the run's phase changes (connecting, publishing, holding, draining: the phase and the unix time in seconds), for a script that acts mid-run")
 }
 
 // config completes a.cfg from the flags that need parsing and returns it
@@ -365,6 +390,22 @@ func progressLine(stderr io.Writer, quiet bool) bench.Progress {
 	}
 	return func(p bench.Point, phase string) {
 		fmt.Fprintf(stderr, "\r\033[K%-10s t=%3ds conns %d  deliveries/s %.0f  p99 %.2f ms  errors %d", phase, p.Second, p.Conns, p.Deliveries, p.P99, p.Errors)
+	}
+}
+
+// logPhases is progress (nil: none) that also writes "PHASE UNIXTIME" to
+// w each time the phase changes (-phase-log): publishing as the first
+// message goes out, draining once the publishers are done.
+func logPhases(w io.Writer, progress bench.Progress) bench.Progress {
+	last := ""
+	return func(p bench.Point, phase string) {
+		if phase != last {
+			last = phase
+			fmt.Fprintf(w, "%s %d\n", phase, time.Now().Unix())
+		}
+		if progress != nil {
+			progress(p, phase)
+		}
 	}
 }
 

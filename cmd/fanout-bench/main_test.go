@@ -109,12 +109,14 @@ func TestScenarioHelp(t *testing.T) {
 	}{
 		{"rooms", []string{"-room-prefix", "-rate-per-client", "-conns", "-conns-per-proc", "-source-ips", "-server-pid", "-messages", "-drain", "-compression"},
 			[]string{"-channel", "-publishers", "-rate ", "-publish-url", "-window", "-hold", "-transport", "-format", "-payload", "-sse-path"}},
-		{"fanout", []string{"-channel", "-publishers", "-rate ", "-publish-url", "-transport", "-sse-path", "-format", "-compression", "-payload"},
+		{"fanout", []string{"-channel", "-publishers", "-rate ", "-publish-url", "-transport", "-sse-path", "-format", "-compression", "-payload",
+			"-channels", "-channel-share", "-channel-prefix", "-channel-rate", "-idempotency-keys", "-phase-log"},
 			[]string{"-room-prefix", "-rate-per-client", "-hold", "-slow-fraction", "-churn-rate"}},
-		{"connect", []string{"-channel", "-hold", "-conns", "-transport", "-compression"},
-			[]string{"-room-prefix", "-publishers", "-rate ", "-window", "-duration", "-payload", "-publish-url", "-slow-fraction", "-churn-rate"}},
-		{"slow", []string{"-slow-fraction", "-rate "}, []string{"-churn-rate", "-hold"}},
-		{"churn", []string{"-churn-rate", "-rate "}, []string{"-slow-fraction", "-hold"}},
+		{"connect", []string{"-channel", "-hold", "-conns", "-transport", "-compression", "-phase-log"},
+			[]string{"-room-prefix", "-publishers", "-rate ", "-window", "-duration", "-payload", "-publish-url", "-slow-fraction", "-churn-rate",
+				"-channels", "-channel-rate", "-idempotency-keys"}},
+		{"slow", []string{"-slow-fraction", "-rate "}, []string{"-churn-rate", "-hold", "-channels "}},
+		{"churn", []string{"-churn-rate", "-rate "}, []string{"-slow-fraction", "-hold", "-channels "}},
 	} {
 		var out, errb bytes.Buffer
 		if code := run([]string{tc.scenario, "-help"}, &out, &errb); code != 0 {
@@ -193,5 +195,34 @@ func TestTransportRuns(t *testing.T) {
 				t.Fatalf("%q: output lacks %s:\n%s", tc.args, want, stdout.String())
 			}
 		}
+	}
+}
+
+// Half the receivers spread over channels of their own, in the json
+// format: the table splits the counts by group and says nothing was out
+// of order or misrouted; -phase-log has the phases in order.
+func TestSpreadRun(t *testing.T) {
+	phases := filepath.Join(t.TempDir(), "phases")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"fanout", "-url", startFanout(t), "-conns", "20", "-messages", "10", "-rate", "200", "-format", "json",
+		"-channels", "5", "-channel-rate", "100", "-phase-log", phases}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, want := range []string{`(?m)^# params: .* channels=5 channel-share=0.5 channel-prefix=ch- channel-rate=100$`,
+		`(?m)^publishing\s+6 publishers, 64 B binary messages, 200 msg/s on the default channel, and one publisher on each of 5 channels at 100 msg/s$`,
+		`(?m)^deliveries\s+200 of 200 expected`, `(?m)^lost\s+0 \(`, `(?m)^out of order\s+0 \(`,
+		`(?m)^  on the default channel\s+10 receivers, 1 publisher: 10 sent, 100 of 100 received, 0 lost`,
+		`(?m)^  on 5 channels ch-0 … ch-4\s+10 receivers, a publisher each at 100 msg/s: 50 sent, 100 of 100 received, 0 lost`,
+		`(?m)^misrouted\s+0 \(`} {
+		if !regexp.MustCompile(want).MatchString(stdout.String()) {
+			t.Fatalf("output lacks %s:\n%s", want, stdout.String())
+		}
+	}
+	b, err := os.ReadFile(phases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^connecting \d+\npublishing \d+\n(draining \d+\n)?$`).Match(b) {
+		t.Fatalf("phase log %q: want connecting, publishing, then draining if it lasted a second", b)
 	}
 }
