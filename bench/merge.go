@@ -106,6 +106,9 @@ func (r *run) fanoutStats(fs *FanoutStats, perPub []pubCounts, lat *Histogram) {
 	}
 	for _, ps := range fs.PerPublisher {
 		fs.Lost += ps.Lost // a publisher's extra deliveries do not make up for another's losses
+		if ps.Received > ps.Expected {
+			fs.Extra += ps.Received - ps.Expected
+		}
 	}
 	r.finishFanout(fs, lat)
 }

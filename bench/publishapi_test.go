@@ -255,3 +255,37 @@ func TestHTTPPublishersIdempotencyKeys(t *testing.T) {
 		})
 	}
 }
+
+// A message refused (503) yet stored, that its publisher never gets
+// acknowledged before the run ends, reaches the receivers: each of them
+// counts it as an extra delivery, not as a received message that could
+// hide another's loss, and the idempotency key keeps it stored once.
+func TestHTTPPublishersCountExtraDeliveries(t *testing.T) {
+	storesAndRefusesFrom10 := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if pub, seq, _, err := parsePayload(body); r.URL.Path != "/publish" || err != nil || pub == warmPub || seq < 10 {
+				next.ServeHTTP(w, r)
+				return
+			}
+			next.ServeHTTP(httptest.NewRecorder(), r)
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		})
+	}
+	wsURL, pubURL, _ := startFanoutAPI(t, storesAndRefusesFrom10)
+	res, err := Run(context.Background(), Config{
+		Scenario: ScenarioFanout, URL: wsURL, Conns: 10, Publishers: 1,
+		Rate: 100, Duration: 500 * time.Millisecond, Drain: 5 * time.Second,
+		PublishURL: pubURL, PublishKey: "k", IdempotencyKeys: true,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := res.Fanout
+	if f.Sent != 10 || f.Expected != 100 || f.Received != 110 || f.Extra != 10 || f.Lost != 0 || f.Duplicates != 0 {
+		t.Fatalf("sent %d expected %d received %d extra %d lost %d dups %d; want 10, 100, 110, 10 (message 10 everywhere), 0, 0",
+			f.Sent, f.Expected, f.Received, f.Extra, f.Lost, f.Duplicates)
+	}
+}

@@ -113,6 +113,9 @@ func (r *Result) writeFanout(tw io.Writer, f *FanoutStats) {
 	fmt.Fprintf(tw, "receivers counted\t%d\n", f.Receivers)
 	fmt.Fprintf(tw, "deliveries\t%d of %d expected (%.0f/s over %.1f s)\n", f.Received, f.Expected, f.PerSecond, f.Seconds)
 	fmt.Fprintf(tw, "lost\t%d (%.4f %%)\n", f.Lost, 100*f.LossRatio)
+	if f.Extra > 0 {
+		fmt.Fprintf(tw, "extra deliveries\t%d (of messages their publisher was not counted as sending: refused, yet stored)\n", f.Extra)
+	}
 	fmt.Fprintf(tw, "duplicates\t%d\n", f.Duplicates)
 	fmt.Fprintf(tw, "reordered\t%d (a publisher's message after a later one of its own)\n", f.Reordered)
 	if c.envelopes() {

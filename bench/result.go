@@ -23,6 +23,12 @@ type FanoutStats struct {
 	// was not above the last one their receiver saw: the server's order
 	// (the same on every node of a tier) broken, whoever published.
 	OutOfOrder uint64 `json:"out_of_order,omitempty"`
+	// Extra counts deliveries beyond what their publisher was counted as
+	// sending, over the publishers that had some: messages received that
+	// the server never acknowledged (a publish refused, 503, yet stored:
+	// its acknowledgement lost, and the publisher gave up on it at the
+	// end of the run). They make up for no other publisher's losses.
+	Extra uint64 `json:"extra,omitempty"`
 	// Misrouted counts, with spread channels (Config.Channels), messages a
 	// receiver got from a publisher of another channel: not counted.
 	Misrouted uint64 `json:"misrouted,omitempty"`
