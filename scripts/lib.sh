@@ -47,4 +47,12 @@ start() {
 }
 
 # stop PID: stops one started process.
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; forget "$1"; }
+
+# forget PID: a started process that is gone (stopped, killed): cleanup
+# must not signal its pid, which another process may have by then.
+forget() {
+  local p keep=()
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
