@@ -196,12 +196,55 @@ func (s *Server) Begin(epoch string, seq uint64) error {
 // this node's clients, at the log's cursor. It waits while the hub's
 // backlog is full (the log keeps what this node has not taken: nothing is
 // dropped here) until ctx ends.
+//
+// What a fanout node would not have published (a bad channel name, over
+// -max-message, text that is not UTF-8, JSON that is not JSON: someone
+// else wrote to the stream) is not delivered: it is counted, logged, and
+// its seq passed over.
 func (s *Server) Deliver(ctx context.Context, epoch string, seq uint64, channel string, kind byte, payload []byte) error {
-	err := s.hub.AppendWait(ctx, hub.NewMessage(channel, Kind(kind), payload), hub.Cursor{Epoch: epoch, Seq: seq})
+	at := hub.Cursor{Epoch: epoch, Seq: seq}
+	if err := s.validTier(channel, Kind(kind), payload); err != nil {
+		s.tierInvalid.Add(1)
+		s.logRefused.Warn(s.log, "a message in the tier's stream that fanout would not publish: not delivered (fanout_tier_invalid_messages_total)",
+			"seq", seq, "channel", channel, "err", err)
+		s.hub.Pass(at)
+		return nil
+	}
+	err := s.hub.AppendWait(ctx, hub.NewMessage(channel, Kind(kind), payload), at)
 	if err != nil && ctx.Err() == nil {
 		s.logRefused.Warn(s.log, "message from the tier's log refused locally", "seq", seq, "err", err)
 	}
 	return err
+}
+
+// Pass implements bus.Sink: the stream holds nothing for this node at
+// seq (a message fanout did not publish).
+func (s *Server) Pass(epoch string, seq uint64) {
+	s.tierInvalid.Add(1)
+	s.hub.Pass(hub.Cursor{Epoch: epoch, Seq: seq})
+}
+
+// validTier checks a message from the tier's stream the way publish checks
+// one before it goes there.
+func (s *Server) validTier(channel string, kind Kind, payload []byte) error {
+	if channel != "" {
+		if err := hub.ValidChannel(channel); err != nil {
+			return err
+		}
+	}
+	switch {
+	case len(payload) > s.cfg.MaxMessage:
+		return ErrTooBig
+	case kind == KindBinary:
+		return nil
+	case kind != KindText && kind != KindJSON:
+		return fmt.Errorf("broadcast: unknown kind %d", kind)
+	case !utf8.Valid(payload):
+		return ErrInvalidUTF8
+	case kind == KindJSON && !json.Valid(payload):
+		return ErrInvalidJSON
+	}
+	return nil
 }
 
 // route sends a client's validated message to the tier's log when the

@@ -55,6 +55,9 @@ type Server struct {
 	rejected [numRejects]atomic.Uint64
 	closes   [numReasons]atomic.Uint64
 	refused  atomic.Uint64
+	// tierInvalid counts messages of the tier's stream not delivered:
+	// fanout would not have published them.
+	tierInvalid atomic.Uint64
 
 	logAccept, logRefused *lograte.Limiter
 }

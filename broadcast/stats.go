@@ -22,6 +22,7 @@ type Stats struct {
 	Deliveries   uint64             // messages handed to connections (written or queued)
 	Dropped      uint64             // messages dropped under SlowDrop
 	BacklogWaits uint64             // in a tier: times the stream consumer waited for the backlog to drain
+	TierInvalid  uint64             // in a tier: messages of the stream not delivered (fanout would not have published them)
 	BytesIn      uint64             // bytes read from clients after their upgrade
 	BytesOut     uint64             // bytes written to sockets
 	Writes       uint64             // socket writes (each may carry several frames)
@@ -60,6 +61,7 @@ func (s *Server) Stats() Stats {
 		Deliveries:     h.Deliveries,
 		Dropped:        h.Dropped,
 		BacklogWaits:   h.BacklogWaits,
+		TierInvalid:    s.tierInvalid.Load(),
 		BytesIn:        s.ws.BytesIn(),
 		BytesOut:       out.BytesOut,
 		Writes:         out.Writes,

@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,6 +104,9 @@ type Sink interface {
 	// Begin is called once, before the first Deliver: the stream's next
 	// message follows seq, in epoch.
 	Begin(epoch string, seq uint64) error
+	// Pass says the stream holds, at seq, nothing for the node (a message
+	// fanout did not publish): its history stays whole across it.
+	Pass(epoch string, seq uint64)
 	// Deliver hands one message to the node, in stream order, and returns
 	// once the node accepted it (or ctx is done). A new epoch (the stream
 	// was recreated) starts over at its first seq.
@@ -118,11 +122,15 @@ type JetStream struct {
 	js   jetstream.JetStream
 	sink Sink
 	url  string // redacted, for logs
+	// secrets are the passwords and tokens in the URLs: scrubbed from
+	// every error that is logged or returned.
+	secrets []string
 
-	ctx    context.Context // ends with Close
-	cancel context.CancelFunc
-	done   chan struct{} // consume returned
-	caught chan struct{} // closed once the stream's messages at start are delivered
+	ctx        context.Context // ends with Close
+	cancel     context.CancelFunc
+	done       chan struct{} // consume returned
+	caught     chan struct{} // closed once the stream's messages at start are delivered
+	caughtOnce sync.Once
 
 	mu         sync.Mutex
 	epoch      string                  // guarded by mu: the stream's identity
@@ -136,6 +144,7 @@ type JetStream struct {
 	poke       chan struct{}           // a reconnect: read the stream now
 
 	connected    atomic.Bool
+	streamMax    atomic.Int64 // the stream's MaxMsgSize, as last read
 	connErr      atomic.Value // string: why the last connection attempt failed
 	started      atomic.Bool  // Start began consuming (done will close)
 	published    atomic.Uint64
@@ -243,20 +252,21 @@ func New(cfg Config, sink Sink) (*JetStream, error) {
 			if b.connected.Swap(false) && b.ctx.Err() == nil {
 				b.disconnects.Add(1)
 				b.log.Warn("bus: disconnected from NATS; local clients stay, publishes are refused until it is back",
-					"url", b.url, "err", err)
+					"url", b.url, "err", b.scrub(err))
 			}
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			b.connErr.Store(err.Error())
-			b.logDown.Error(b.log, "bus: cannot reach NATS; retrying", "url", b.url, "err", err)
+			b.connErr.Store(b.scrub(err))
+			b.logDown.Error(b.log, "bus: cannot reach NATS; retrying", "url", b.url, "err", b.scrub(err))
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			b.logErr.Error(b.log, "bus: NATS error", "url", b.url, "err", err)
+			b.logErr.Error(b.log, "bus: NATS error", "url", b.url, "err", b.scrub(err))
 		}),
 	}, cfg.Options...)
+	b.secrets = urlSecrets(cfg.URL)
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("bus: %s: %w", b.url, err)
+		return nil, fmt.Errorf("bus: %s: %s", b.url, b.scrub(err))
 	}
 	b.nc = nc
 	if nc.IsConnected() {
@@ -264,6 +274,7 @@ func New(cfg Config, sink Sink) (*JetStream, error) {
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(4096),
+		jetstream.WithPublishAsyncTimeout(10*time.Second),
 		jetstream.WithPublishAsyncErrHandler(b.asyncFailed),
 	)
 	if err != nil {
@@ -298,7 +309,6 @@ func (b *JetStream) Start(ctx context.Context) error {
 		begin = info.State.LastSeq
 	}
 	b.next = begin + 1
-	target := info.State.LastSeq
 	b.mu.Unlock()
 	if err := b.sink.Begin(epoch, begin); err != nil {
 		return err
@@ -306,22 +316,28 @@ func (b *JetStream) Start(ctx context.Context) error {
 	b.log.Info("bus: joined the tier through JetStream", "url", b.url, "stream", cfg.Stream,
 		"storage", cfg.Storage.String(), "replicas", cfg.Replicas, "epoch", epoch,
 		"messages", info.State.Msgs, "first_seq", info.State.FirstSeq, "last_seq", info.State.LastSeq)
-	if target < b.next {
-		close(b.caught)
+	if info.State.Msgs == 0 {
+		b.markCaught()
 	}
 	b.started.Store(true)
-	go b.consume(target)
+	go b.consume()
 	go b.watch()
 	select {
 	case <-b.caught:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("bus: catching up with the stream's %d messages: %w", info.State.Msgs, ctx.Err())
+	case <-b.ctx.Done():
+		return ErrClosed
 	}
 }
 
-// ensureStream creates the stream, or updates it to this node's
-// configuration, retrying (and saying so) while NATS cannot be reached.
+// markCaught says the node has delivered what the stream holds.
+func (b *JetStream) markCaught() { b.caughtOnce.Do(func() { close(b.caught) }) }
+
+// ensureStream creates the stream, or widens it to this node's limits
+// (never narrows what other nodes rely on), retrying (and saying so) while
+// NATS cannot be reached.
 func (b *JetStream) ensureStream(ctx context.Context) (*jetstream.StreamInfo, error) {
 	cfg := b.streamConfig()
 	delay := 250 * time.Millisecond
@@ -330,10 +346,7 @@ func (b *JetStream) ensureStream(ctx context.Context) (*jetstream.StreamInfo, er
 		err := b.nc.LastError()
 		if b.nc.IsConnected() {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			var s jetstream.Stream
-			if s, err = b.js.CreateOrUpdateStream(actx, cfg); err == nil {
-				info, err = s.Info(actx)
-			}
+			info, err = b.createOrWiden(actx, cfg)
 			cancel()
 			if err == nil {
 				return info, nil
@@ -350,14 +363,68 @@ func (b *JetStream) ensureStream(ctx context.Context) (*jetstream.StreamInfo, er
 			return nil, fmt.Errorf("bus: stream %q: %w", cfg.Name, err)
 		}
 		b.logStart.Error(b.log, "bus: cannot reach NATS or its JetStream stream to join the tier; retrying", "url", b.url,
-			"stream", cfg.Name, "attempt", attempt, "connected", b.nc.IsConnected(), "err", err)
+			"stream", cfg.Name, "attempt", attempt, "connected", b.nc.IsConnected(), "err", b.scrub(err))
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("bus: %s: stream %q: %w (last error: %w)", b.url, cfg.Name, ctx.Err(), err)
+			return nil, fmt.Errorf("bus: %s: stream %q: %w (last error: %s)", b.url, cfg.Name, ctx.Err(), b.scrub(err))
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
+}
+
+// createOrWiden creates the stream with cfg, or, when it exists, raises
+// its limits to cfg's where they are lower (a node with a longer history
+// or a larger -max-message widens it for the tier; one with smaller ones
+// does not narrow it for the others) and adds the subjects it needs. What
+// it cannot change (storage, replicas set by someone else) is said.
+func (b *JetStream) createOrWiden(ctx context.Context, cfg jetstream.StreamConfig) (*jetstream.StreamInfo, error) {
+	s, err := b.js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if s, err = b.js.CreateStream(ctx, cfg); err != nil {
+			return nil, err
+		}
+		b.log.Info("bus: created the stream", "stream", cfg.Name, "storage", cfg.Storage.String(), "replicas", cfg.Replicas,
+			"max_age", cfg.MaxAge, "max_bytes", cfg.MaxBytes, "max_msg_size", cfg.MaxMsgSize)
+		return s.Info(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	have, want := info.Config, info.Config
+	unlimited := func(v int64) bool { return v <= 0 }
+	if !unlimited(int64(want.MaxAge)) && (cfg.MaxAge <= 0 || cfg.MaxAge > want.MaxAge) {
+		want.MaxAge = cfg.MaxAge
+	}
+	if !unlimited(want.MaxBytes) && (cfg.MaxBytes <= 0 || cfg.MaxBytes > want.MaxBytes) {
+		want.MaxBytes = cfg.MaxBytes
+	}
+	if !unlimited(int64(want.MaxMsgSize)) && cfg.MaxMsgSize > want.MaxMsgSize {
+		want.MaxMsgSize = cfg.MaxMsgSize
+	}
+	want.Duplicates = max(want.Duplicates, cfg.Duplicates)
+	if !slices.Contains(want.Subjects, cfg.Subjects[0]) {
+		want.Subjects = append(slices.Clone(want.Subjects), cfg.Subjects[0])
+	}
+	if have.Storage != cfg.Storage || have.Replicas != cfg.Replicas {
+		b.log.Warn("bus: the stream exists with another storage or replica count than this node's flags; keeping the stream's",
+			"stream", cfg.Name, "storage", have.Storage.String(), "flag_storage", cfg.Storage.String(),
+			"replicas", have.Replicas, "flag_replicas", cfg.Replicas)
+	}
+	if want.MaxAge == have.MaxAge && want.MaxBytes == have.MaxBytes && want.MaxMsgSize == have.MaxMsgSize &&
+		want.Duplicates == have.Duplicates && len(want.Subjects) == len(have.Subjects) {
+		return info, nil
+	}
+	if s, err = b.js.UpdateStream(ctx, want); err != nil {
+		return nil, err
+	}
+	b.log.Info("bus: widened the stream to this node's limits", "stream", cfg.Name,
+		"max_age", want.MaxAge, "max_bytes", want.MaxBytes, "max_msg_size", want.MaxMsgSize, "duplicates", want.Duplicates)
+	return s.Info(ctx)
 }
 
 func (b *JetStream) streamConfig() jetstream.StreamConfig {
@@ -402,6 +469,7 @@ func (b *JetStream) setStream(info *jetstream.StreamInfo) (changed bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.lastStream, b.streamMsgs, b.streamSize = info.State.LastSeq, info.State.Msgs, info.State.Bytes
+	b.streamMax.Store(int64(info.Config.MaxMsgSize))
 	if b.epoch != "" && info.Created.Equal(b.created) {
 		return false
 	}
@@ -452,7 +520,7 @@ func (b *JetStream) channelOf(subject string) (string, bool) {
 // HeaderKind carries a message's kind.
 const HeaderKind = "Fanout-Kind"
 
-var kindValues = [...]string{"0", "1", "2", "3"}
+var kindValues = [...]string{"0", "1", "2"} // hub.KindText, KindBinary, KindJSON
 
 func (b *JetStream) msg(channel string, kind byte, payload []byte, id string) (*nats.Msg, error) {
 	if int(kind) >= len(kindValues) {
@@ -464,9 +532,9 @@ func (b *JetStream) msg(channel string, kind byte, payload []byte, id string) (*
 	if id != "" {
 		m.Header.Set(jetstream.MsgIDHeader, id)
 	}
-	if mp := b.nc.MaxPayload(); mp > 0 && len(payload) > b.MaxPayload() {
+	if mp := b.MaxPayload(); mp > 0 && len(payload) > mp {
 		b.failed[failTooBig].Add(1)
-		return nil, fmt.Errorf("%w: %d bytes; the server's max_payload is %d, headers (%d) included", ErrTooBig, len(payload), mp, HeaderOverhead)
+		return nil, fmt.Errorf("%w: %d bytes; it takes %d (the server's max_payload or the stream's largest message, less %d of headers)", ErrTooBig, len(payload), mp, HeaderOverhead)
 	}
 	return m, nil
 }
@@ -491,9 +559,17 @@ func (b *JetStream) Publish(ctx context.Context, channel string, kind byte, payl
 	if err != nil {
 		b.failed[failNoAck].Add(1)
 		b.check() // the stream may be gone: see at once
-		return "", 0, false, fmt.Errorf("%w: %w", ErrNoAck, err)
+		return "", 0, false, fmt.Errorf("%w: %s", ErrNoAck, b.scrub(err))
 	}
 	b.publishHist.Observe(time.Since(start).Seconds())
+	b.mu.Lock()
+	behind := ack.Sequence < b.next-1 || ack.Sequence < b.lastStream
+	b.mu.Unlock()
+	if behind {
+		// A seq lower than one the stream gave before: a new stream,
+		// whose epoch the receipt must name.
+		b.checkStream()
+	}
 	if ack.Duplicate {
 		b.repeats.Add(1)
 	} else {
@@ -503,9 +579,14 @@ func (b *JetStream) Publish(ctx context.Context, channel string, kind byte, payl
 }
 
 // MaxPayload is the largest payload Publish can send: the NATS server's
-// max_payload less HeaderOverhead (0 before the first connection).
+// max_payload, or the stream's largest message if smaller, less
+// HeaderOverhead (0 before the first connection).
 func (b *JetStream) MaxPayload() int {
-	return max(int(b.nc.MaxPayload())-HeaderOverhead, 0)
+	mp := b.nc.MaxPayload()
+	if sm := b.streamMax.Load(); sm > 0 && (mp <= 0 || sm < mp) {
+		mp = sm
+	}
+	return max(int(mp)-HeaderOverhead, 0)
 }
 
 // PublishAsync hands a message to JetStream without waiting for its
@@ -525,7 +606,7 @@ func (b *JetStream) PublishAsync(channel string, kind byte, payload []byte) erro
 	m.Data = append([]byte(nil), payload...)
 	if _, err := b.js.PublishMsgAsync(m, jetstream.WithStallWait(20*time.Millisecond)); err != nil {
 		b.failed[failNoAck].Add(1)
-		return fmt.Errorf("%w: %w", ErrNoAck, err)
+		return fmt.Errorf("%w: %s", ErrNoAck, b.scrub(err))
 	}
 	b.published.Add(1)
 	return nil
@@ -535,7 +616,7 @@ func (b *JetStream) asyncFailed(_ jetstream.JetStream, m *nats.Msg, err error) {
 	b.published.Add(^uint64(0))
 	b.failed[failNoAck].Add(1)
 	b.logErr.Error(b.log, "bus: a client message was not stored in the stream (counted in fanout_bus_publish_failures_total)",
-		"subject", m.Subject, "err", err)
+		"subject", m.Subject, "err", b.scrub(err))
 }
 
 func (b *JetStream) usable() error {
@@ -556,12 +637,11 @@ func (b *JetStream) usable() error {
 // bus runs: the ordered consumer is recreated from where it stopped after
 // any error, and a recreated stream (a new epoch) is followed from its
 // first message.
-func (b *JetStream) consume(target uint64) {
+func (b *JetStream) consume() {
 	defer close(b.done)
-	caught := target < b.nextSeq()
 	delay := 100 * time.Millisecond
 	for b.ctx.Err() == nil {
-		err := b.consumeOnce(&caught, target)
+		err := b.consumeOnce()
 		if b.ctx.Err() != nil {
 			return
 		}
@@ -638,7 +718,7 @@ func (b *JetStream) checkStream() {
 	}
 }
 
-func (b *JetStream) consumeOnce(caught *bool, target uint64) error {
+func (b *JetStream) consumeOnce() error {
 	ctx, stopRun := context.WithCancelCause(b.ctx)
 	defer stopRun(nil)
 	b.mu.Lock()
@@ -659,6 +739,9 @@ func (b *JetStream) consumeOnce(caught *bool, target uint64) error {
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	if ci, err := cons.Info(ctx); err == nil && ci.NumPending == 0 {
+		b.markCaught() // nothing after start: caught up already
+	}
 	for {
 		m, err := it.Next()
 		if ctx.Err() != nil {
@@ -672,6 +755,13 @@ func (b *JetStream) consumeOnce(caught *bool, target uint64) error {
 			return err
 		}
 		seq := meta.Sequence.Stream
+		if meta.Sequence.Consumer == 1 {
+			// A new server-side consumer (this run's first, or the
+			// library's own after a reset): it may be on a new stream of
+			// the same name, whose seqs start over. Look before
+			// delivering anything under the old epoch.
+			b.checkStream()
+		}
 		b.mu.Lock()
 		next, current := b.next, b.epoch
 		b.mu.Unlock()
@@ -685,20 +775,21 @@ func (b *JetStream) consumeOnce(caught *bool, target uint64) error {
 			// The stream dropped them (retention) before this node read
 			// them: lost for this node, said loudly.
 			b.gaps.Add(seq - next)
-			b.log.Error("bus: messages left the stream before this node read them (retention too short for the outage); its clients miss them",
+			b.logErr.Error(b.log, "bus: messages left the stream (retention, or deleted) before this node read them; its clients miss them",
 				"from_seq", next, "to_seq", seq-1, "missing", seq-next)
 		}
 		channel, ok := b.channelOf(m.Subject())
 		kind := kindOf(m.Headers().Get(HeaderKind))
 		if !ok || kind < 0 {
-			b.log.Warn("bus: a message in the stream that fanout did not publish; skipped", "subject", m.Subject(), "seq", seq)
+			b.logErr.Warn(b.log, "bus: a message in the stream that fanout did not publish; not delivered", "subject", m.Subject(), "seq", seq)
+			b.sink.Pass(epoch, seq)
 		} else {
 			held := time.Now()
 			if err := b.sink.Deliver(ctx, epoch, seq, channel, byte(kind), m.Data()); err != nil {
 				if ctx.Err() != nil {
 					return context.Cause(ctx)
 				}
-				b.log.Error("bus: the node refused a message from the stream", "seq", seq, "err", err)
+				b.logErr.Error(b.log, "bus: the node refused a message from the stream", "seq", seq, "err", err)
 			}
 			b.heldNanos.Add(int64(time.Since(held)))
 			b.received.Add(1)
@@ -714,9 +805,8 @@ func (b *JetStream) consumeOnce(caught *bool, target uint64) error {
 		} else {
 			b.lagNanos.Store(int64(time.Since(meta.Timestamp)))
 		}
-		if !*caught && seq >= target {
-			*caught = true
-			close(b.caught)
+		if meta.NumPending == 0 {
+			b.markCaught()
 		}
 	}
 }
@@ -760,6 +850,46 @@ func (b *JetStream) Close() error {
 		<-b.done
 	}
 	return nil
+}
+
+// urlSecrets returns the passwords and tokens in a NATS URL list, however
+// the URLs parse.
+func urlSecrets(urls string) []string {
+	var out []string
+	for _, p := range strings.Split(urls, ",") {
+		p = strings.TrimSpace(p)
+		if _, rest, ok := strings.Cut(p, "://"); ok {
+			p = rest
+		}
+		at := strings.LastIndex(p, "@")
+		if at < 0 {
+			continue
+		}
+		user, pass, ok := strings.Cut(p[:at], ":")
+		secret := user // a token
+		if ok {
+			secret = pass
+		}
+		if secret != "" {
+			out = append(out, secret)
+			if u, err := url.PathUnescape(secret); err == nil && u != secret {
+				out = append(out, u)
+			}
+		}
+	}
+	return out
+}
+
+// scrub is err's text with every secret of the URLs replaced.
+func (b *JetStream) scrub(err error) string {
+	if err == nil {
+		return ""
+	}
+	s := err.Error()
+	for _, secret := range b.secrets {
+		s = strings.ReplaceAll(s, secret, "redacted")
+	}
+	return s
 }
 
 // RedactURL hides the secrets of a NATS URL list: passwords and tokens.

@@ -717,3 +717,146 @@ func TestTierSSEResumeOnAnotherNode(t *testing.T) {
 		}
 	}
 }
+
+// A node starts on a stream whose last message was deleted (LastSeq names
+// a message that is gone): it joins all the same, and serves.
+func TestTierStartLastDeleted(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	a := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	for k := range 3 {
+		publish(t, a, "", fmt.Sprint("m", k), "")
+	}
+	js := jetStreamOf(t, ns)
+	s, err := js.Stream(context.Background(), "fanout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMsg(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	b := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{}) // fails the test if Start never returns
+	if last := b.Server.Server.Stats().Published; last != 2 {
+		t.Fatalf("the new node took %d messages from the stream, want the 2 left", last)
+	}
+}
+
+func jetStreamOf(t *testing.T, ns *natsserver.Server) jetstream.JetStream {
+	t.Helper()
+	nc, err := natsConnect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// The stream is deleted, created again and filled by someone else before
+// the node looks: the node finds the new stream as its consumer comes back
+// on it, and delivers its messages once, under the new epoch, not under
+// the old one first. Clients that resume by cursor are asked to reconnect
+// (1001), for a welcome in the new epoch; raw ones carry on.
+func TestTierRecreatedAndRefilled(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	n := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	c := dial(t, n, "raw")
+	jsonConn := servertest.DialGorilla(t, n.URL+"?format=json")
+	readEnvelope(t, jsonConn) // the welcome
+	servertest.WaitConns(t, n.Server.Server, 2)
+	old := publish(t, n, "", "old1", "")
+	publish(t, n, "", "old2", "")
+	c.waitCount(t, 2)
+	readEnvelope(t, jsonConn)
+	readEnvelope(t, jsonConn)
+	js := jetStreamOf(t, ns)
+	ctx := context.Background()
+	s, err := js.Stream(ctx, "fanout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, "fanout"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, info.Config); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"old1", "old2"}
+	for k := 1; k <= 6; k++ {
+		m := nats.NewMsg("fanout.d")
+		m.Header.Set(bus.HeaderKind, "0")
+		m.Data = fmt.Appendf(nil, "new%d", k)
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, string(m.Data))
+	}
+	got := c.waitCount(t, len(want))
+	if !slices.Equal(got[:len(want)], want) {
+		t.Fatalf("raw client got %q, want %q", got, want)
+	}
+	_ = jsonConn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err = jsonConn.ReadMessage()
+	if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+		t.Fatalf("the json client, after the epoch changed: %v, want a 1001 close", err)
+	}
+	if n.Epoch() == old.Epoch {
+		t.Fatalf("epoch still %s", old.Epoch)
+	}
+	expectSameOnce(t, want, n, c)
+}
+
+// Messages in the stream that fanout would not have published (another
+// subject under the stream, a kind it does not know, text that is not
+// UTF-8, JSON that is not JSON) are not delivered, and counted; the
+// history stays whole across them (a resume over them is recovered).
+func TestTierForeignMessages(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	n := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	c := dial(t, n, "raw")
+	servertest.WaitConns(t, n.Server.Server, 1)
+	first := publish(t, n, "", "first", "")
+	js := jetStreamOf(t, ns)
+	for _, f := range []struct{ subject, kind, data string }{
+		{"fanout.other", "0", "not a channel subject"},
+		{"fanout.d", "7", "an unknown kind"},
+		{"fanout.d", "0", "\xff\xfe not UTF-8"},
+		{"fanout.d", "2", "{not json"},
+		{"fanout.d", "", "no kind at all"},
+	} {
+		m := nats.NewMsg(f.subject)
+		if f.kind != "" {
+			m.Header.Set(bus.HeaderKind, f.kind)
+		}
+		m.Data = []byte(f.data)
+		if _, err := js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(t, n, "", "last", "")
+	expectSameOnce(t, []string{"first", "last"}, n, c)
+	if st := n.Stats(); st.TierInvalid != 5 {
+		t.Errorf("%d invalid messages counted, want 5", st.TierInvalid)
+	}
+	conn := servertest.DialGorilla(t, fmt.Sprintf("%s?since=%s:%d", n.URL, first.Epoch, first.Seq))
+	if w := readEnvelope(t, conn); w.Recovered == nil || !*w.Recovered {
+		t.Fatalf("resume across the foreign messages: %+v, want recovered", w)
+	}
+	if e := readEnvelope(t, conn); string(e.Data) != `"last"` {
+		t.Fatalf("replayed %+v, want only \"last\"", e)
+	}
+}
+
+// An unparsable URL's error quotes the URL: the secret in it is scrubbed.
+func TestNewScrubsURLErrors(t *testing.T) {
+	_, err := bus.New(bus.Config{URL: "nats://alice:s3cr3t-pw@127.0.0.1:99999x", Logger: servertest.QuietLogger()}, nil)
+	if err == nil || strings.Contains(err.Error(), "s3cr3t-pw") {
+		t.Fatalf("New: %v; want an error without the password", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,6 +112,8 @@ func TestAppendWaitBackPressure(t *testing.T) {
 	h := hub.New(hub.Config{Shards: 1, Backlog: 2})
 	defer h.Stop()
 	block := make(chan struct{})
+	var unblock sync.Once
+	defer unblock.Do(func() { close(block) }) // before Stop: a failure must not leave the shard stuck
 	entered := make(chan struct{})
 	busy := &joinSub{joined: make(chan hub.Joined, 1), block: block, entered: entered}
 	h.Add(busy, 0, hub.Subscription{})
@@ -136,13 +139,14 @@ func TestAppendWaitBackPressure(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.AppendWait(ctx, msg(), hub.Cursor{Epoch: "e", Seq: 4}) }()
-	waitUntil(t, "AppendWait to wait", func() bool { return h.Stats().BacklogWaits == 1 })
+	// The canceled one waited once too: this one is the second.
+	waitUntil(t, "AppendWait to wait", func() bool { return h.Stats().BacklogWaits == 2 })
 	select {
 	case err := <-done:
 		t.Fatalf("AppendWait returned %v with the ring full", err)
 	default:
 	}
-	close(block) // the shard moves on: room
+	unblock.Do(func() { close(block) }) // the shard moves on: room
 	if err := <-done; err != nil {
 		t.Fatalf("AppendWait once there was room: %v", err)
 	}

@@ -263,6 +263,21 @@ func (h *Hub) roomLocked() error {
 	return nil
 }
 
+// Pass moves the hub's latest cursor on to at without a message: the
+// tier's log holds, at that seq, nothing to deliver (a message fanout did
+// not publish, refused), so the history stays whole across it.
+func (h *Hub) Pass(at Cursor) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if at.Epoch == h.last.Epoch && at.Seq <= h.last.Seq {
+		return
+	}
+	if h.hist != nil && (at.Epoch != h.last.Epoch || at.Seq != h.last.Seq+1) {
+		h.hist.Skip(at.Epoch, at.Seq-1)
+	}
+	h.last = at
+}
+
 // appendLocked puts m, at its cursor, in the history and the ring, then
 // unlocks and wakes every shard.
 func (h *Hub) appendLocked(m Message, at Cursor) {
@@ -307,6 +322,7 @@ func (h *Hub) take(s *Shard) int {
 	}
 	before := h.minCursorLocked()
 	s.cursor.Store(cur + n)
+	s.from = s.last.Epoch
 	if n > 0 {
 		m := &s.batch[n-1]
 		s.last = Cursor{Epoch: m.lazy.epoch, Seq: m.Seq}

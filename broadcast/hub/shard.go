@@ -92,6 +92,7 @@ type Shard struct {
 
 	cursor atomic.Uint64 // next position to take from the ring
 	last   Cursor        // guarded by hub.mu: the cursor of the last message taken
+	from   string        // the epoch of the message before the batch just taken (take)
 	count  atomic.Int64  // len(subs), for readers outside the goroutine
 
 	sweepDue  atomic.Bool
@@ -325,9 +326,24 @@ func (s *Shard) joined(req Subscription) Joined {
 }
 
 // fanOut delivers the batch just taken to every subscriber of the shard.
+// Where the batch crosses into a new epoch (a tier's log was recreated),
+// the subscribers that resume by cursor are asked to leave first (1001,
+// as in a shutdown): their cursors name the old epoch, and they reconnect
+// for a welcome in the new one. Raw ones carry on.
 func (s *Shard) fanOut() {
 	start := time.Now()
-	s.table.FanOut(s.batch) // counted in s.counters as it goes
+	batch := s.batch
+	if n := len(batch); n > 0 && batch[n-1].lazy.epoch != s.from {
+		i := slices.IndexFunc(batch, func(m Message) bool { return m.lazy.epoch != s.from })
+		s.table.FanOut(batch[:i])
+		for _, sub := range s.table.subs {
+			if e := sub.Encoding(); e == EncodingJSON || e == EncodingSSE || e == EncodingJSONDeflate {
+				sub.Drain()
+			}
+		}
+		batch = batch[i:]
+	}
+	s.table.FanOut(batch) // counted in s.counters as it goes
 	clear(s.batch)
 	s.fanoutHist.Observe(time.Since(start).Seconds())
 }
