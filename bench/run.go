@@ -246,9 +246,12 @@ func (r *run) connectPublishers(ctx context.Context) error {
 			return fmt.Errorf("bench: publisher %d: %w", i, err)
 		}
 		if k := i - r.cfg.Publishers; k >= 0 {
-			// Spread the channels' first messages over their interval:
-			// all at once, they would come as a burst at each interval.
-			p.offset = time.Duration(float64(p.interval()) * float64(k) / float64(r.cfg.Channels))
+			// Spread the channels' first messages over half their
+			// interval: all at once, they would come as a burst at each
+			// interval; over all of it, the last channels' last message
+			// would be due a tick before the end, and a late tick on a
+			// saturated machine would count their publishers behind.
+			p.offset = time.Duration(float64(p.interval()) / 2 * float64(k) / float64(r.cfg.Channels))
 		}
 		r.pubs = append(r.pubs, p)
 	}
@@ -336,20 +339,30 @@ func eachPublisher(pubs []*publisher, f func(*publisher) error) error {
 }
 
 // awaitWarm waits until the procs report every reading receiver warm, or
-// warmUpLimit passes. send, if set, publishes one more warm-up: at once,
-// then at doubling gaps (20 ms, 40 ms, ... 1 s): with many receivers one
-// warm-up takes seconds to reach them all, and a fixed pace would queue a
-// flood of them ahead of the measurement.
+// warmUpLimit passes. send, if set, publishes one more warm-up: one at
+// once, then another only once the last one reached receivers and
+// stopped reaching more for a gap (100 ms, doubling up to 1 s), or
+// reached none for a second: with many receivers one warm-up takes
+// seconds to reach them all, and more sent meanwhile would queue a flood
+// of them ahead of the measurement (sent at doubling gaps from 20 ms, a
+// tier of 150,000 clients on two cores got four before the first had
+// reached anyone, held 44,629 receivers cold after 10 s and started
+// measuring behind 8 s of their queue).
 func (r *run) awaitWarm(ctx context.Context, send func() error) error {
 	warm := make([]int64, len(r.procs))
 	deadline := time.After(warmUpLimit)
-	gap := 20 * time.Millisecond
+	gap := 100 * time.Millisecond
 	next := time.NewTimer(0)
 	defer next.Stop()
 	nextC := next.C
 	if send == nil {
 		nextC = nil
 	}
+	var (
+		checked  int64     // warm receivers when the timer last fired
+		arrived  bool      // the last warm-up warmed receivers
+		sentLast time.Time // when the last warm-up went (zero: none yet)
+	)
 	for {
 		var total int64
 		for _, w := range warm {
@@ -367,8 +380,15 @@ func (r *run) awaitWarm(ctx context.Context, send func() error) error {
 				return procError(m)
 			}
 		case <-nextC:
+			growing := total > checked
+			arrived = arrived || growing
+			checked = total
 			next.Reset(gap)
+			if !sentLast.IsZero() && (growing || (!arrived && time.Since(sentLast) < time.Second)) {
+				continue // the last warm-up is still on its way
+			}
 			gap = min(2*gap, time.Second)
+			arrived, sentLast = false, time.Now()
 			if err := send(); err != nil {
 				return fmt.Errorf("bench: warm-up: %w", err)
 			}
