@@ -44,6 +44,26 @@ func TestPublisherBehind(t *testing.T) {
 	}
 }
 
+// A publisher whose wake for its last message comes after the deadline
+// (its first write returned late) still sends that message, due before
+// the deadline: it is not behind for a late wake.
+func TestPublisherSendsItsLastMessageLate(t *testing.T) {
+	cfg, err := Config{URL: "ws://127.0.0.1:1/ws", Rate: 10, Duration: 200 * time.Millisecond}.WithDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	// Due at 50 and 150 ms; the first write returns at 210 ms.
+	p := &publisher{cfg: cfg, nc: stuckConn{until: t0.Add(210 * time.Millisecond)}, done: make(chan struct{}), payload: newPayload(cfg),
+		offset: 50 * time.Millisecond}
+	if err := p.runRate(context.Background(), t0); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.sent.Load(); got != 2 || behind(p.due(), got) != 0 {
+		t.Fatalf("sent %d of %d due, %d behind; want 2 of 2, none", got, p.due(), behind(p.due(), got))
+	}
+}
+
 func TestBehind(t *testing.T) {
 	for _, c := range []struct{ due, sent, want uint64 }{
 		{0, 0, 0}, {0, 5, 0}, {10, 10, 0}, {10, 11, 0}, {10, 9, 1},

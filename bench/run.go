@@ -246,12 +246,9 @@ func (r *run) connectPublishers(ctx context.Context) error {
 			return fmt.Errorf("bench: publisher %d: %w", i, err)
 		}
 		if k := i - r.cfg.Publishers; k >= 0 {
-			// Spread the channels' first messages over half their
-			// interval: all at once, they would come as a burst at each
-			// interval; over all of it, the last channels' last message
-			// would be due a tick before the end, and a late tick on a
-			// saturated machine would count their publishers behind.
-			p.offset = time.Duration(float64(p.interval()) / 2 * float64(k) / float64(r.cfg.Channels))
+			// Spread the channels' first messages over their interval:
+			// all at once, they would come as a burst at each interval.
+			p.offset = time.Duration(float64(p.interval()) * float64(k) / float64(r.cfg.Channels))
 		}
 		r.pubs = append(r.pubs, p)
 	}
@@ -347,8 +344,11 @@ func eachPublisher(pubs []*publisher, f func(*publisher) error) error {
 // of them ahead of the measurement (sent at doubling gaps from 20 ms, a
 // tier of 150,000 clients on two cores got four before the first had
 // reached anyone, held 44,629 receivers cold after 10 s and started
-// measuring behind 8 s of their queue).
-func (r *run) awaitWarm(ctx context.Context, send func() error) error {
+// measuring behind 8 s of their queue). send runs beside the receivers'
+// reports (a round of POSTs, one a spread channel, may take seconds) and
+// awaitWarm returns only once it is done: the publishers' buffers are
+// theirs again.
+func (r *run) awaitWarm(ctx context.Context, send func() error) (err error) {
 	warm := make([]int64, len(r.procs))
 	deadline := time.After(warmUpLimit)
 	gap := 100 * time.Millisecond
@@ -361,16 +361,24 @@ func (r *run) awaitWarm(ctx context.Context, send func() error) error {
 	var (
 		checked  int64     // warm receivers when the timer last fired
 		arrived  bool      // the last warm-up warmed receivers
-		sentLast time.Time // when the last warm-up went (zero: none yet)
+		sentLast time.Time // when the last warm-up was out (zero: none yet)
+		sending  bool      // a send is running
+		sent     = make(chan error, 1)
 	)
-	for {
-		var total int64
+	defer func() {
+		if sending {
+			if serr := <-sent; err == nil && serr != nil {
+				err = fmt.Errorf("bench: warm-up: %w", serr)
+			}
+		}
+	}()
+	total := func() (n int64) {
 		for _, w := range warm {
-			total += w
+			n += w
 		}
-		if uint64(total) >= r.readersTotal {
-			return nil
-		}
+		return n
+	}
+	for uint64(total()) < r.readersTotal {
 		select {
 		case m := <-r.events:
 			switch m.Event {
@@ -379,26 +387,46 @@ func (r *run) awaitWarm(ctx context.Context, send func() error) error {
 			case "error":
 				return procError(m)
 			}
+		case serr := <-sent:
+			sending, sentLast = false, time.Now()
+			if serr != nil {
+				return fmt.Errorf("bench: warm-up: %w", serr)
+			}
 		case <-nextC:
-			growing := total > checked
+			now := total()
+			growing := now > checked
 			arrived = arrived || growing
-			checked = total
+			checked = now
 			next.Reset(gap)
-			if !sentLast.IsZero() && (growing || (!arrived && time.Since(sentLast) < time.Second)) {
+			if sending || (!sentLast.IsZero() && (growing || (!arrived && time.Since(sentLast) < time.Second))) {
 				continue // the last warm-up is still on its way
 			}
 			gap = min(2*gap, time.Second)
-			arrived, sentLast = false, time.Now()
-			if err := send(); err != nil {
-				return fmt.Errorf("bench: warm-up: %w", err)
-			}
+			arrived, sending = false, true
+			go func() { sent <- send() }()
 		case <-deadline:
-			r.res.WarmupIncomplete = r.readersTotal - uint64(total)
+			for drained := false; !drained; { // the reports that came meanwhile
+				select {
+				case m := <-r.events:
+					switch m.Event {
+					case "warm":
+						warm[m.proc] = m.Warm
+					case "error":
+						return procError(m)
+					}
+				default:
+					drained = true
+				}
+			}
+			if n := uint64(total()); n < r.readersTotal {
+				r.res.WarmupIncomplete = r.readersTotal - n
+			}
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+	return nil
 }
 
 // startCounting tells every proc to start counting and waits until all
