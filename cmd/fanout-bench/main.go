@@ -59,6 +59,7 @@ Scenarios:
   baseline  run the classic goroutine-per-connection hub (for comparisons)
   ceiling   measure this machine's raw write cost per delivery
   compare   print results (-json files) side by side with ratios
+            (-html FILE: also one page with them all on the same charts)
   summary   one labelled line per result file: deliveries/s, loss ratio, p99, server CPU/delivery
             (-raw: the four numbers bare, for scripts)
 
@@ -499,6 +500,11 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fanout-bench compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	labels := fs.String("labels", "", "comma-separated `names` for the result files (default: file names)")
+	htmlPath := fs.String("html", "", "also write a self-contained HTML page to `file`: this table, and every chart with all the results on the same axes, one colour each")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: fanout-bench compare [-labels a,b] [-html FILE] A.json B.json...\n\nThe results (-json) side by side, with the first's ratio to each other one; a figure a result lacks is \"-\".")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -528,6 +534,12 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		rs = append(rs, r)
 	}
 	bench.Compare(stdout, names, rs)
+	if *htmlPath != "" {
+		if err := bench.WriteCompareHTML(*htmlPath, names, rs); err != nil {
+			fmt.Fprintf(stderr, "fanout-bench compare: %v\n", err)
+			return 1
+		}
+	}
 	return 0
 }
 

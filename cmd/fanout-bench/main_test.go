@@ -95,8 +95,12 @@ func TestRunSummaryCompare(t *testing.T) {
 		t.Fatalf("summary: %d %q", code, stdout.String())
 	}
 	stdout.Reset()
-	if code := run([]string{"compare", "-labels", "x,y", out, out}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "1.00×") {
+	page := filepath.Join(dir, "compare.html")
+	if code := run([]string{"compare", "-labels", "x,y", "-html", page, out, out}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "1.00×") {
 		t.Fatalf("compare: %d\n%s", code, stdout.String())
+	}
+	if html, err := os.ReadFile(page); err != nil || !bytes.Contains(html, []byte("<svg")) || !bytes.Contains(html, []byte("<th>x/y</th>")) {
+		t.Fatalf("compare -html: %v\n%s", err, html)
 	}
 }
 
