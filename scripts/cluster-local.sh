@@ -142,6 +142,9 @@ export FANOUT_PUBLISH_KEYS
 hz=$(getconf CLK_TCK)
 dirty=$(git -C "$root" status --porcelain -- '*.go' go.mod go.sum | wc -l)
 echo "# machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r), $(go version | cut -d' ' -f3), open files $(ulimit -n); $(date -u +%FT%TZ); commit $(git -C "$root" rev-parse --short HEAD)$([ "$dirty" -gt 0 ] && echo " plus $dirty changed Go files"); server $fbin"
+if [ "$mode" = publish ]; then # one receiver a node, publishers in a closed loop
+  clients=$procs channels=0 pubs=$pconc rate=max duration=$pdur
+fi
 echo "# mode $mode: $clients clients over $procs fanout processes; $channels spread channels at $crate2 msg/s each, $pubs publishers at $rate msg/s on the default channel; $size B, $duration, format $format"
 
 # cpu PID...: CPU seconds (user+system) the processes used so far.
@@ -408,7 +411,6 @@ compare)
 publish)
   start_nats
   start_tier
-  clients=$procs channels=0 pubs=$pconc rate=max duration=$pdur
   echo "# nats + $procs fanout processes up; $pconc publishers POST in a closed loop for $pdur" >&2
   nats0=$(cpu "$nats_pid")
   bench publish -publish-url "$puburls" -window 16
