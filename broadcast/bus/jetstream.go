@@ -132,16 +132,17 @@ type JetStream struct {
 	caught     chan struct{} // closed once the stream's messages at start are delivered
 	caughtOnce sync.Once
 
-	mu         sync.Mutex
-	epoch      string                  // guarded by mu: the stream's identity
-	created    time.Time               // guarded by mu: the stream's creation time (its epoch)
-	next       uint64                  // guarded by mu: the next stream seq to deliver
-	lastStream uint64                  // guarded by mu: the stream's last seq, as last seen
-	streamMsgs uint64                  // guarded by mu
-	streamSize uint64                  // guarded by mu
-	closed     bool                    // guarded by mu
-	stopRun    context.CancelCauseFunc // guarded by mu: stops the running consumer
-	poke       chan struct{}           // a reconnect: read the stream now
+	mu          sync.Mutex
+	epoch       string                  // guarded by mu: the stream's identity
+	created     time.Time               // guarded by mu: the stream's creation time (its epoch)
+	next        uint64                  // guarded by mu: the next stream seq to deliver
+	lastStream  uint64                  // guarded by mu: the stream's last seq, as last seen
+	firstStream uint64                  // guarded by mu: its first seq, as last seen
+	streamMsgs  uint64                  // guarded by mu
+	streamSize  uint64                  // guarded by mu
+	closed      bool                    // guarded by mu
+	stopRun     context.CancelCauseFunc // guarded by mu: stops the running consumer
+	poke        chan struct{}           // a reconnect: read the stream now
 
 	connected    atomic.Bool
 	streamMax    atomic.Int64 // the stream's MaxMsgSize, as last read
@@ -469,6 +470,7 @@ func (b *JetStream) setStream(info *jetstream.StreamInfo) (changed bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.lastStream, b.streamMsgs, b.streamSize = info.State.LastSeq, info.State.Msgs, info.State.Bytes
+	b.firstStream = info.State.FirstSeq
 	b.streamMax.Store(int64(info.Config.MaxMsgSize))
 	if b.epoch != "" && info.Created.Equal(b.created) {
 		return false
@@ -563,11 +565,14 @@ func (b *JetStream) Publish(ctx context.Context, channel string, kind byte, payl
 	}
 	b.publishHist.Observe(time.Since(start).Seconds())
 	b.mu.Lock()
-	behind := ack.Sequence < b.next-1 || ack.Sequence < b.lastStream
+	behind := ack.Sequence < b.firstStream
 	b.mu.Unlock()
 	if behind {
-		// A seq lower than one the stream gave before: a new stream,
-		// whose epoch the receipt must name.
+		// A seq below the first the stream held when last read: no
+		// message stored in that stream since can have it, so this is a
+		// new stream, whose epoch the receipt must name. (Acks of
+		// concurrent publishes come back in any order: a seq below the
+		// last delivered one says nothing.)
 		b.checkStream()
 	}
 	if ack.Duplicate {
