@@ -864,21 +864,16 @@ func (a axis) pos(v float64) float64 {
 	return (v - a.Lo) / (a.Hi - a.Lo)
 }
 
-func xRange(lines []line) (lo, hi float64) {
-	lo, hi = math.Inf(1), math.Inf(-1)
-	for _, l := range lines {
-		for _, p := range l.Pts {
-			lo, hi = min(lo, p.X), max(hi, p.X)
-		}
-	}
-	return lo, hi
-}
+func xRange(lines []line) (lo, hi float64) { return span(lines, func(p xy) float64 { return p.X }) }
 
-func yRange(lines []line) (lo, hi float64) {
+func yRange(lines []line) (lo, hi float64) { return span(lines, func(p xy) float64 { return p.Y }) }
+
+// span is the least and greatest of coord over every line's points.
+func span(lines []line, coord func(xy) float64) (lo, hi float64) {
 	lo, hi = math.Inf(1), math.Inf(-1)
 	for _, l := range lines {
 		for _, p := range l.Pts {
-			lo, hi = min(lo, p.Y), max(hi, p.Y)
+			lo, hi = min(lo, coord(p)), max(hi, coord(p))
 		}
 	}
 	return lo, hi

@@ -378,14 +378,22 @@ func (r *run) awaitWarm(ctx context.Context, send func() error) (err error) {
 		}
 		return n
 	}
+	// report takes a proc's report: how many of its receivers are warm,
+	// or its failure.
+	report := func(m procMsg) error {
+		switch m.Event {
+		case "warm":
+			warm[m.proc] = m.Warm
+		case "error":
+			return procError(m)
+		}
+		return nil
+	}
 	for uint64(total()) < r.readersTotal {
 		select {
 		case m := <-r.events:
-			switch m.Event {
-			case "warm":
-				warm[m.proc] = m.Warm
-			case "error":
-				return procError(m)
+			if err := report(m); err != nil {
+				return err
 			}
 		case serr := <-sent:
 			sending, sentLast = false, time.Now()
@@ -408,11 +416,8 @@ func (r *run) awaitWarm(ctx context.Context, send func() error) (err error) {
 			for drained := false; !drained; { // the reports that came meanwhile
 				select {
 				case m := <-r.events:
-					switch m.Event {
-					case "warm":
-						warm[m.proc] = m.Warm
-					case "error":
-						return procError(m)
+					if err := report(m); err != nil {
+						return err
 					}
 				default:
 					drained = true

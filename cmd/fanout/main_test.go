@@ -18,6 +18,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"github.com/fanout/fanout/broadcast/bus/bustest"
 )
 
 // TestMain lets the test binary run as the real command, so the signal
@@ -296,21 +298,7 @@ func expectAll(t *testing.T, msg string, conns ...*websocket.Conn) {
 // in a test directory; opts may change its options first.
 func startJetStream(t *testing.T, opts func(*natsserver.Options)) *natsserver.Server {
 	t.Helper()
-	o := &natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir()}
-	if opts != nil {
-		opts(o)
-	}
-	ns, err := natsserver.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	return ns
+	return bustest.StartJetStream(t, t.TempDir(), 0, opts)
 }
 
 // Two processes joined by JetStream: a message sent to one reaches the
