@@ -883,3 +883,20 @@ func TestTierPublishCostsOneRequest(t *testing.T) {
 		t.Fatalf("%d JetStream API requests for %d publishes, want a few at most", extra, publishers*each)
 	}
 }
+
+// An idempotency key is the message's Nats-Msg-Id: a repeat through
+// another node is answered with the first one's seq, marked a repeat,
+// and delivered once.
+func TestTierIdempotencyAcrossNodes(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	a := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	b := joinTier(t, ns.ClientURL(), broadcast.Config{}, bus.Config{})
+	c := dial(t, a, "a")
+	servertest.WaitConns(t, a.Server.Server, 1)
+	first := publish(t, a, "", "once", "order-42")
+	again := publish(t, b, "", "once", "order-42")
+	if !again.Repeat || again.Seq != first.Seq || first.Repeat {
+		t.Fatalf("first %+v, repeat through another node %+v: want the same seq, marked a repeat", first, again)
+	}
+	expectSameOnce(t, []string{"once"}, a, c)
+}
