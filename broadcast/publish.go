@@ -225,7 +225,9 @@ func (s *Server) Pass(epoch string, seq uint64) {
 }
 
 // validTier checks a message from the tier's stream the way publish checks
-// one before it goes there.
+// one before it goes there; not its size: nodes may differ in
+// -max-message, and the stream's own limit (the largest node's) is what
+// holds in the tier.
 func (s *Server) validTier(channel string, kind Kind, payload []byte) error {
 	if channel != "" {
 		if err := hub.ValidChannel(channel); err != nil {
@@ -233,8 +235,6 @@ func (s *Server) validTier(channel string, kind Kind, payload []byte) error {
 		}
 	}
 	switch {
-	case len(payload) > s.cfg.MaxMessage:
-		return ErrTooBig
 	case kind == KindBinary:
 		return nil
 	case kind != KindText && kind != KindJSON:

@@ -385,7 +385,7 @@ func (b *JetStream) createOrWiden(ctx context.Context, cfg jetstream.StreamConfi
 		if s, err = b.js.CreateStream(ctx, cfg); err != nil {
 			return nil, err
 		}
-		b.log.Info("bus: created the stream", "stream", cfg.Name, "storage", cfg.Storage.String(), "replicas", cfg.Replicas,
+		b.log.Warn("bus: created the stream (at start-up: a first run; later: it was gone)", "stream", cfg.Name, "storage", cfg.Storage.String(), "replicas", cfg.Replicas,
 			"max_age", cfg.MaxAge, "max_bytes", cfg.MaxBytes, "max_msg_size", cfg.MaxMsgSize)
 		return s.Info(ctx)
 	}
@@ -415,6 +415,10 @@ func (b *JetStream) createOrWiden(ctx context.Context, cfg jetstream.StreamConfi
 		b.log.Warn("bus: the stream exists with another storage or replica count than this node's flags; keeping the stream's",
 			"stream", cfg.Name, "storage", have.Storage.String(), "flag_storage", cfg.Storage.String(),
 			"replicas", have.Replicas, "flag_replicas", cfg.Replicas)
+	}
+	if (cfg.MaxAge > 0 && (have.MaxAge <= 0 || have.MaxAge > cfg.MaxAge)) || (cfg.MaxBytes > 0 && (have.MaxBytes <= 0 || have.MaxBytes > cfg.MaxBytes)) {
+		b.logStart.Warn(b.log, "bus: the stream keeps more than this node's history flags ask (another node widened it; fanout never narrows it: use the nats CLI to)",
+			"stream", cfg.Name, "max_age", have.MaxAge, "flag_max_age", cfg.MaxAge, "max_bytes", have.MaxBytes, "flag_max_bytes", cfg.MaxBytes)
 	}
 	if want.MaxAge == have.MaxAge && want.MaxBytes == have.MaxBytes && want.MaxMsgSize == have.MaxMsgSize &&
 		want.Duplicates == have.Duplicates && len(want.Subjects) == len(have.Subjects) {
@@ -688,7 +692,7 @@ func (b *JetStream) watch() {
 		case <-b.poke:
 		}
 		if b.connected.Load() {
-			b.checkStream()
+			_ = b.checkStream() // tried again at the next tick
 		}
 	}
 }
@@ -696,20 +700,18 @@ func (b *JetStream) watch() {
 // checkStream reads the stream's state; a stream recreated under the
 // same name, or gone (then created again), is a new epoch, followed from
 // its first message: the running consumer is stopped.
-func (b *JetStream) checkStream() {
+func (b *JetStream) checkStream() error {
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	defer cancel()
-	s, err := b.js.Stream(ctx, b.cfg.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		b.log.Error("bus: the stream is gone (a NATS server without its storage?); creating it again", "stream", b.cfg.Stream)
-		s, err = b.js.CreateOrUpdateStream(ctx, b.streamConfig())
-	}
+	// A stream that is gone (a NATS server without its storage) is
+	// created again, or widened if another node was first: never narrowed
+	// to this node's flags.
+	info, err := b.createOrWiden(ctx, b.streamConfig())
 	if err != nil {
-		return
+		return err
 	}
-	info, err := s.Info(ctx)
-	if err != nil || !b.setStream(info) {
-		return
+	if !b.setStream(info) {
+		return nil
 	}
 	b.epochs.Add(1)
 	b.mu.Lock()
@@ -721,6 +723,7 @@ func (b *JetStream) checkStream() {
 	if stop != nil {
 		stop(errNewEpoch)
 	}
+	return nil
 }
 
 func (b *JetStream) consumeOnce() error {
@@ -737,6 +740,11 @@ func (b *JetStream) consumeOnce() error {
 	if err != nil {
 		return err
 	}
+	// Before the first pull: what it counts as pending is then all that
+	// follows start.
+	if ci, err := cons.Info(ctx); err == nil && ci.NumPending == 0 {
+		b.markCaught() // nothing after start: caught up already
+	}
 	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(512, 8<<20))
 	if err != nil {
 		return err
@@ -744,9 +752,6 @@ func (b *JetStream) consumeOnce() error {
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	if ci, err := cons.Info(ctx); err == nil && ci.NumPending == 0 {
-		b.markCaught() // nothing after start: caught up already
-	}
 	for {
 		m, err := it.Next()
 		if ctx.Err() != nil {
@@ -764,8 +769,11 @@ func (b *JetStream) consumeOnce() error {
 			// A new server-side consumer (this run's first, or the
 			// library's own after a reset): it may be on a new stream of
 			// the same name, whose seqs start over. Look before
-			// delivering anything under the old epoch.
-			b.checkStream()
+			// delivering anything under the old epoch; if the stream
+			// cannot be read now, start over rather than guess.
+			if err := b.checkStream(); err != nil {
+				return err
+			}
 		}
 		b.mu.Lock()
 		next, current := b.next, b.epoch

@@ -272,7 +272,10 @@ func (s *Shard) admitWaiting(adds []addition) []addition {
 	for _, a := range all {
 		r := a.req
 		wait := r.Resume && r.Since.Epoch == latest.Epoch && (last.Epoch != latest.Epoch || r.Since.Seq > last.Seq)
-		if wait && r.Since.Seq > latest.Seq {
+		// A seq the hub has not reached waits (in a tier) up to the
+		// ahead wait; so does one it passed with no message (Pass), which
+		// the shard passes only with the next message.
+		if wait && (r.Since.Seq > latest.Seq || ahead > 0) {
 			if a.since == 0 {
 				a.since = now
 			}
