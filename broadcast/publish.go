@@ -204,10 +204,9 @@ func (s *Server) Begin(epoch string, seq uint64) error {
 func (s *Server) Deliver(ctx context.Context, epoch string, seq uint64, channel string, kind byte, payload []byte) error {
 	at := hub.Cursor{Epoch: epoch, Seq: seq}
 	if err := s.validTier(channel, Kind(kind), payload); err != nil {
-		s.tierInvalid.Add(1)
 		s.logRefused.Warn(s.log, "a message in the tier's stream that fanout would not publish: not delivered (fanout_tier_invalid_messages_total)",
 			"seq", seq, "channel", channel, "err", err)
-		s.hub.Pass(at)
+		s.Pass(epoch, seq)
 		return nil
 	}
 	err := s.hub.AppendWait(ctx, hub.NewMessage(channel, Kind(kind), payload), at)

@@ -202,19 +202,6 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
-// Connect is New, then Start.
-func Connect(ctx context.Context, cfg Config, sink Sink) (*JetStream, error) {
-	b, err := New(cfg, sink)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.Start(ctx); err != nil {
-		_ = b.Close()
-		return nil, err
-	}
-	return b, nil
-}
-
 // New starts connecting to NATS, in the background: it fails only on a
 // configuration the client refuses. Start joins the tier.
 func New(cfg Config, sink Sink) (*JetStream, error) {
