@@ -6,7 +6,7 @@ import (
 )
 
 // MaxChannelName is the longest channel name, in bytes.
-const MaxChannelName = 128
+const MaxChannelName = 256
 
 // ErrChannelName: a channel name that ValidChannel refuses. The error
 // ValidChannel returns is a *ChannelNameError that matches it.
@@ -19,7 +19,8 @@ func (e *ChannelNameError) Error() string        { return ErrChannelName.Error()
 func (e *ChannelNameError) Is(target error) bool { return target == ErrChannelName }
 
 // ValidChannel checks a channel name a client or a publisher gave: 1 to
-// MaxChannelName bytes of [A-Za-z0-9_.:@/=-]. (The default channel, "",
+// MaxChannelName bytes of [A-Za-z0-9_.:@/=,;-] (every Pusher channel name
+// is one, with room for an app's prefix). (The default channel, "",
 // is never named: it is where a client that names none is.) The error
 // says what is wrong, for the client.
 func ValidChannel(name string) error {
@@ -31,7 +32,7 @@ func ValidChannel(name string) error {
 	}
 	for i := 0; i < len(name); i++ {
 		if !channelByte[name[i]] {
-			return &ChannelNameError{fmt.Sprintf("byte %q at %d (allowed: A-Z a-z 0-9 _ . : @ / = -)", name[i], i)}
+			return &ChannelNameError{fmt.Sprintf("byte %q at %d (allowed: A-Z a-z 0-9 _ . : @ / = , ; -)", name[i], i)}
 		}
 	}
 	return nil
@@ -44,7 +45,7 @@ var channelByte = func() (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
-	for _, c := range "_.:@/=-" {
+	for _, c := range "_.:@/=,;-" {
 		t[c] = true
 	}
 	return t

@@ -56,6 +56,68 @@ func encodeJSONDeflate(m *Message) []byte {
 	return plain
 }
 
+// encodePusher is EncodingPusher: the message as a Pusher event, in one
+// text frame of exactly its size:
+//
+//	{"event":"E","channel":"C","data":"..."[,"user_id":"U"]}
+//
+// data is always a JSON string, the way Pusher sends it and its clients
+// expect it (they JSON.parse a string that parses): a text payload as
+// itself (an API publish's data string, verbatim), a JSON one as its
+// text, a binary one in base64. The channel is the Pusher name
+// (Config.PusherChannel); the event "message" when none was given.
+func encodePusher(m *Message) []byte {
+	n := pusherLen(m)
+	b := make([]byte, 0, frame.HeaderSize(n)+n)
+	b = frame.AppendHeader(b, ws.OpText, n)
+	b = append(b, `{"event":`...)
+	b = AppendJSONString(b, pusherEvent(m))
+	b = append(b, `,"channel":`...)
+	b = AppendJSONString(b, pusherChannel(m))
+	b = append(b, `,"data":`...)
+	switch m.Kind {
+	case KindBinary:
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, m.Payload)
+		b = append(b, '"')
+	default:
+		b = appendJSONText(b, m.Payload)
+	}
+	if u := m.lazy.meta.UserID; u != "" {
+		b = append(b, `,"user_id":`...)
+		b = AppendJSONString(b, u)
+	}
+	return append(b, '}')
+}
+
+// pusherLen is the length of encodePusher's JSON, without building it.
+func pusherLen(m *Message) int {
+	n := len(`{"event":,"channel":,"data":}`) + jsonStringLen(pusherEvent(m)) + jsonStringLen(pusherChannel(m))
+	if m.Kind == KindBinary {
+		n += 2 + base64.StdEncoding.EncodedLen(len(m.Payload))
+	} else {
+		n += jsonStringLen(unsafeString(m.Payload))
+	}
+	if u := m.lazy.meta.UserID; u != "" {
+		n += len(`,"user_id":`) + jsonStringLen(u)
+	}
+	return n
+}
+
+func pusherEvent(m *Message) string {
+	if ev := m.lazy.meta.Event; ev != "" {
+		return ev
+	}
+	return "message"
+}
+
+func pusherChannel(m *Message) string {
+	if f := m.lazy.pusherName; f != nil {
+		return f(m.Channel)
+	}
+	return m.Channel
+}
+
 // encodeSSE is EncodingSSE: the envelope as one event whose id is the
 // message's cursor, in one allocation of exactly its size.
 func encodeSSE(m *Message) []byte {
@@ -123,6 +185,10 @@ func AppendEnvelope(dst []byte, m *Message) []byte {
 	dst = AppendJSONString(dst, m.Channel)
 	dst = append(dst, `,"seq":`...)
 	dst = strconv.AppendUint(dst, m.Seq, 10)
+	if ev := m.lazy.meta.Event; ev != "" {
+		dst = append(dst, `,"event":`...)
+		dst = AppendJSONString(dst, ev)
+	}
 	switch m.Kind {
 	case KindJSON:
 		dst = append(dst, `,"data":`...)
@@ -145,6 +211,9 @@ func jsonEnvelopeLen(m *Message) int { return m.body + digits(m.Seq) }
 // payload, done once, by NewMessage, before any lock is taken.
 func envelopeBodyLen(m *Message) int {
 	n := len(`{"type":"message","channel":`) + jsonStringLen(m.Channel) + len(`,"seq":`) + len(`}`)
+	if ev := m.lazy.meta.Event; ev != "" {
+		n += len(`,"event":`) + jsonStringLen(ev)
+	}
 	switch m.Kind {
 	case KindJSON:
 		n += len(`,"data":`) + len(m.Payload)

@@ -62,6 +62,10 @@ type Config struct {
 	// (Joined.More). Set it under what a connection may queue. Zero means
 	// 1 MiB.
 	ReplayBytes int
+	// PusherChannel names a channel as Pusher clients know it (the
+	// front door's app prefix taken off), for EncodingPusher. Nil: the
+	// channel's own name.
+	PusherChannel func(channel string) string
 }
 
 // History is where the hub keeps recent messages for subscribers that
@@ -286,7 +290,7 @@ func (h *Hub) appendLocked(m Message, at Cursor) {
 	}
 	h.last = at
 	m.Seq = at.Seq
-	m.lazy.epoch, m.lazy.compressMin = at.Epoch, h.cfg.CompressMinBytes
+	m.lazy.epoch, m.lazy.compressMin, m.lazy.pusherName = at.Epoch, h.cfg.CompressMinBytes, h.cfg.PusherChannel
 	if h.hist != nil {
 		// Before any shard can take it: a subscriber joining once a
 		// shard has passed it finds it there (Shard.joined).
@@ -429,7 +433,11 @@ func (h *Hub) FirstChannel(sub Subscriber) string {
 func (h *Hub) Channels() map[string]int {
 	out := make(map[string]int)
 	for _, s := range h.shards {
-		s.table.eachChannel(func(name string, n int) { out[name] += n })
+		s.table.eachChannel(func(name string, n int) {
+			if name != Nowhere {
+				out[name] += n
+			}
+		})
 	}
 	return out
 }
@@ -445,6 +453,32 @@ func (h *Hub) Add(sub Subscriber, id uint64, req Subscription) {
 		slot.phase = uint32(h.nextPhase.Add(1) % h.pingPhases)
 	}
 	s.add(sub, req)
+}
+
+// Link puts sub, added already, on one more channel: its first message
+// there is the first one its shard takes after the link, and done (if
+// not nil) runs on the shard's goroutine just before, with ok false when
+// sub was on the channel already or is gone. done must not block; what
+// it sends sub goes out ahead of every message on the channel.
+func (h *Hub) Link(sub Subscriber, channel string, done func(ok bool)) {
+	h.linkOp(linkOp{sub: sub, channel: channel, add: true, done: done})
+}
+
+// Unlink takes sub off one channel (it stays in the hub, on Nowhere when
+// that was its last); done as for Link, after its last message there.
+func (h *Hub) Unlink(sub Subscriber, channel string, done func(ok bool)) {
+	h.linkOp(linkOp{sub: sub, channel: channel, done: done})
+}
+
+func (h *Hub) linkOp(op linkOp) {
+	s := op.sub.HubSlot().shard
+	if s == nil {
+		if op.done != nil {
+			op.done(false)
+		}
+		return
+	}
+	s.link(op)
 }
 
 // Remove takes sub out of its shard; removing twice is harmless.

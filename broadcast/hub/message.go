@@ -32,6 +32,10 @@ const (
 	// under Config.CompressMinBytes or does not shrink. Built on first use.
 	EncodingFrameDeflate
 	EncodingJSONDeflate
+	// EncodingPusher is the message as a Pusher protocol event, one text
+	// frame: {"event":..,"channel":..,"data":"..."[,"user_id":..]}, data
+	// always a JSON string (see encodePusher). Built on first use.
+	EncodingPusher
 	numEncodings
 )
 
@@ -80,7 +84,32 @@ type encoding struct {
 	sse         lazyBytes
 	frameZ      lazyBytes
 	jsonZ       lazyBytes
+	pusher      lazyBytes
+	pusherName  func(string) string // the hub's Config.PusherChannel, set by Broadcast
+	meta        Meta
 }
+
+// Meta is what a message may carry besides its payload, for the Pusher
+// front door: most messages have none (the zero Meta), and it lives in
+// the encodings' holder, so copies of a message do not grow for it.
+type Meta struct {
+	// Event is the Pusher event name; "" for a message published without
+	// one, which Pusher clients receive as the event "message". A
+	// json-format client sees it as "event" in the envelope.
+	Event string
+	// Exclude is the id of a subscriber (Identified) that the message is
+	// not delivered to: the sender of a client event, or the socket_id
+	// an API publish names. Zero: none.
+	Exclude uint64
+	// Socket is the Pusher socket_id of the sender, as it travels
+	// between tier nodes (each maps it to Exclude if it is one of its
+	// own); UserID the presence user it sent as ("user_id" in the event).
+	Socket, UserID string
+}
+
+// Identified is a subscriber with an id, the one Meta.Exclude names: the
+// hub's Add id. Only messages that exclude someone ask.
+type Identified interface{ ID() uint64 }
 
 // lazyBytes is a value built once, by the first caller, while the others
 // wait for it (sync.Once without the closure: Bytes runs per message on
@@ -122,6 +151,18 @@ func NewMessage(channel string, kind Kind, payload []byte) Message {
 	return m
 }
 
+// NewEvent is NewMessage for a message that carries meta (an event name,
+// a sender to leave out).
+func NewEvent(channel string, kind Kind, payload []byte, meta Meta) Message {
+	m := NewMessage(channel, kind, payload)
+	m.lazy.meta = meta
+	m.body = envelopeBodyLen(&m)
+	return m
+}
+
+// Meta is what the message carries besides its payload.
+func (m *Message) Meta() Meta { return m.lazy.meta }
+
 // Bytes returns the message in encoding e, building it the first time it
 // is asked for (the message must have its Seq by then).
 func (m *Message) Bytes(e Encoding) []byte {
@@ -136,6 +177,8 @@ func (m *Message) Bytes(e Encoding) []byte {
 		return m.lazy.frameZ.get(m, encodeFrameDeflate)
 	case EncodingJSONDeflate:
 		return m.lazy.jsonZ.get(m, encodeJSONDeflate)
+	case EncodingPusher:
+		return m.lazy.pusher.get(m, encodePusher)
 	}
 	return nil
 }
@@ -154,5 +197,5 @@ func (m *Message) Size() int {
 	n := jsonEnvelopeLen(m)
 	jsonFrame := frame.HeaderSize(n) + n
 	sse := len("id: ") + len(m.lazy.epoch) + 1 + digits(m.Seq) + len("\ndata: ") + n + len("\n\n")
-	return 2*len(m.frame) + 2*jsonFrame + sse + messageOverhead
+	return 2*len(m.frame) + 2*jsonFrame + sse + pusherLen(m) + 10 + messageOverhead
 }

@@ -102,6 +102,7 @@ type Shard struct {
 
 	mu      sync.Mutex
 	adds    []addition   // guarded by mu
+	links   []linkOp     // guarded by mu
 	removes []Subscriber // guarded by mu
 
 	// Owned by the shard goroutine (table's channel counts excepted: see
@@ -109,6 +110,7 @@ type Shard struct {
 	spareAdds    []addition   // the inbox's other buffers
 	waiting      []addition   // resumes from a seq the shard has not taken yet (see applyInbox)
 	spareRemoves []Subscriber //
+	spareLinks   []linkOp     //
 	table        Table
 	lastSweep    uint64 // the hub tick of the last sweep
 	batch        []Message
@@ -151,6 +153,22 @@ func (s *Shard) notify() {
 func (s *Shard) add(sub Subscriber, req Subscription) {
 	s.mu.Lock()
 	s.adds = append(s.adds, addition{sub: sub, req: req})
+	s.mu.Unlock()
+	s.notify()
+}
+
+// linkOp puts a subscriber in the table on one more channel, or takes it
+// off one (Hub.Link, Hub.Unlink).
+type linkOp struct {
+	sub     Subscriber
+	channel string
+	add     bool
+	done    func(ok bool)
+}
+
+func (s *Shard) link(op linkOp) {
+	s.mu.Lock()
+	s.links = append(s.links, op)
 	s.mu.Unlock()
 	s.notify()
 }
@@ -207,8 +225,8 @@ func (s *Shard) run() {
 // its replay ends exactly where its live messages begin.
 func (s *Shard) applyInbox() {
 	s.mu.Lock()
-	adds, removes := s.adds, s.removes
-	s.adds, s.removes = s.spareAdds[:0], s.spareRemoves[:0]
+	adds, links, removes := s.adds, s.links, s.removes
+	s.adds, s.links, s.removes = s.spareAdds[:0], s.spareLinks[:0], s.spareRemoves[:0]
 	s.mu.Unlock()
 	if len(adds) > 0 {
 		s.catchUp()
@@ -231,13 +249,30 @@ func (s *Shard) applyInbox() {
 			a.sub.Drain()
 		}
 	}
+	if len(links) > 0 && len(adds) == 0 {
+		s.catchUp() // as for a join: its first live message is the next one taken
+	}
+	for _, op := range links {
+		// A subscriber removed in this same inbox is still in the table
+		// here: what it is told no longer matters.
+		var ok bool
+		if op.add {
+			ok = s.table.AddLink(op.sub, op.channel)
+		} else {
+			ok = s.table.DropLink(op.sub, op.channel)
+		}
+		if op.done != nil {
+			op.done(ok)
+		}
+	}
 	for _, sub := range removes {
 		s.table.Unlink(sub)
 		s.waiting = slices.DeleteFunc(s.waiting, func(a addition) bool { return a.sub == sub })
 	}
 	clear(adds)
+	clear(links)
 	clear(removes)
-	s.spareAdds, s.spareRemoves = adds, removes
+	s.spareAdds, s.spareLinks, s.spareRemoves = adds, links, removes
 	s.count.Store(int64(s.table.Len()))
 }
 

@@ -131,6 +131,9 @@ type group struct {
 	ch     *channel
 	frames [numEncodings][][]byte
 	sizes  [numEncodings]int
+	// excl are the subscribers some of the group's messages leave out
+	// (Meta.Exclude): rare, and only then do members get looked at.
+	excl []uint64
 }
 
 // Link puts sub in the table, on channels (names distinct; none is the
@@ -168,6 +171,116 @@ func (t *Table) Link(sub Subscriber, channels []string) {
 }
 
 var defaultChannel = []string{""}
+
+// Nowhere is the channel of a subscriber that is, for now, on none: a
+// Pusher connection before its first subscribe, or after its last
+// unsubscribe. Nothing is published to it (ValidChannel refuses the
+// name), and its first real channel takes its place (AddLink), so such a
+// subscriber costs what one on a channel does.
+const Nowhere = "\x00"
+
+// AddLink puts sub, in the table, on one more channel; false if it is on
+// it already, or not in the table. The owner calls it.
+func (t *Table) AddLink(sub Subscriber, name string) bool {
+	slot := sub.HubSlot()
+	if i := int(slot.idx); i < 0 || i >= len(t.subs) || t.subs[i] != sub {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if slot.onLocked(name) {
+		return false
+	}
+	e := sub.Encoding()
+	ch := t.channels[name]
+	if ch == nil {
+		ch = &channel{name: name}
+		t.channels[name] = ch
+	}
+	li := slot.links()
+	if slot.first.ch.name == Nowhere {
+		t.dropMemberLocked(slot, 0, e)
+		li = 0
+	} else {
+		if slot.more == nil {
+			slot.more = &extraLinks{}
+		}
+		slot.more.links = append(slot.more.links, link{})
+	}
+	*slot.linkAt(li) = link{ch: ch, idx: int32(len(ch.members))}
+	ch.members = append(ch.members, member{sub: sub, link: li})
+	ch.enc[e]++
+	if li > 0 {
+		t.subscriptions.Add(1)
+	}
+	return true
+}
+
+// DropLink takes sub off one channel, staying in the table (on Nowhere
+// when it was its last); false if it was not on it. The owner calls it.
+func (t *Table) DropLink(sub Subscriber, name string) bool {
+	slot := sub.HubSlot()
+	if i := int(slot.idx); i < 0 || i >= len(t.subs) || t.subs[i] != sub || name == Nowhere {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := slot.links()
+	li := int32(-1)
+	for i := int32(0); i < n; i++ {
+		if slot.linkAt(i).ch.name == name {
+			li = i
+			break
+		}
+	}
+	if li < 0 {
+		return false
+	}
+	e := sub.Encoding()
+	t.dropMemberLocked(slot, li, e)
+	if n == 1 { // its last channel: back to Nowhere
+		ch := t.channels[Nowhere]
+		if ch == nil {
+			ch = &channel{name: Nowhere}
+			t.channels[Nowhere] = ch
+		}
+		slot.first = link{ch: ch, idx: int32(len(ch.members))}
+		ch.members = append(ch.members, member{sub: sub, link: 0})
+		ch.enc[e]++
+		return true
+	}
+	if last := n - 1; li != last {
+		// The last link fills the gap; its member entry learns where.
+		moved := *slot.linkAt(last)
+		*slot.linkAt(li) = moved
+		moved.ch.members[moved.idx].link = li
+	}
+	slot.more.links = slot.more.links[:len(slot.more.links)-1]
+	if len(slot.more.links) == 0 {
+		slot.more = nil
+	}
+	t.subscriptions.Add(-1)
+	return true
+}
+
+// dropMemberLocked takes the subscriber out of the member list of its
+// li-th link's channel (dropping the channel when it empties) and clears
+// the link.
+func (t *Table) dropMemberLocked(slot *Slot, li int32, e Encoding) {
+	l := slot.linkAt(li)
+	ch := l.ch
+	end := len(ch.members) - 1
+	moved := ch.members[end]
+	ch.members[l.idx] = moved
+	moved.sub.HubSlot().linkAt(moved.link).idx = l.idx
+	ch.members[end] = member{}
+	ch.members = ch.members[:end]
+	ch.enc[e]--
+	if end == 0 {
+		delete(t.channels, ch.name)
+	}
+	*l = link{}
+}
 
 func hasRepeats(names []string) bool {
 	for i, n := range names {
@@ -209,19 +322,7 @@ func (t *Table) Unlink(sub Subscriber) {
 	defer t.mu.Unlock()
 	n := slot.links()
 	for li := int32(0); li < n; li++ {
-		l := slot.linkAt(li)
-		ch := l.ch
-		end := len(ch.members) - 1
-		moved := ch.members[end]
-		ch.members[l.idx] = moved
-		moved.sub.HubSlot().linkAt(moved.link).idx = l.idx
-		ch.members[end] = member{}
-		ch.members = ch.members[:end]
-		ch.enc[e]--
-		if end == 0 {
-			delete(t.channels, ch.name)
-		}
-		*l = link{}
+		t.dropMemberLocked(slot, li, e)
 	}
 	t.subscriptions.Add(-int64(n))
 	slot.more = nil
@@ -277,6 +378,13 @@ func (t *Table) FanOut(batch []Message) (delivered, dropped uint64) {
 					continue
 				}
 			}
+			if len(grp.excl) > 0 && excluded(sub, grp.excl) {
+				d, x := t.deliverFiltered(sub, batch, grp.ch)
+				t.count(d, x)
+				delivered += uint64(d)
+				dropped += uint64(x)
+				continue
+			}
 			e := sub.Encoding()
 			d, x := sub.Deliver(grp.frames[e], grp.sizes[e], &t.iov)
 			t.count(d, x)
@@ -330,6 +438,9 @@ func (t *Table) group(batch []Message) {
 			t.groups[ch.grp].ch = ch
 		}
 		grp := &t.groups[ch.grp]
+		if ex := m.lazy.meta.Exclude; ex != 0 {
+			grp.excl = append(grp.excl, ex)
+		}
 		for e := range numEncodings {
 			if ch.enc[e] > 0 {
 				b := m.Bytes(e)
@@ -361,12 +472,43 @@ func (t *Table) deliverMerged(sub Subscriber, batch []Message) (int, int) {
 	}
 	for i, ch := range t.msgCh {
 		if ch != nil && (bits && mine&(1<<ch.grp) != 0 || !bits && slot.on(ch)) {
+			if ex := batch[i].lazy.meta.Exclude; ex != 0 && excluded(sub, []uint64{ex}) {
+				continue
+			}
 			b := batch[i].Bytes(e)
 			frames = append(frames, b)
 			size += len(b)
 		}
 	}
 	t.frames = frames
+	if len(frames) == 0 { // everything it was on left it out
+		return 0, 0
+	}
+	return sub.Deliver(frames, size, &t.iov)
+}
+
+// excluded reports whether sub is one of ids (Meta.Exclude).
+func excluded(sub Subscriber, ids []uint64) bool {
+	is, ok := sub.(Identified)
+	return ok && slices.Contains(ids, is.ID())
+}
+
+// deliverFiltered delivers to sub the batch's messages on ch that do not
+// exclude it, in batch order.
+func (t *Table) deliverFiltered(sub Subscriber, batch []Message, ch *channel) (int, int) {
+	id, e := sub.(Identified).ID(), sub.Encoding()
+	frames, size := t.frames[:0], 0
+	for i, c := range t.msgCh {
+		if c == ch && batch[i].lazy.meta.Exclude != id {
+			b := batch[i].Bytes(e)
+			frames = append(frames, b)
+			size += len(b)
+		}
+	}
+	t.frames = frames
+	if len(frames) == 0 {
+		return 0, 0
+	}
 	return sub.Deliver(frames, size, &t.iov)
 }
 
@@ -379,7 +521,7 @@ func (t *Table) release() {
 			clear(grp.frames[e])
 			grp.frames[e], grp.sizes[e] = grp.frames[e][:0], 0
 		}
-		grp.ch = nil
+		grp.ch, grp.excl = nil, grp.excl[:0]
 	}
 	t.groups = t.groups[:0]
 	clear(t.msgCh)
