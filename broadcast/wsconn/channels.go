@@ -22,7 +22,27 @@ const (
 	// FormatJSON: every frame is a text frame holding one JSON object: a
 	// welcome first, then one per message (hub.EncodingJSON).
 	FormatJSON
+	// FormatPusher: the Pusher protocol (Options.Protocol speaks it):
+	// JSON text frames both ways, every message as a Pusher event
+	// (hub.EncodingPusher). Never compressed.
+	FormatPusher
 )
+
+// Protocol is a protocol spoken over a connection's text messages, beside
+// fanout's own (FormatPusher). Its methods run on the connection's read
+// worker (Message) or with its lock held (Welcome, Closed): they must not
+// block, and Closed must not take the lock of this or any other
+// connection.
+type Protocol interface {
+	// Welcome is the connection's first message, sent right after its
+	// 101, as one frame.
+	Welcome(c *Conn) []byte
+	// Message handles a complete message from the client. A
+	// *frame.CloseError closes the connection with its code.
+	Message(c *Conn, op ws.OpCode, payload []byte) error
+	// Closed: the connection ended. Its lock is held.
+	Closed(c *Conn)
+}
 
 // CloseSlowJSON is the close code of a json-format client the server
 // would otherwise have to drop a message for: it is closed instead, and
@@ -42,6 +62,8 @@ const CloseReplayMore ws.StatusCode = 4001
 type subscription struct {
 	format Format
 	resume bool // it asked to resume: its welcome says whether it did
+	proto  Protocol
+	state  any // the protocol's, per connection
 	// Which channels it is on, the hub's table says (hub.Hub.On): a
 	// connection keeps no list of its own, 16 bytes and more a channel.
 }

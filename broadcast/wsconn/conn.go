@@ -161,6 +161,10 @@ type Options struct {
 	// takeover): messages go out compressed when that pays, and the
 	// client's compressed ones are inflated.
 	Deflate bool
+	// Protocol speaks FormatPusher; ProtoState is its state for this
+	// connection (Conn.ProtoState).
+	Protocol   Protocol
+	ProtoState any
 }
 
 // New makes the upgraded socket fd connection id, as o says. Nothing
@@ -171,9 +175,13 @@ func New(env *Env, id uint64, fd int, o Options) *Conn {
 	c.parser.Deflate = o.Deflate
 	format := o.Format
 	if format != FormatRaw || len(o.Channels) > 0 {
-		c.sub = &subscription{format: format}
+		c.sub = &subscription{format: format, proto: o.Protocol, state: o.ProtoState}
 	}
-	if format == FormatJSON {
+	if format == FormatPusher {
+		// No compression: one Pusher encoding serves every client.
+		c.deflate, c.parser.Deflate = false, false
+	}
+	if format == FormatJSON || format == FormatPusher {
 		// It sees every seq: it never misses one silently, it is
 		// closed instead and resumes (CloseSlowJSON).
 		c.NeverDrop()
@@ -243,6 +251,12 @@ func (c *Conn) Join(j hub.Joined) {
 	c.Lock()
 	defer c.Unlock()
 	c.JoinLocked()
+	if c.sub != nil && c.sub.format == FormatPusher {
+		w := c.sub.proto.Welcome(c)
+		var iov []unix.Iovec
+		c.SendLocked([][]byte{w}, len(w), &iov)
+		return
+	}
 	if c.sub == nil || c.sub.format != FormatJSON {
 		return
 	}
@@ -263,6 +277,9 @@ func (c *Conn) Join(j hub.Joined) {
 // Encoding implements hub.Subscriber: the raw frame, or the JSON envelope;
 // compressed when the client negotiated permessage-deflate.
 func (c *Conn) Encoding() hub.Encoding {
+	if c.sub != nil && c.sub.format == FormatPusher {
+		return hub.EncodingPusher
+	}
 	switch json := c.sub != nil && c.sub.format == FormatJSON; {
 	case json && c.deflate:
 		return hub.EncodingJSONDeflate
@@ -318,6 +335,9 @@ func (c *Conn) Goodbye(reason outbound.CloseReason) []byte {
 		if c.sub != nil && c.sub.format == FormatJSON {
 			return goodbyeSlowJSON
 		}
+		if c.sub != nil && c.sub.format == FormatPusher {
+			return goodbyeSlowPusher
+		}
 		return goodbyeSlow
 	}
 	return nil
@@ -326,8 +346,53 @@ func (c *Conn) Goodbye(reason outbound.CloseReason) []byte {
 // TornDown implements outbound.Owner.
 func (c *Conn) TornDown(reason outbound.CloseReason, err error) {
 	c.unholdPartial() // no read event may come to do it
+	if c.sub != nil && c.sub.proto != nil {
+		c.sub.proto.Closed(c)
+	}
 	// Counted before it leaves the hub's count: whoever waits for the
 	// connections to go (tests, Shutdown) then finds the reason counted.
 	c.env.node.Closed(c, reason, err)
 	c.env.hub.Remove(c)
+}
+
+// goodbyeSlowPusher closes a Pusher client the server would otherwise
+// have to drop a message for: 4100 tells pusher-js to reconnect in a
+// second (and subscribe again).
+var goodbyeSlowPusher = frame.Close(4100, "slow consumer")
+
+// Send writes one frame to the client, or queues it behind what waits;
+// nothing once the connection is closing. Over the queue's bound the
+// connection is closed as a slow consumer, like for any message.
+func (c *Conn) Send(f []byte) {
+	c.Lock()
+	defer c.Unlock()
+	if c.State() != outbound.StateOpen {
+		return
+	}
+	var iov []unix.Iovec
+	c.SendLocked([][]byte{f}, len(f), &iov)
+}
+
+// SendThenClose sends f, then closes with code and reason: how a
+// protocol refuses a client after its handshake.
+func (c *Conn) SendThenClose(f []byte, code ws.StatusCode, reason string) {
+	c.Lock()
+	defer c.Unlock()
+	if c.State() != outbound.StateOpen {
+		return
+	}
+	if f != nil {
+		var iov []unix.Iovec
+		c.SendLocked([][]byte{f}, len(f), &iov)
+	}
+	c.CloseLocked(frame.Close(code, reason), outbound.ReasonPolicy, false)
+}
+
+// ProtoState is the per-connection state of its Protocol
+// (Options.ProtoState).
+func (c *Conn) ProtoState() any {
+	if c.sub == nil {
+		return nil
+	}
+	return c.sub.state
 }

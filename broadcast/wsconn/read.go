@@ -215,6 +215,15 @@ func (c *Conn) Message(op ws.OpCode, payload []byte) error {
 	if c.State() != outbound.StateOpen {
 		return nil // closing: nothing more from this client is published
 	}
+	if c.sub != nil && c.sub.format == FormatPusher {
+		// Its protocol's own messages (subscribe, ping) are not
+		// publishes: the protocol applies ReceiveOnly to client events.
+		c.env.messagesIn.Add(1)
+		if c.limiter != nil && !c.limiter.Allow() {
+			return errRateLimit
+		}
+		return c.sub.proto.Message(c, op, payload)
+	}
 	if c.env.cfg.ReceiveOnly {
 		return errReceiveOnly
 	}
