@@ -522,13 +522,14 @@ func TestSubscriptionParams(t *testing.T) {
 	}{
 		{"channel=a", 101, ""},
 		{"channel=a.b:c@d/e=f-g_h", 101, ""},
-		{"channel=" + strings.Repeat("x", 128), 101, ""},
+		{"channel=" + strings.Repeat("x", 256), 101, ""},
+		{"channel=presence-a%3Bb,c", 101, ""}, // every Pusher channel name is one
 		{"channel=a&channel=a", 101, ""}, // the same name twice is one channel
 		{"channel=a&channel=b&channel=c", 101, ""},
 		{"format=raw", 101, ""},
 		{"format=json", 101, ""},
 		{"channel=", 400, "empty"},
-		{"channel=" + strings.Repeat("x", 129), 400, "129 bytes"},
+		{"channel=" + strings.Repeat("x", 257), 400, "257 bytes"},
 		{"channel=a%20b", 400, "byte ' '"},
 		{"channel=%C3%A9", 400, "byte"},
 		{"channel=a&channel=b&channel=c&channel=d", 400, "more than 3 channels"},

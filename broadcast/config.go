@@ -8,6 +8,7 @@ import (
 	"github.com/fanout/fanout/broadcast/frame"
 	"github.com/fanout/fanout/broadcast/history"
 	"github.com/fanout/fanout/broadcast/hub"
+	"github.com/fanout/fanout/broadcast/pusher"
 	"github.com/fanout/fanout/broadcast/outbound"
 	"github.com/fanout/fanout/broadcast/wsconn"
 )
@@ -23,6 +24,10 @@ type Config struct {
 	SSEPath string
 	// NoSSE turns Server-Sent Events off (SSEPath gets 404). Zero: on.
 	NoSSE bool
+	// Pusher, if set, opens the Pusher front door: WebSocket clients at
+	// /app/{key} speaking the Pusher protocol (package pusher); its HTTP
+	// API is served by the admin listener (Server.PusherAPI). Nil: off.
+	Pusher *pusher.Config
 	// Subprotocols are the WebSocket subprotocols accepted: of those a
 	// client offers (Sec-WebSocket-Protocol), the first one listed here is
 	// echoed in the 101; the server does not speak it, it only lets
@@ -298,7 +303,15 @@ func (c Config) outboundConfig() outbound.Config {
 func (c Config) hubConfig(hist hub.History) hub.Config {
 	return hub.Config{Shards: c.Shards, Backlog: c.Backlog, FlushDelay: c.FlushDelay,
 		SweepEvery: c.sweepEvery(), PingInterval: c.PingInterval, DrainSpread: c.DrainSpread, History: hist,
-		CompressMinBytes: c.CompressMinBytes, ReplayBytes: c.ReplayBytes}
+		CompressMinBytes: c.CompressMinBytes, ReplayBytes: c.ReplayBytes, PusherChannel: c.pusherChannel()}
+}
+
+// pusherChannel names channels for Pusher clients: the app prefix off.
+func (c Config) pusherChannel() func(string) string {
+	if c.Pusher == nil || c.Pusher.Apps == nil {
+		return nil
+	}
+	return c.Pusher.Apps.PusherName
 }
 
 // historyConfig is the history's bounds; ok false when there is none.

@@ -9,6 +9,7 @@ import (
 	gorilla "github.com/gorilla/websocket"
 
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/hub"
 )
 
 // loopBus is a bus of one node that panics on the payload "boom": a bug
@@ -19,12 +20,12 @@ type loopBus struct {
 	seq uint64 // guarded by mu
 }
 
-func (b *loopBus) Publish(_ context.Context, channel string, kind byte, p []byte, _ string) (string, uint64, bool, error) {
+func (b *loopBus) Publish(_ context.Context, channel string, kind byte, p []byte, _ string, _ hub.Meta) (string, uint64, bool, error) {
 	epoch, seq, err := b.deliver(channel, kind, p)
 	return epoch, seq, false, err
 }
 
-func (b *loopBus) PublishAsync(channel string, kind byte, p []byte) error {
+func (b *loopBus) PublishAsync(channel string, kind byte, p []byte, _ hub.Meta) error {
 	if string(p) == "boom" {
 		panic("loopBus: boom")
 	}
@@ -39,7 +40,7 @@ func (b *loopBus) deliver(channel string, kind byte, p []byte) (string, uint64, 
 	defer b.mu.Unlock()
 	b.seq++
 	epoch := b.srv.Epoch()
-	return epoch, b.seq, b.srv.Deliver(context.Background(), epoch, b.seq, channel, kind, p)
+	return epoch, b.seq, b.srv.Deliver(context.Background(), epoch, b.seq, channel, kind, p, hub.Meta{})
 }
 
 // A panic in a connection's handler costs that connection only: it is

@@ -56,6 +56,9 @@ type Message struct {
 	// Config.IdempotencyWindow return the first publish's Receipt and
 	// deliver nothing again.
 	IdempotencyKey string
+	// Meta is what the Pusher front door adds: an event name, a
+	// subscriber to leave out. Zero for fanout's own messages.
+	Meta hub.Meta
 }
 
 // Receipt is what a publish did.
@@ -117,7 +120,7 @@ func (s *Server) publish(m Message) (Receipt, error) {
 	if s.bus != nil {
 		return s.publishTier(m)
 	}
-	seq, err := s.fanOut(m.Channel, m.Kind, m.Payload)
+	seq, err := s.fanOut(m.Channel, m.Kind, m.Payload, m.Meta)
 	if err != nil {
 		return Receipt{}, err
 	}
@@ -131,7 +134,7 @@ func (s *Server) publishTier(m Message) (Receipt, error) {
 	if err := s.tierUsable(len(m.Payload)); err != nil {
 		return Receipt{}, err
 	}
-	epoch, seq, repeat, err := s.bus.Publish(context.Background(), m.Channel, byte(m.Kind), m.Payload, m.IdempotencyKey)
+	epoch, seq, repeat, err := s.bus.Publish(context.Background(), m.Channel, byte(m.Kind), m.Payload, m.IdempotencyKey, m.Meta)
 	if err != nil {
 		s.refused.Add(1)
 		return Receipt{}, fmt.Errorf("%w: %w", ErrBus, err)
@@ -165,11 +168,13 @@ type Bus interface {
 	// Publish stores a message and returns once the log acknowledged it:
 	// its cursor, and repeat when a message with the same idempotency key
 	// id was stored already (at seq).
-	Publish(ctx context.Context, channel string, kind byte, payload []byte, id string) (epoch string, seq uint64, repeat bool, err error)
+	Publish(ctx context.Context, channel string, kind byte, payload []byte, id string, x hub.Meta) (epoch string, seq uint64, repeat bool, err error)
 	// PublishAsync hands a client's message to the log without waiting
 	// for its acknowledgement; the bus counts and logs what the log then
 	// refuses.
-	PublishAsync(channel string, kind byte, payload []byte) error
+	// x is the message's Meta but Exclude (each node finds its own
+	// sender by x.Socket).
+	PublishAsync(channel string, kind byte, payload []byte, x hub.Meta) error
 	// MaxPayload is the largest payload the log takes (0: unknown yet).
 	MaxPayload() int
 }
@@ -201,7 +206,7 @@ func (s *Server) Begin(epoch string, seq uint64) error {
 // -max-message, text that is not UTF-8, JSON that is not JSON: someone
 // else wrote to the stream) is not delivered: it is counted, logged, and
 // its seq passed over.
-func (s *Server) Deliver(ctx context.Context, epoch string, seq uint64, channel string, kind byte, payload []byte) error {
+func (s *Server) Deliver(ctx context.Context, epoch string, seq uint64, channel string, kind byte, payload []byte, x hub.Meta) error {
 	at := hub.Cursor{Epoch: epoch, Seq: seq}
 	if err := s.validTier(channel, Kind(kind), payload); err != nil {
 		s.logRefused.Warn(s.log, "a message in the tier's stream that fanout would not publish: not delivered (fanout_tier_invalid_messages_total)",
@@ -209,7 +214,14 @@ func (s *Server) Deliver(ctx context.Context, epoch string, seq uint64, channel 
 		s.Pass(epoch, seq)
 		return nil
 	}
-	err := s.hub.AppendWait(ctx, hub.NewMessage(channel, Kind(kind), payload), at)
+	msg := hub.NewMessage(channel, Kind(kind), payload)
+	if x != (hub.Meta{}) {
+		if x.Socket != "" && s.pusher != nil {
+			x.Exclude = s.pusher.Exclude(x.Socket) // one of this node's own, or none
+		}
+		msg = hub.NewEvent(channel, Kind(kind), payload, x)
+	}
+	err := s.hub.AppendWait(ctx, msg, at)
 	if err != nil && ctx.Err() == nil {
 		s.logRefused.Warn(s.log, "message from the tier's log refused locally", "seq", seq, "err", err)
 	}
@@ -248,15 +260,16 @@ func (s *Server) validTier(channel string, kind Kind, payload []byte) error {
 
 // route sends a client's validated message to the tier's log when the
 // node is in a tier, and fans it out here otherwise.
-func (s *Server) route(channel string, kind Kind, payload []byte) error {
+func (s *Server) route(channel string, kind Kind, payload []byte, meta hub.Meta) error {
 	if s.bus == nil {
-		_, err := s.fanOut(channel, kind, payload)
+		_, err := s.fanOut(channel, kind, payload, meta)
 		return err
 	}
 	if err := s.tierUsable(len(payload)); err != nil {
 		return err
 	}
-	if err := s.bus.PublishAsync(channel, byte(kind), payload); err != nil {
+	meta.Exclude = 0
+	if err := s.bus.PublishAsync(channel, byte(kind), payload, meta); err != nil {
 		s.refused.Add(1)
 		return fmt.Errorf("%w: %w", ErrBus, err)
 	}
@@ -264,8 +277,12 @@ func (s *Server) route(channel string, kind Kind, payload []byte) error {
 }
 
 // fanOut encodes the message once and broadcasts it through the hub.
-func (s *Server) fanOut(channel string, kind Kind, payload []byte) (uint64, error) {
-	seq, err := s.hub.Broadcast(hub.NewMessage(channel, kind, payload))
+func (s *Server) fanOut(channel string, kind Kind, payload []byte, meta hub.Meta) (uint64, error) {
+	msg := hub.NewMessage(channel, kind, payload)
+	if meta != (hub.Meta{}) {
+		msg = hub.NewEvent(channel, kind, payload, meta)
+	}
+	seq, err := s.hub.Broadcast(msg)
 	if err != nil {
 		s.refused.Add(1)
 		if errors.Is(err, hub.ErrBacklog) {

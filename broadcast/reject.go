@@ -29,6 +29,7 @@ const (
 	RejectParams                          // 400: channel, format or since the server cannot take (the body says why)
 	RejectChannelDenied                   // 403: a channel the token does not grant
 	RejectPreflight                       // 204: an SSE CORS preflight, answered (not a connection)
+	RejectPusher                          // a Pusher client told pusher:error 4001/4004/4007/4008 (unknown app, quota, protocol) after its upgrade
 	numRejects
 )
 
@@ -49,6 +50,7 @@ var rejectNames = [numRejects]string{
 	RejectParams:        "bad_params",
 	RejectChannelDenied: "channel_denied",
 	RejectPreflight:     "sse_preflight",
+	RejectPusher:        "pusher_refused",
 }
 
 func (k RejectKind) String() string {

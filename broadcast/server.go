@@ -17,6 +17,7 @@ import (
 	"github.com/fanout/fanout/broadcast/hub"
 	"github.com/fanout/fanout/broadcast/internal/lograte"
 	"github.com/fanout/fanout/broadcast/outbound"
+	"github.com/fanout/fanout/broadcast/pusher"
 	"github.com/fanout/fanout/broadcast/sseconn"
 	"github.com/fanout/fanout/broadcast/wsconn"
 	"github.com/fanout/fanout/netpoll"
@@ -38,6 +39,7 @@ type Server struct {
 	hist   *history.Memory // nil: no history (Config.HistorySize < 0)
 	idem   *idempotency
 	bus    Bus // nil: standalone; set before Serve
+	pusher *pusher.Front // nil: no Pusher front door
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
@@ -76,6 +78,19 @@ func New(cfg Config) (*Server, error) {
 	if s.admit, err = admit.New(cfg.admitConfig()); err != nil {
 		return nil, fmt.Errorf("broadcast: %w", err)
 	}
+	if cfg.Pusher != nil {
+		pc := *cfg.Pusher
+		pc.ReceiveOnly = pc.ReceiveOnly || cfg.ReceiveOnly
+		if pc.Logger == nil {
+			pc.Logger = cfg.Logger
+		}
+		if pc.MaxChannels <= 0 {
+			pc.MaxChannels = cfg.MaxChannelsPerConn
+		}
+		if s.pusher, err = pusher.New(pc, (*pusherNode)(s)); err != nil {
+			return nil, fmt.Errorf("broadcast: %w", err)
+		}
+	}
 	p, err := netpoll.New(netpoll.Config{Workers: cfg.Workers, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("broadcast: %w", err)
@@ -92,6 +107,50 @@ func New(cfg Config) (*Server, error) {
 	s.ws = wsconn.NewEnv(cfg.wsConfig(), s.out, s.hub, p, (*connNode)(s))
 	s.sse = sseconn.NewEnv(cfg.Logger, s.out, s.hub, p, (*sseNode)(s))
 	return s, nil
+}
+
+// Pusher is the server's Pusher front door (its HTTP API is an
+// http.Handler for /apps/); nil when Config.Pusher is not set.
+func (s *Server) Pusher() *pusher.Front { return s.pusher }
+
+// signedOnly refuses a native subscription (WebSocket or SSE) to a Pusher
+// app's private or presence channel unless tokens are checked (-jwt-*:
+// then the token granted it): Pusher clients need a signature for those.
+func (s *Server) signedOnly(channels []string) error {
+	if s.pusher == nil || s.admit.Authenticates() {
+		return nil
+	}
+	for _, ch := range channels {
+		if s.pusher.Signed(ch) {
+			return fmt.Errorf("channel %.140q is a Pusher private or presence channel: subscribe through the Pusher protocol (signed), or with a token (-jwt-*)", ch)
+		}
+	}
+	return nil
+}
+
+// pusherNode is the Server as its Pusher front door sees it.
+type pusherNode Server
+
+func (n *pusherNode) Hub() *hub.Hub { return n.hub }
+
+// PublishEvent implements pusher.Node: an API event, published like a
+// backend's message (in a tier, acknowledged first).
+func (n *pusherNode) PublishEvent(channel string, kind hub.Kind, payload []byte, meta hub.Meta) error {
+	_, err := (*Server)(n).Publish(Message{Channel: channel, Kind: kind, Payload: payload, Meta: meta})
+	if errors.Is(err, ErrTooBig) {
+		return fmt.Errorf("%w: %w", pusher.ErrTooBig, err)
+	}
+	return err
+}
+
+// PublishClient implements pusher.Node: a client event, routed like a
+// client's message.
+func (n *pusherNode) PublishClient(channel string, kind hub.Kind, payload []byte, meta hub.Meta) error {
+	s := (*Server)(n)
+	if len(payload) > s.cfg.MaxMessage {
+		return ErrTooBig
+	}
+	return s.route(channel, kind, payload, meta)
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and returns
@@ -227,7 +286,7 @@ type connNode Server
 // the frame parser (and, in json format, by its codec), is routed like
 // any other.
 func (n *connNode) Accept(channel string, kind Kind, payload []byte) error {
-	return (*Server)(n).route(channel, kind, payload)
+	return (*Server)(n).route(channel, kind, payload, hub.Meta{})
 }
 
 // Closed implements wsconn.Node: count the reason, then give the

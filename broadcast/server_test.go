@@ -19,6 +19,7 @@ import (
 	gorilla "github.com/gorilla/websocket"
 
 	"github.com/fanout/fanout/broadcast"
+	"github.com/fanout/fanout/broadcast/hub"
 )
 
 // Every message any client sends reaches every client, sender included,
@@ -510,7 +511,7 @@ func TestPublishRefusals(t *testing.T) {
 		{broadcast.Message{Payload: []byte{0xff}}, broadcast.ErrInvalidUTF8},
 		{broadcast.Message{Kind: broadcast.KindJSON, Payload: []byte("{nope")}, broadcast.ErrInvalidJSON},
 		{broadcast.Message{Channel: "no spaces", Payload: []byte("x")}, broadcast.ErrChannel},
-		{broadcast.Message{Channel: strings.Repeat("c", 129), Payload: []byte("x")}, broadcast.ErrChannel},
+		{broadcast.Message{Channel: strings.Repeat("c", hub.MaxChannelName+1), Payload: []byte("x")}, broadcast.ErrChannel},
 	} {
 		if _, err := s.Publish(tc.m); !errors.Is(err, tc.want) {
 			t.Errorf("Publish(%q) = %v, want %v", tc.m.Payload, err, tc.want)

@@ -40,6 +40,15 @@ func (s *Server) doShutdown(ctx context.Context) error {
 		_ = s.waitGone(context.Background())
 	}
 	s.hsWG.Wait()
+	if s.pusher != nil {
+		// Its webhooks (channel_vacated, member_removed of the clients
+		// just gone) get what is left of the deadline, a second at least.
+		deadline, ok := ctx.Deadline()
+		if !ok || time.Until(deadline) < time.Second {
+			deadline = time.Now().Add(time.Second)
+		}
+		s.pusher.Close(deadline)
+	}
 	s.hub.Stop()
 	_ = s.poller.Close()
 	s.log.Info("broadcast: shut down", "accepted", s.accepted.Load(), "forced", err != nil)

@@ -105,6 +105,9 @@ func (u *upgrade) runSSE(br *bufio.Reader, hc *handshakeConn) (fd int, err error
 	if _, err := u.sub.resolve(u.req.Channels, u.srv.cfg.MaxChannelsPerConn); err != nil {
 		return -1, u.sseRefuse(hc, RejectParams, http.StatusBadRequest, err.Error())
 	}
+	if err := u.srv.signedOnly(u.sub.channels); err != nil {
+		return -1, u.sseRefuse(hc, RejectChannelDenied, http.StatusForbidden, err.Error())
+	}
 	_, _ = io.WriteString(hc, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"+
 		"Connection: close\r\nX-Accel-Buffering: no\r\n"+u.cors()+"\r\n")
 	return detach(hc.Conn)

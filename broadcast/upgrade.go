@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +22,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fanout/fanout/broadcast/admit"
+	"github.com/fanout/fanout/broadcast/hub"
+	"github.com/fanout/fanout/broadcast/pusher"
 	"github.com/fanout/fanout/broadcast/wsconn"
 )
 
@@ -58,6 +61,9 @@ func (s *Server) handshake(nc net.Conn, ip netip.Addr, slot admit.Slot) {
 		// The one release of a ticket that never became a connection;
 		// from attach on, the connection's teardown releases it.
 		s.admit.Release(u.ticket)
+		if u.pusher != nil {
+			s.pusher.Opened(u.pusher, false) // its app's quota hold, likewise
+		}
 		_, _ = nc.Write(hc.resp) // the refusal gobwas wrote, if any
 		s.refuse(nc, &u, hc, err)
 		s.admit.EndHandshake(slot)
@@ -84,6 +90,9 @@ type upgrade struct {
 	format     wsconn.Format // decided in onBeforeUpgrade
 	sse        bool          // an SSE request (runSSE), not an upgrade
 	flate      wsflate.Extension
+	pusher     *pusher.App     // a Pusher client's app (at /app/{key}), admitted by the front door
+	pusherNo   *pusher.Refusal // a Pusher client turned away after its upgrade
+	isPusher   bool            // the request is at /app/
 }
 
 // run upgrades hc's connection under the handshake deadline and detaches
@@ -135,16 +144,35 @@ func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 		}
 		return -1, err
 	}
+	if u.pusherNo != nil {
+		// The 101, the pusher:error and the close, under the handshake's
+		// deadline; then the connection is closed (refuse) and never
+		// costs more than this goroutine.
+		ef, cf := u.pusherNo.Frames()
+		_, _ = nc.Write(slices.Concat(hc.resp, ef, cf))
+		hc.resp = hc.resp[:0]
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		_, _ = io.CopyN(io.Discard, nc, 4<<10) // its close frame, so the close is not a reset
+		return -1, errPusherRefused
+	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {
 		return -1, fmt.Errorf("%w: %w", errRegister, err)
 	}
 	return detach(nc)
 }
 
+// errPusherRefused: a Pusher client was told no after its upgrade.
+var errPusherRefused = errors.New("broadcast: Pusher client refused")
+
 // negotiate answers an extension offer. An offer of permessage-deflate
 // with parameters that are not valid is declined, not refused (RFC 7692
 // 7.1.1): the connection goes on without compression.
 func (u *upgrade) negotiate(opt httphead.Option) (httphead.Option, error) {
+	if u.isPusher {
+		return httphead.Option{}, nil // one Pusher encoding serves all: never compressed
+	}
 	accept, err := u.flate.Negotiate(opt)
 	if err != nil {
 		u.flate.Reset()
@@ -177,6 +205,9 @@ func (u *upgrade) refuseWith(kind RejectKind, status int, why error) error {
 func (u *upgrade) onRequest(uri []byte) error {
 	u.sawRequest = true
 	path, query, _ := bytes.Cut(uri, []byte{'?'})
+	if key, ok := bytes.CutPrefix(path, []byte("/app/")); ok && u.srv.pusher != nil {
+		return u.onPusherRequest(string(key), query)
+	}
 	switch {
 	case string(path) != u.srv.cfg.Path:
 		return u.refuseWith(RejectNotFound, http.StatusNotFound, errors.New(wrongPathHint(&u.srv.cfg)))
@@ -209,8 +240,33 @@ func (u *upgrade) onHeader(key, value []byte) error {
 	return nil
 }
 
+// onPusherRequest reads a Pusher client's request line:
+// /app/{key}?protocol=7&client=js&version=... The front door decides on
+// the app and the protocol; a refusal is said in the Pusher protocol
+// once upgraded (pusher:error, then the close code that tells the
+// client whether to come back), as Pusher clients expect.
+func (u *upgrade) onPusherRequest(key string, query []byte) error {
+	if u.srv.closing.Load() {
+		return u.refuse(RejectShutdown)
+	}
+	q, err := url.ParseQuery(string(query))
+	if err != nil {
+		return u.refuseWith(RejectParams, http.StatusBadRequest, errors.New("malformed query string"))
+	}
+	u.isPusher, u.format = true, wsconn.FormatPusher
+	u.sub.channels = []string{hub.Nowhere} // it subscribes later, by message
+	u.pusher, u.pusherNo = u.srv.pusher.Open(key, q.Get("protocol"))
+	if u.pusherNo != nil {
+		u.refused, u.refusal = true, RejectPusher
+	}
+	return nil
+}
+
 // onBeforeUpgrade is admission: the request is read, the 101 not sent.
 func (u *upgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
+	if u.isPusher {
+		return u.onBeforePusherUpgrade()
+	}
 	u.req.Channels = u.sub.channels
 	t, authErr, refusal := u.srv.admit.Admit(&u.req)
 	switch {
@@ -227,7 +283,35 @@ func (u *upgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 	if err != nil {
 		return nil, u.refuseWith(RejectParams, http.StatusBadRequest, err)
 	}
+	if err := u.srv.signedOnly(u.sub.channels); err != nil {
+		return nil, u.refuseWith(RejectChannelDenied, http.StatusForbidden, err)
+	}
 	u.format = f
+	return nil, nil
+}
+
+// onBeforePusherUpgrade admits a Pusher client: no token (its
+// subscriptions are signed), the same Origin check and limits. A client
+// over a limit is upgraded and told 4100 (over capacity: pusher-js comes
+// back in a second), not answered with an HTTP status it would retry at
+// once.
+func (u *upgrade) onBeforePusherUpgrade() (ws.HandshakeHeader, error) {
+	if u.pusherNo != nil {
+		return nil, nil // upgraded, then refused (run)
+	}
+	u.req.OwnAuth = true
+	t, _, refusal := u.srv.admit.Admit(&u.req)
+	switch {
+	case errors.Is(refusal, admit.ErrOrigin):
+		return nil, u.refuse(admitRefusals[refusal]) // its app's hold is given back by the handshake
+	case refusal != nil:
+		u.srv.pusher.Opened(u.pusher, false)
+		u.pusher = nil
+		u.refused, u.refusal = true, admitRefusals[refusal] // counted as the limit it hit
+		u.pusherNo = u.srv.pusher.OverCapacity(refusal.Error())
+		return nil, nil
+	}
+	u.ticket = t
 	return nil, nil
 }
 
@@ -408,11 +492,15 @@ func detach(nc net.Conn) (int, error) {
 // while it is idle, and its teardown releases u's ticket.
 func (s *Server) attach(fd int, u *upgrade, resp []byte, early bool) {
 	_, deflate := u.flate.Accepted()
-	c := wsconn.New(s.ws, s.nextID.Add(1), fd, wsconn.Options{Format: u.format, Channels: u.sub.channels, Deflate: deflate})
+	o := wsconn.Options{Format: u.format, Channels: u.sub.channels, Deflate: deflate}
+	if u.isPusher {
+		o.Deflate, o.Protocol, o.ProtoState = false, s.pusher, s.pusher.State(u.pusher)
+	}
+	c := wsconn.New(s.ws, s.nextID.Add(1), fd, o)
 	c.Ticket = u.ticket
 	s.accepted.Add(1)
 	if err := c.Start(resp, u.sub.hubSubscription()); err != nil {
-		return // torn down and counted
+		return // torn down and counted (a Pusher one by its Closed too)
 	}
 	if early {
 		c.RefuseEarlyData()

@@ -78,6 +78,10 @@ type Request struct {
 	Token    string     // the token query parameter or bearer token; "" for none
 	IP       netip.Addr // the client's address
 	Channels []string   // the channels asked for; none: the default one (or the grant's)
+	// OwnAuth: the connection's protocol authorizes it its own way (the
+	// Pusher front door signs each private subscription): no token is
+	// asked for. Origin and the limits still hold.
+	OwnAuth bool
 }
 
 // Ticket is an admitted connection's hold on the limits, and what its
@@ -205,7 +209,7 @@ func (a *Controller) Admit(r *Request) (t Ticket, authErr, refusal error) {
 	if !a.origins.allowed(r.Origin) {
 		return Ticket{}, nil, ErrOrigin
 	}
-	if a.cfg.Authenticate != nil {
+	if a.cfg.Authenticate != nil && !r.OwnAuth {
 		g, err := a.cfg.Authenticate(r.Token)
 		if err != nil {
 			return Ticket{}, err, ErrUnauthorized

@@ -59,6 +59,15 @@ type Config struct {
 	MaxMessage int
 	// Batch bounds POST /publish/batch; the zero value works.
 	Batch BatchConfig
+	// Pusher, if set, serves the Pusher HTTP API under /apps/ and adds
+	// its metrics (*pusher.Front is one). Nil: none.
+	Pusher Pusher
+}
+
+// Pusher is what the admin API serves of a Pusher front door.
+type Pusher interface {
+	http.Handler
+	Collectors() []prometheus.Collector
 }
 
 // DefaultBatchConfig is the BatchConfig a zero value stands for (the
@@ -90,6 +99,10 @@ func New(cfg Config) (*Admin, error) {
 	}
 	if cfg.Bus != nil {
 		cs = append(cs, cfg.Bus.Collector())
+	}
+	if cfg.Pusher != nil {
+		cs = append(cs, cfg.Pusher.Collectors()...)
+		a.mux.Handle("/apps/", cfg.Pusher)
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -41,6 +41,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fanout/fanout/broadcast/hub"
 	"github.com/fanout/fanout/broadcast/internal/lograte"
 )
 
@@ -83,7 +84,7 @@ type Config struct {
 // HeaderOverhead is what a message's headers and subject may add to its
 // payload on the wire, at most: MaxMessage plus this must fit in the NATS
 // server's max_payload.
-const HeaderOverhead = 512
+const HeaderOverhead = 1024
 
 // Errors returned by Publish (wrapped, with what the server said).
 var (
@@ -110,8 +111,21 @@ type Sink interface {
 	// Deliver hands one message to the node, in stream order, and returns
 	// once the node accepted it (or ctx is done). A new epoch (the stream
 	// was recreated) starts over at its first seq.
-	Deliver(ctx context.Context, epoch string, seq uint64, channel string, kind byte, payload []byte) error
+	Deliver(ctx context.Context, epoch string, seq uint64, channel string, kind byte, payload []byte, x Extra) error
 }
+
+// Extra is what a message may carry besides its payload, for the Pusher
+// front door: its event name, its sender's socket_id (each node leaves
+// out its own sender: Exclude does not travel) and presence user.
+// Headers Fanout-Event, Fanout-Socket and Fanout-User, only when set.
+type Extra = hub.Meta
+
+// Headers carrying Extra.
+const (
+	HeaderEvent  = "Fanout-Event"
+	HeaderSocket = "Fanout-Socket"
+	HeaderUser   = "Fanout-User"
+)
 
 // JetStream is a running bus connection. Its methods may be called from
 // any goroutine.
@@ -515,13 +529,18 @@ const HeaderKind = "Fanout-Kind"
 
 var kindValues = [...]string{"0", "1", "2"} // hub.KindText, KindBinary, KindJSON
 
-func (b *JetStream) msg(channel string, kind byte, payload []byte, id string) (*nats.Msg, error) {
+func (b *JetStream) msg(channel string, kind byte, payload []byte, id string, x Extra) (*nats.Msg, error) {
 	if int(kind) >= len(kindValues) {
 		return nil, fmt.Errorf("bus: unknown kind %d", kind)
 	}
 	m := nats.NewMsg(b.Subject(channel))
 	m.Data = payload
 	m.Header.Set(HeaderKind, kindValues[kind])
+	for _, h := range [...]struct{ k, v string }{{HeaderEvent, x.Event}, {HeaderSocket, x.Socket}, {HeaderUser, x.UserID}} {
+		if h.v != "" {
+			m.Header.Set(h.k, h.v)
+		}
+	}
 	if id != "" {
 		m.Header.Set(jetstream.MsgIDHeader, id)
 	}
@@ -537,11 +556,11 @@ func (b *JetStream) msg(channel string, kind byte, payload []byte, id string) (*
 // the same idempotency key id was stored already, at seq, within the
 // stream's duplicate window (this one was not). It fails with ErrDown,
 // ErrTooBig, ErrNoAck (wrapped, with what the server said) or ErrClosed.
-func (b *JetStream) Publish(ctx context.Context, channel string, kind byte, payload []byte, id string) (epoch string, seq uint64, repeat bool, err error) {
+func (b *JetStream) Publish(ctx context.Context, channel string, kind byte, payload []byte, id string, x Extra) (epoch string, seq uint64, repeat bool, err error) {
 	if err := b.usable(); err != nil {
 		return "", 0, false, err
 	}
-	m, err := b.msg(channel, kind, payload, id)
+	m, err := b.msg(channel, kind, payload, id, x)
 	if err != nil {
 		return "", 0, false, err
 	}
@@ -590,11 +609,11 @@ func (b *JetStream) MaxPayload() int {
 // fails at once when the node is not connected, or when 4,096
 // publishes already wait for theirs; a message JetStream then refuses is
 // counted and logged.
-func (b *JetStream) PublishAsync(channel string, kind byte, payload []byte) error {
+func (b *JetStream) PublishAsync(channel string, kind byte, payload []byte, x Extra) error {
 	if err := b.usable(); err != nil {
 		return err
 	}
-	m, err := b.msg(channel, kind, payload, "")
+	m, err := b.msg(channel, kind, payload, "", x)
 	if err != nil {
 		return err
 	}
@@ -785,7 +804,9 @@ func (b *JetStream) consumeOnce() error {
 			b.sink.Pass(epoch, seq)
 		} else {
 			held := time.Now()
-			if err := b.sink.Deliver(ctx, epoch, seq, channel, byte(kind), m.Data()); err != nil {
+			h := m.Headers()
+			x := Extra{Event: h.Get(HeaderEvent), Socket: h.Get(HeaderSocket), UserID: h.Get(HeaderUser)}
+			if err := b.sink.Deliver(ctx, epoch, seq, channel, byte(kind), m.Data(), x); err != nil {
 				if ctx.Err() != nil {
 					return context.Cause(ctx)
 				}

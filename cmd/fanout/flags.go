@@ -57,6 +57,7 @@ type options struct {
 	slowPolicy      string
 	batch           api.BatchConfig
 	cfg             broadcast.Config
+	pusher          pusherOptions // the Pusher front door (pusher.go)
 
 	version bool // -version: print the build and exit
 
@@ -95,6 +96,7 @@ func defaults() *options {
 		slowPolicy:      cfg.SlowPolicy.String(),
 		batch:           api.DefaultBatchConfig(),
 		cfg:             cfg,
+		pusher:          pusherDefaults(),
 	}
 }
 
@@ -231,6 +233,7 @@ func defineFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.authAudience, "auth-audience", o.authAudience, "with -auth-secret, the `audience` a token's aud claim must name; empty checks none")
 	fs.StringVar(&o.authIssuer, "auth-issuer", o.authIssuer, "with -auth-secret, the `issuer` a token's iss claim must be; empty checks none")
 	fs.BoolVar(&o.version, "version", false, "print the version, the Go version and the commit, and exit")
+	definePusherFlags(fs, &o.pusher)
 	return fs
 }
 
@@ -361,6 +364,9 @@ func validateChoices(o *options) error {
 		return fmt.Errorf("%s: %q is -path too: they must differ (e.g. /sse)", o.src("sse-path"), c.SSEPath)
 	}
 	if err := validateNATS(o); err != nil {
+		return err
+	}
+	if err := validatePusher(o); err != nil {
 		return err
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
@@ -548,6 +554,9 @@ func configure(o *options) {
 	}
 	if c.MaxHandshakesPerIP == 0 {
 		c.MaxHandshakesPerIP = -1 // the flag's "no cap"; the Config's zero is the default
+	}
+	if o.pusher.on() {
+		c.Pusher = &o.pusher.cfg
 	}
 }
 

@@ -102,6 +102,9 @@ type node struct {
 
 	pprofHTTP *http.Server // nil without -pprof-addr (startPprof)
 	pprofAddr string       // its bound address, "" when disabled
+
+	pusherHTTP *http.Server // nil without -pusher-api-addr (startAdmin)
+	pusherAddr string       // its bound address
 }
 
 // listen binds the WebSocket address and builds the server.
@@ -185,12 +188,26 @@ func (n *node) startAdmin() error {
 	if n.bus != nil { // a nil *bus.JetStream would be a non-nil api.Bus
 		cfg.Bus = n.bus
 	}
+	if f := n.srv.Pusher(); f != nil {
+		cfg.Pusher = f // the Pusher HTTP API on the admin listener (and -pusher-api-addr's)
+	}
 	admin, err := api.New(cfg)
 	if err != nil {
 		n.log.Error("admin", "err", err)
 		return err
 	}
 	n.admin = admin
+	if addr := n.o.pusher.apiAddr; addr != "" && n.srv.Pusher() != nil {
+		pln, err := net.Listen("tcp", addr)
+		if err != nil {
+			n.log.Error("listen pusher api", "addr", addr, "err", err)
+			return err
+		}
+		n.pusherAddr = pln.Addr().String()
+		mux := http.NewServeMux()
+		mux.Handle("/apps/", n.srv.Pusher())
+		n.pusherHTTP = api.Serve(pln, mux, api.HTTPConfig{MaxConns: n.o.adminMaxConns, Logger: n.log})
+	}
 	if n.o.adminAddr == "" {
 		return nil
 	}
@@ -239,7 +256,8 @@ func (n *node) serve(sigs <-chan os.Signal) (os.Signal, error) {
 	n.log.Info("fanout ready", "ws", "ws://"+n.ln.Addr().String()+o.cfg.Path, "admin", n.adminAddr, "pprof", n.pprofAddr,
 		"shards", o.cfg.Shards, "queue_bytes", o.cfg.QueueBytes, "slow_policy", o.cfg.SlowPolicy.String(),
 		"max_conns", o.cfg.MaxConns, "client_publish", o.clientPublish,
-		"publish_api", len(o.publishKeys) > 0, "client_auth", o.authSecret != "", "nats", bus.RedactURL(o.nats))
+		"publish_api", len(o.publishKeys) > 0, "client_auth", o.authSecret != "", "nats", bus.RedactURL(o.nats),
+		"pusher", o.pusher.on(), "pusher_api", n.pusherAddr)
 	select {
 	case sig := <-sigs:
 		return sig, nil
@@ -278,7 +296,7 @@ func (n *node) drain(sigs <-chan os.Signal, sig os.Signal) {
 	if err != nil {
 		n.log.Warn("shutdown deadline passed; remaining clients closed at once", "err", err)
 	}
-	for _, hs := range []*http.Server{n.adminHTTP, n.pprofHTTP} {
+	for _, hs := range []*http.Server{n.adminHTTP, n.pprofHTTP, n.pusherHTTP} {
 		if hs != nil {
 			_ = hs.Close()
 		}
