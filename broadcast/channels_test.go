@@ -524,7 +524,7 @@ func TestSubscriptionParams(t *testing.T) {
 		{"channel=a.b:c@d/e=f-g_h", 101, ""},
 		{"channel=" + strings.Repeat("x", 256), 101, ""},
 		{"channel=presence-a%3Bb,c", 101, ""}, // every Pusher channel name is one
-		{"channel=a&channel=a", 101, ""}, // the same name twice is one channel
+		{"channel=a&channel=a", 101, ""},      // the same name twice is one channel
 		{"channel=a&channel=b&channel=c", 101, ""},
 		{"format=raw", 101, ""},
 		{"format=json", 101, ""},

@@ -8,8 +8,8 @@ import (
 	"github.com/fanout/fanout/broadcast/frame"
 	"github.com/fanout/fanout/broadcast/history"
 	"github.com/fanout/fanout/broadcast/hub"
-	"github.com/fanout/fanout/broadcast/pusher"
 	"github.com/fanout/fanout/broadcast/outbound"
+	"github.com/fanout/fanout/broadcast/pusher"
 	"github.com/fanout/fanout/broadcast/wsconn"
 )
 

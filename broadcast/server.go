@@ -38,7 +38,7 @@ type Server struct {
 	sse    *sseconn.Env
 	hist   *history.Memory // nil: no history (Config.HistorySize < 0)
 	idem   *idempotency
-	bus    Bus // nil: standalone; set before Serve
+	bus    Bus           // nil: standalone; set before Serve
 	pusher *pusher.Front // nil: no Pusher front door
 
 	mu        sync.Mutex

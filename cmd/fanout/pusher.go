@@ -18,7 +18,9 @@ type pusherOptions struct {
 	cfg                pusher.Config
 }
 
-func (p *pusherOptions) on() bool { return p.appID != "" || p.key != "" || p.secret != "" || p.appsFile != "" }
+func (p *pusherOptions) on() bool {
+	return p.appID != "" || p.key != "" || p.secret != "" || p.appsFile != ""
+}
 
 // definePusherFlags declares the front door's flags: off unless an app
 // is given (-pusher-app-id, -pusher-key, -pusher-secret, or several in
