@@ -154,7 +154,9 @@ func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 		if tc, ok := nc.(*net.TCPConn); ok {
 			_ = tc.CloseWrite()
 		}
-		_, _ = io.CopyN(io.Discard, nc, 4<<10) // its close frame, so the close is not a reset
+		// Its close frame, so the close is not a reset; a second at most.
+		_ = nc.SetReadDeadline(time.Now().Add(min(time.Second, u.srv.cfg.HandshakeTimeout)))
+		_, _ = io.CopyN(io.Discard, nc, 4<<10)
 		return -1, errPusherRefused
 	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/fanout/fanout/broadcast/bus"
 	"github.com/fanout/fanout/broadcast/bus/bustest"
 	"github.com/fanout/fanout/broadcast/internal/servertest"
+	"github.com/fanout/fanout/broadcast/pusher"
 )
 
 // natsAt runs an in-process NATS server with JetStream (bustest).
@@ -899,4 +900,56 @@ func TestTierIdempotencyAcrossNodes(t *testing.T) {
 		t.Fatalf("first %+v, repeat through another node %+v: want the same seq, marked a repeat", first, again)
 	}
 	expectSameOnce(t, []string{"once"}, a, c)
+}
+
+// Pusher clients on two nodes of the tier: an API event published through
+// one reaches both with its event name; a client event from a node's
+// client reaches every other subscriber, on both nodes, with its user,
+// and not its sender (each node finds its own sender by socket_id); a
+// channel name with ';' and ',' crosses as it is.
+func TestTierPusher(t *testing.T) {
+	ns := natsAt(t, t.TempDir(), 0, nil)
+	app := pusher.App{ID: "1", Key: "k", Secret: "s"}
+	apps, err := pusher.NewApps([]pusher.App{app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := broadcast.Config{Pusher: &pusher.Config{Apps: apps}}
+	a := joinTier(t, ns.ClientURL(), cfg, bus.Config{})
+	b := joinTier(t, ns.ClientURL(), cfg, bus.Config{})
+	const room = "presence-a;b,c"
+	pa := servertest.DialPusher(t, a.Addr, "k")
+	pb := servertest.DialPusher(t, b.Addr, "k")
+	pb2 := servertest.DialPusher(t, b.Addr, "k")
+	for i, p := range []*servertest.PusherClient{pa, pb, pb2} {
+		e := p.Subscribe(t, app, room, fmt.Sprintf(`{"user_id":"u%d"}`, i))
+		if e.Event != "pusher_internal:subscription_succeeded" {
+			t.Fatalf("subscribe: %s", e)
+		}
+	}
+	// b's two clients see each other join (presence is per node).
+	if e := pb.Next(t); e.Event != "pusher_internal:member_added" || !strings.Contains(e.Str(t), `"u2"`) {
+		t.Fatalf("pb: %s", e)
+	}
+	if code, body := servertest.PusherAPI(t, a.Pusher(), app, "POST", "/events", map[string]any{"name": "news", "channel": room, "data": "hello"}); code != 200 {
+		t.Fatalf("events: %d %s", code, body)
+	}
+	for _, p := range []*servertest.PusherClient{pa, pb, pb2} {
+		if e := p.Next(t); e.Event != "news" || e.Channel != room || e.Str(t) != "hello" {
+			t.Errorf("got %s", e)
+		}
+	}
+	pb.Send(t, "client-typing", room, map[string]bool{"on": true})
+	for _, p := range []*servertest.PusherClient{pa, pb2} {
+		if e := p.Next(t); e.Event != "client-typing" || e.UserID != "u1" || e.Str(t) != `{"on":true}` {
+			t.Errorf("client event got %s", e)
+		}
+	}
+	// pb's next is this, not its own client event.
+	publish(t, a, room, `"after"`, "")
+	for _, p := range []*servertest.PusherClient{pb, pa, pb2} {
+		if e := p.Next(t); e.Event != "message" || e.Str(t) != `"after"` {
+			t.Errorf("got %s, want the message after (no echo of a client event)", e)
+		}
+	}
 }

@@ -391,7 +391,7 @@ func (f *Front) member(channelData string) (user string, info json.RawMessage, e
 		UserInfo json.RawMessage `json:"user_info"`
 	}
 	if err := json.Unmarshal([]byte(channelData), &d); err != nil {
-		return "", nil, errors.New("channel_data must be JSON {\"user_id\":...,\"user_info\":...}")
+		return "", nil, fmt.Errorf("channel_data %.80q: want JSON {\"user_id\":...,\"user_info\":...}", channelData)
 	}
 	switch {
 	case len(d.UserID) > 0 && d.UserID[0] == '"':
