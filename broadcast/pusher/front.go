@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+	"unique"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/time/rate"
@@ -340,7 +341,13 @@ func (f *Front) subscribe(c *wsconn.Conn, cs *connState, raw json.RawMessage) {
 		refuse("InvalidChannel", err.Error(), 400)
 		return
 	}
-	channel := cs.app.Prefix + name
+	// Canonical copies (package unique): the connections on a channel
+	// share its name's bytes, and the message they came in is let go.
+	name = unique.Make(name).Value()
+	channel := name
+	if cs.app.Prefix != "" {
+		channel = unique.Make(cs.app.Prefix + name).Value()
+	}
 	sub := &subState{name: name, channel: channel}
 	if isPrivate(name) || isPresence(name) {
 		if !checkChannelAuth(cs.app, f.socketID(c), name, d.ChannelData, d.Auth) {
@@ -484,7 +491,9 @@ func (f *Front) unsubscribe(c *wsconn.Conn, cs *connState, name string) {
 // others' member_removed. send false: called with c's lock held (Closed),
 // so the others are told from another goroutine.
 func (f *Front) left(app *App, c *wsconn.Conn, sub *subState, send bool) {
-	f.occupy(app, sub.channel, sub.name, -1)
+	// Counted last: a channel's webhooks go member_removed, then
+	// channel_vacated.
+	defer f.occupy(app, sub.channel, sub.name, -1)
 	if sub.user == "" {
 		return
 	}
