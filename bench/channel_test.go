@@ -15,6 +15,7 @@ import (
 
 	"github.com/fanout/fanout/broadcast"
 	"github.com/fanout/fanout/broadcast/api"
+	"github.com/fanout/fanout/broadcast/hub"
 )
 
 // waitFor polls cond until it holds, failing the test after 10 s: the
@@ -217,14 +218,14 @@ func TestChannelURLs(t *testing.T) {
 
 	for _, bad := range []Config{
 		{Channel: "two words"},
-		{Channel: strings.Repeat("x", 129)},
+		{Channel: strings.Repeat("x", hub.MaxChannelName+1)},
 		{URL: "ws://x/ws?channel=a", Channel: "b"},
 		{URL: "ws://x/ws?channel=a"}, // -channel says it to the publish API too
 		{RoomPrefix: "room-"},
 		{RatePerClient: 2},
 		{Scenario: ScenarioRooms, Channel: "news"},
 		{Scenario: ScenarioRooms, RoomPrefix: "a room "},
-		{Scenario: ScenarioRooms, Conns: 1000, RoomPrefix: strings.Repeat("r", 126)}, // room-999 is 129 bytes
+		{Scenario: ScenarioRooms, Conns: 1000, RoomPrefix: strings.Repeat("r", hub.MaxChannelName-2)}, // room 999's name is one byte over
 		{Scenario: ScenarioRooms, RatePerClient: -1},
 		{Scenario: ScenarioRooms, Publishers: 2},
 		{Scenario: ScenarioRooms, Rate: 100},
