@@ -29,6 +29,7 @@ const (
 	RejectParams                          // 400: channel, format or since the server cannot take (the body says why)
 	RejectChannelDenied                   // 403: a channel the token does not grant
 	RejectPreflight                       // 204: an SSE CORS preflight, answered (not a connection)
+	RejectDemoPage                        // 200: the demo page (Config.Demo), answered (not a connection)
 	numRejects
 )
 
@@ -49,6 +50,7 @@ var rejectNames = [numRejects]string{
 	RejectParams:        "bad_params",
 	RejectChannelDenied: "channel_denied",
 	RejectPreflight:     "sse_preflight",
+	RejectDemoPage:      "demo_page",
 }
 
 func (k RejectKind) String() string {
@@ -84,6 +86,9 @@ func endpoints(c *Config) string {
 	s := "WebSocket at " + c.Path
 	if !c.NoSSE {
 		s += ", SSE at " + c.SSEPath
+	}
+	if c.Demo {
+		s += ", a demo page at /"
 	}
 	return s + " (GET); publishing is on the admin listener (POST /publish)"
 }

@@ -37,7 +37,8 @@ type Server struct {
 	sse    *sseconn.Env
 	hist   *history.Memory // nil: no history (Config.HistorySize < 0)
 	idem   *idempotency
-	bus    Bus // nil: standalone; set before Serve
+	bus    Bus       // nil: standalone; set before Serve
+	demo   *demoPage // nil: no demo page (Config.Demo)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
@@ -75,6 +76,14 @@ func New(cfg Config) (*Server, error) {
 	var err error
 	if s.admit, err = admit.New(cfg.admitConfig()); err != nil {
 		return nil, fmt.Errorf("broadcast: %w", err)
+	}
+	if cfg.Demo {
+		if cfg.Path == "/" || !cfg.NoSSE && cfg.SSEPath == "/" {
+			return nil, errors.New("broadcast: Demo serves its page at /, which is Path or SSEPath: move them, or turn Demo off")
+		}
+		if s.demo, err = newDemoPage(cfg.Path); err != nil {
+			return nil, err
+		}
 	}
 	p, err := netpoll.New(netpoll.Config{Workers: cfg.Workers, Logger: cfg.Logger})
 	if err != nil {
