@@ -26,6 +26,10 @@ func TestFlagDefaultsAreDefaultConfig(t *testing.T) {
 	}
 	got, want := o.cfg, broadcast.DefaultConfig()
 	got.Logger, want.Logger = nil, nil // run sets its own
+	if !got.Demo {
+		t.Fatal("no -demo on the default -addr, a loopback one: want the demo page on")
+	}
+	got.Demo = false // the command's own default, from -addr (TestDemoFlag); a library's server has none
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("flags give\n%+v\nDefaultConfig is\n%+v", got, want)
 	}
@@ -196,5 +200,58 @@ func TestSubprotocolsFlag(t *testing.T) {
 	}
 	if want := []string{"chat", "graphql-transport-ws"}; !reflect.DeepEqual(o.cfg.Subprotocols, want) {
 		t.Fatalf("subprotocols %q, want %q", o.cfg.Subprotocols, want)
+	}
+}
+
+// -demo as given wins; unset, it is on only for a loopback -addr, and
+// only where / is not the WebSocket or SSE path. An empty FANOUT_DEMO
+// sets nothing, as every empty variable.
+func TestDemoFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want bool
+	}{
+		{nil, nil, true},
+		{[]string{"-addr", "localhost:9000"}, nil, true},
+		{[]string{"-addr", "[::1]:0"}, nil, true},
+		{[]string{"-addr", "127.0.0.5:0"}, nil, true},
+		{[]string{"-addr", "0.0.0.0:8080"}, nil, false},
+		{[]string{"-addr", ":8080"}, nil, false},
+		{[]string{"-addr", "192.0.2.1:8080"}, nil, false},
+		{[]string{"-addr", "0.0.0.0:8080", "-demo"}, nil, true},
+		{[]string{"-addr", "0.0.0.0:8080", "-demo=true"}, nil, true},
+		{[]string{"-demo=false"}, nil, false},
+		{nil, []string{"FANOUT_DEMO=false"}, false},
+		{[]string{"-addr", ":8080"}, []string{"FANOUT_DEMO=true"}, true},
+		{[]string{"-addr", ":8080"}, []string{"FANOUT_DEMO="}, false},
+		{[]string{"-demo"}, []string{"FANOUT_DEMO=false"}, true}, // the command line wins
+		{[]string{"-path", "/"}, nil, false},
+		{[]string{"-sse-path", "/"}, nil, false},
+		{[]string{"-sse-path", "/", "-sse=false", "-demo"}, nil, true},
+	} {
+		o, err := parseFlags(tc.args, tc.env, io.Discard)
+		if err != nil {
+			t.Errorf("%q %q: %v", tc.args, tc.env, err)
+			continue
+		}
+		if o.cfg.Demo != tc.want {
+			t.Errorf("%q %q: Demo %v, want %v", tc.args, tc.env, o.cfg.Demo, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"-path", "/", "-demo"}, nil, "-demo: the demo page is served at /, which is -path too: set -demo=false, or another -path"},
+		{[]string{"-sse-path", "/"}, []string{"FANOUT_DEMO=1"}, "FANOUT_DEMO: the demo page is served at /, which is -sse-path too"},
+		{[]string{"-demo=maybe"}, nil, `-demo: "maybe" is not a boolean: want true or false (-demo alone means true)`},
+		{nil, []string{"FANOUT_DEMO=yes"}, `FANOUT_DEMO: "yes" is not a boolean`},
+	} {
+		var stderr bytes.Buffer
+		if code := run(tc.args, tc.env, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%q %q: exit %d, %q; want 2 and %q", tc.args, tc.env, code, stderr.String(), tc.want)
+		}
 	}
 }
