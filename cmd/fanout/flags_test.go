@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"flag"
 	"io"
+	"net/http"
 	"os"
 	"reflect"
 	"regexp"
@@ -252,6 +253,40 @@ func TestDemoFlag(t *testing.T) {
 		var stderr bytes.Buffer
 		if code := run(tc.args, tc.env, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
 			t.Errorf("%q %q: exit %d, %q; want 2 and %q", tc.args, tc.env, code, stderr.String(), tc.want)
+		}
+	}
+}
+
+// The binary serves the demo page where its ready line says, on its
+// loopback -addr; -demo=false leaves / a 404.
+func TestDemoPageServed(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		status int
+	}{
+		{nil, http.StatusOK},
+		{[]string{"-demo=false"}, http.StatusNotFound},
+	} {
+		_, line := startFanoutReady(t, nil, tc.args...)
+		ws := regexp.MustCompile(` ws=ws://(\S+)/ws `).FindStringSubmatch(line)
+		demo := regexp.MustCompile(` demo=(\S+)`).FindStringSubmatch(line)
+		if ws == nil || demo == nil {
+			t.Fatalf("%q: ready line %q", tc.args, line)
+		}
+		url, want := "http://"+ws[1]+"/", "http://"+ws[1]+"/"
+		if tc.status != http.StatusOK {
+			want = "off"
+		}
+		if demo[1] != want {
+			t.Fatalf("%q: the ready line says demo=%s, want %s", tc.args, demo[1], want)
+		}
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || (tc.status == http.StatusOK && resp.Header.Get("Content-Type") != "text/html; charset=utf-8") {
+			t.Fatalf("%q: GET / %d %q, want %d", tc.args, resp.StatusCode, resp.Header.Get("Content-Type"), tc.status)
 		}
 	}
 }
