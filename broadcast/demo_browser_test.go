@@ -126,13 +126,17 @@ func TestDemoPageInBrowser(t *testing.T) {
 	screenshot(t, b)
 }
 
-// Where clients may not publish, the page says so when the server closes
-// it for a send, stops offering to send, and goes on receiving. A channel
-// name the server would refuse is refused in the page, with the rule.
-func TestDemoPageReceiveOnlyInBrowser(t *testing.T) {
+// What the page says when things go wrong. Where clients may not
+// publish, it says so when the server closes it for a send, stops
+// offering to send, and goes on receiving. A channel name the server
+// would refuse is refused in the page, with the rule. Where the Origin
+// policy refuses the page's origin, it says it cannot connect, and why
+// that may be, and keeps trying.
+func TestDemoPageNoticesInBrowser(t *testing.T) {
 	bin := findChromium(t)
 	s := startServer(t, broadcast.Config{Demo: true, ReceiveOnly: true})
-	tab := openTab(t, startBrowser(t, bin), "http://"+s.addr+"/?channel=news")
+	browser := startBrowser(t, bin)
+	tab := openTab(t, browser, "http://"+s.addr+"/?channel=news")
 	waitUntil(t, tab, "connected", `document.getElementById("status").textContent === "connected"`)
 	do(t, tab, "send", chromedp.SendKeys(chromedp.CSS("#text"), "hi"), chromedp.Click(chromedp.CSS("#sendbtn")))
 	waitUntil(t, tab, "told that publishing is off, and connected again",
@@ -155,6 +159,15 @@ func TestDemoPageReceiveOnlyInBrowser(t *testing.T) {
 	if v := eval[[]string](t, tab, `fanoutDemo.violations`); len(v) != 0 {
 		t.Fatalf("the page broke its Content-Security-Policy: %q", v)
 	}
+
+	elsewhere := startServer(t, broadcast.Config{Demo: true, Origins: []string{"https://app.example.com"}})
+	refused := openTab(t, browser, "http://"+elsewhere.addr+"/")
+	waitUntil(t, refused, "cannot connect, said",
+		`document.getElementById("notice").textContent.includes("refuses this page's origin (-origins, -public-host)") &&
+		 document.getElementById("status").textContent === "reconnecting"`)
+	waitFor(t, "the page's upgrades refused for their Origin, and retried", func() bool {
+		return elsewhere.Stats().Rejects(broadcast.RejectOrigin) >= 2
+	})
 }
 
 // clearField empties the input id, for SendKeys to type into. (SetValue
@@ -168,7 +181,7 @@ func startBrowser(t *testing.T, bin string) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // the whole test's bound
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox,
-		chromedp.DisableGPU, chromedp.WindowSize(900, 900))
+		chromedp.DisableGPU, chromedp.WindowSize(900, 1300))
 	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	browser, cancelBrowser := chromedp.NewContext(alloc)
 	t.Cleanup(func() { cancelBrowser(); cancelAlloc(); cancel() })
