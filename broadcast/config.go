@@ -28,6 +28,14 @@ type Config struct {
 	// /app/{key} speaking the Pusher protocol (package pusher); its HTTP
 	// API is served by the admin listener (Server.PusherAPI). Nil: off.
 	Pusher *pusher.Config
+	// Demo serves a page at / on the same listener, to try the server
+	// from a browser: a chat room on a channel, over the json format, that
+	// resumes with since= (demo.html). GET and HEAD get it, other methods
+	// 405; each answer is counted as RejectDemoPage. Its origin must pass
+	// the Origin policy for its WebSocket to connect (the loopback default
+	// does, for a page on loopback). New fails if Path, or SSEPath with
+	// SSE on, is /. Zero (false): / is a wrong path, 404.
+	Demo bool
 	// Subprotocols are the WebSocket subprotocols accepted: of those a
 	// client offers (Sec-WebSocket-Protocol), the first one listed here is
 	// echoed in the 101; the server does not speak it, it only lets

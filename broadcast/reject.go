@@ -30,6 +30,7 @@ const (
 	RejectChannelDenied                   // 403: a channel the token does not grant
 	RejectPreflight                       // 204: an SSE CORS preflight, answered (not a connection)
 	RejectPusher                          // a Pusher client told pusher:error 4001/4004/4007/4008 (unknown app, quota, protocol) after its upgrade
+	RejectDemoPage                        // 200: the demo page (Config.Demo), answered (not a connection)
 	numRejects
 )
 
@@ -51,6 +52,7 @@ var rejectNames = [numRejects]string{
 	RejectChannelDenied: "channel_denied",
 	RejectPreflight:     "sse_preflight",
 	RejectPusher:        "pusher_refused",
+	RejectDemoPage:      "demo_page",
 }
 
 func (k RejectKind) String() string {
@@ -86,6 +88,9 @@ func endpoints(c *Config) string {
 	s := "WebSocket at " + c.Path
 	if !c.NoSSE {
 		s += ", SSE at " + c.SSEPath
+	}
+	if c.Demo {
+		s += ", a demo page at /"
 	}
 	return s + " (GET); publishing is on the admin listener (POST /publish)"
 }

@@ -40,6 +40,7 @@ type Server struct {
 	idem   *idempotency
 	bus    Bus           // nil: standalone; set before Serve
 	pusher *pusher.Front // nil: no Pusher front door
+	demo   *demoPage     // nil: no demo page (Config.Demo)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
@@ -77,6 +78,14 @@ func New(cfg Config) (*Server, error) {
 	var err error
 	if s.admit, err = admit.New(cfg.admitConfig()); err != nil {
 		return nil, fmt.Errorf("broadcast: %w", err)
+	}
+	if cfg.Demo {
+		if cfg.Path == "/" || !cfg.NoSSE && cfg.SSEPath == "/" {
+			return nil, errors.New("broadcast: Demo serves its page at /, which is Path or SSEPath: move them, or turn Demo off")
+		}
+		if s.demo, err = newDemoPage(cfg.Path); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Pusher != nil {
 		pc := *cfg.Pusher

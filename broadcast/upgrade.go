@@ -116,6 +116,9 @@ func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 	if !u.srv.cfg.NoSSE && isSSE(br, u.srv.cfg.SSEPath) {
 		return u.runSSE(br, hc)
 	}
+	if u.srv.demo != nil && isDemo(br) {
+		return -1, u.runDemo(br, hc)
+	}
 	up := ws.Upgrader{
 		OnRequest:       u.onRequest,
 		OnHeader:        u.onHeader,
@@ -333,6 +336,8 @@ func (s *Server) refuse(nc net.Conn, u *upgrade, hc *handshakeConn, err error) {
 		// A POST here is usually a publish sent to the wrong listener:
 		// the body says where things are. Its headers are unread.
 		rejectUnread(nc, "405 Method Not Allowed", "Allow: GET", wrongMethodHint(&s.cfg))
+	case errors.Is(err, errDemoMethod):
+		rejectUnread(nc, "405 Method Not Allowed", "Allow: GET, HEAD", wrongMethodHint(&s.cfg))
 	case errors.Is(err, errRegister):
 		s.log.Error("register", "err", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,7 +54,8 @@ type options struct {
 	natsOptions     []nats.Option // built by validateNATS
 	clientPublish   bool
 	sse             bool
-	compression     string // -compression: on or off
+	demo            autoBool // -demo; unset: decided by validateChoices from -addr
+	compression     string   // -compression: on or off
 	slowPolicy      string
 	batch           api.BatchConfig
 	cfg             broadcast.Config
@@ -92,6 +94,7 @@ func defaults() *options {
 		natsTimeout:     bc.PublishTimeout,
 		clientPublish:   !cfg.ReceiveOnly,
 		sse:             !cfg.NoSSE,
+		demo:            autoBool{v: true}, // what -addr's default, a loopback one, gives
 		compression:     onOff(!cfg.NoCompression),
 		slowPolicy:      cfg.SlowPolicy.String(),
 		batch:           api.DefaultBatchConfig(),
@@ -169,6 +172,7 @@ func defineFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&c.Path, "path", c.Path, "URL `path` that upgrades to WebSocket; others get 404")
 	fs.StringVar(&c.SSEPath, "sse-path", c.SSEPath, "URL `path` of Server-Sent Events streams, on the WebSocket listener")
 	fs.BoolVar(&o.sse, "sse", o.sse, "serve Server-Sent Events at -sse-path; false answers 404 there")
+	fs.Var(&o.demo, "demo", "serve a demo page at / (a chat room on a channel: messages live with their seq, resume after a reconnect); unset, it is on only when -addr is a loopback address (127.0.0.0/8, ::1, localhost); false answers 404 there")
 	fs.DurationVar(&c.SSERetry, "sse-retry", c.SSERetry, "reconnection delay (`duration`) told to an SSE client turned away for a while (limits, shutdown) with a 200 and retry:")
 	fs.StringVar(&o.subprotocols, "subprotocols", o.subprotocols, "WebSocket `subprotocols` accepted, comma-separated (chat,v1.stomp): the first a client offers that is listed is echoed in the 101; empty accepts none (no Sec-WebSocket-Protocol, as a client offering one then decides)")
 	fs.StringVar(&o.compression, "compression", o.compression, "permessage-deflate: `on` (negotiated with clients that offer it, always without context takeover: each message compressed once for all) or off")
@@ -352,6 +356,9 @@ func validateChoices(o *options) error {
 			return fmt.Errorf("%s: %q: want an absolute path, no query (e.g. /ws)", o.src(p.name), p.path)
 		}
 	}
+	if err := decideDemo(o); err != nil {
+		return err
+	}
 	for _, p := range splitList(o.subprotocols) {
 		if !isToken(p) {
 			return fmt.Errorf("%s: %q is not a subprotocol name: want an HTTP token, no spaces, commas or quotes (e.g. chat,graphql-transport-ws)", o.src("subprotocols"), p)
@@ -500,6 +507,52 @@ func loopbackAddr(addr string) error {
 	return nil
 }
 
+// decideDemo settles -demo: as given, or, unset, on only for a
+// loopback -addr (a page anyone who reaches the port can open is the
+// operator's choice, not a default) and only where / is free.
+func decideDemo(o *options) error {
+	c := &o.cfg
+	taken := ""
+	switch {
+	case c.Path == "/":
+		taken = o.src("path")
+	case o.sse && c.SSEPath == "/":
+		taken = o.src("sse-path")
+	}
+	if !o.demo.set {
+		o.demo.v = loopbackAddr(o.addr) == nil && taken == ""
+		return nil
+	}
+	if o.demo.v && taken != "" {
+		return fmt.Errorf("%s: the demo page is served at /, which is %s too: set -demo=false, or another %s", o.src("demo"), taken, taken)
+	}
+	return nil
+}
+
+// autoBool is a boolean flag whose default is decided once the other
+// flags are known, unless the command line or the environment set it.
+type autoBool struct {
+	v   bool
+	set bool // Set was called: the value is the user's
+}
+
+func (b *autoBool) String() string { return strconv.FormatBool(b.v) }
+
+func (b *autoBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	b.v, b.set = v, true
+	return nil
+}
+
+// IsBoolFlag lets -demo alone mean -demo=true, as for flag.Bool.
+func (b *autoBool) IsBoolFlag() bool { return true }
+
+// Get makes it a flag.Getter of a bool, for the errors that name one.
+func (b *autoBool) Get() any { return b.v }
+
 // isToken reports whether s is an HTTP token (RFC 9110 5.6.2), what a
 // Sec-WebSocket-Protocol value must be (RFC 6455 4.1).
 func isToken(s string) bool {
@@ -548,6 +601,7 @@ func configure(o *options) {
 	}
 	c.ReceiveOnly = !o.clientPublish
 	c.NoSSE = !o.sse
+	c.Demo = o.demo.v
 	c.NoCompression = o.compression == "off"
 	if c.HistorySize == 0 {
 		c.HistorySize = -1 // the flag's "none"; the Config's zero is the default

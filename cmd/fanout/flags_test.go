@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"flag"
 	"io"
+	"net/http"
 	"os"
 	"reflect"
 	"regexp"
@@ -26,6 +27,10 @@ func TestFlagDefaultsAreDefaultConfig(t *testing.T) {
 	}
 	got, want := o.cfg, broadcast.DefaultConfig()
 	got.Logger, want.Logger = nil, nil // run sets its own
+	if !got.Demo {
+		t.Fatal("no -demo on the default -addr, a loopback one: want the demo page on")
+	}
+	got.Demo = false // the command's own default, from -addr (TestDemoFlag); a library's server has none
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("flags give\n%+v\nDefaultConfig is\n%+v", got, want)
 	}
@@ -196,5 +201,92 @@ func TestSubprotocolsFlag(t *testing.T) {
 	}
 	if want := []string{"chat", "graphql-transport-ws"}; !reflect.DeepEqual(o.cfg.Subprotocols, want) {
 		t.Fatalf("subprotocols %q, want %q", o.cfg.Subprotocols, want)
+	}
+}
+
+// -demo as given wins; unset, it is on only for a loopback -addr, and
+// only where / is not the WebSocket or SSE path. An empty FANOUT_DEMO
+// sets nothing, as every empty variable.
+func TestDemoFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want bool
+	}{
+		{nil, nil, true},
+		{[]string{"-addr", "localhost:9000"}, nil, true},
+		{[]string{"-addr", "[::1]:0"}, nil, true},
+		{[]string{"-addr", "127.0.0.5:0"}, nil, true},
+		{[]string{"-addr", "0.0.0.0:8080"}, nil, false},
+		{[]string{"-addr", ":8080"}, nil, false},
+		{[]string{"-addr", "192.0.2.1:8080"}, nil, false},
+		{[]string{"-addr", "0.0.0.0:8080", "-demo"}, nil, true},
+		{[]string{"-addr", "0.0.0.0:8080", "-demo=true"}, nil, true},
+		{[]string{"-demo=false"}, nil, false},
+		{nil, []string{"FANOUT_DEMO=false"}, false},
+		{[]string{"-addr", ":8080"}, []string{"FANOUT_DEMO=true"}, true},
+		{[]string{"-addr", ":8080"}, []string{"FANOUT_DEMO="}, false},
+		{[]string{"-demo"}, []string{"FANOUT_DEMO=false"}, true}, // the command line wins
+		{[]string{"-path", "/"}, nil, false},
+		{[]string{"-sse-path", "/"}, nil, false},
+		{[]string{"-sse-path", "/", "-sse=false", "-demo"}, nil, true},
+	} {
+		o, err := parseFlags(tc.args, tc.env, io.Discard)
+		if err != nil {
+			t.Errorf("%q %q: %v", tc.args, tc.env, err)
+			continue
+		}
+		if o.cfg.Demo != tc.want {
+			t.Errorf("%q %q: Demo %v, want %v", tc.args, tc.env, o.cfg.Demo, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"-path", "/", "-demo"}, nil, "-demo: the demo page is served at /, which is -path too: set -demo=false, or another -path"},
+		{[]string{"-sse-path", "/"}, []string{"FANOUT_DEMO=1"}, "FANOUT_DEMO: the demo page is served at /, which is -sse-path too"},
+		{[]string{"-demo=maybe"}, nil, `-demo: "maybe" is not a boolean: want true or false (-demo alone means true)`},
+		{nil, []string{"FANOUT_DEMO=yes"}, `FANOUT_DEMO: "yes" is not a boolean`},
+	} {
+		var stderr bytes.Buffer
+		if code := run(tc.args, tc.env, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%q %q: exit %d, %q; want 2 and %q", tc.args, tc.env, code, stderr.String(), tc.want)
+		}
+	}
+}
+
+// The binary serves the demo page where its ready line says, on its
+// loopback -addr; -demo=false leaves / a 404.
+func TestDemoPageServed(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		status int
+	}{
+		{nil, http.StatusOK},
+		{[]string{"-demo=false"}, http.StatusNotFound},
+	} {
+		_, line := startFanoutReady(t, nil, tc.args...)
+		ws := regexp.MustCompile(` ws=ws://(\S+)/ws `).FindStringSubmatch(line)
+		demo := regexp.MustCompile(` demo=(\S+)`).FindStringSubmatch(line)
+		if ws == nil || demo == nil {
+			t.Fatalf("%q: ready line %q", tc.args, line)
+		}
+		url, want := "http://"+ws[1]+"/", "http://"+ws[1]+"/"
+		if tc.status != http.StatusOK {
+			want = "off"
+		}
+		if demo[1] != want {
+			t.Fatalf("%q: the ready line says demo=%s, want %s", tc.args, demo[1], want)
+		}
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || (tc.status == http.StatusOK && resp.Header.Get("Content-Type") != "text/html; charset=utf-8") {
+			t.Fatalf("%q: GET / %d %q, want %d", tc.args, resp.StatusCode, resp.Header.Get("Content-Type"), tc.status)
+		}
 	}
 }

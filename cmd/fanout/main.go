@@ -253,7 +253,11 @@ func (n *node) serve(sigs <-chan os.Signal) (os.Signal, error) {
 	go func() { serveErr <- n.srv.Serve(n.ln) }()
 	n.admin.SetReady()
 	o := n.o
-	n.log.Info("fanout ready", "ws", "ws://"+n.ln.Addr().String()+o.cfg.Path, "admin", n.adminAddr, "pprof", n.pprofAddr,
+	demo := "off"
+	if o.cfg.Demo {
+		demo = "http://" + n.ln.Addr().String() + "/"
+	}
+	n.log.Info("fanout ready", "ws", "ws://"+n.ln.Addr().String()+o.cfg.Path, "admin", n.adminAddr, "pprof", n.pprofAddr, "demo", demo,
 		"shards", o.cfg.Shards, "queue_bytes", o.cfg.QueueBytes, "slow_policy", o.cfg.SlowPolicy.String(),
 		"max_conns", o.cfg.MaxConns, "client_publish", o.clientPublish,
 		"publish_api", len(o.publishKeys) > 0, "client_auth", o.authSecret != "", "nats", bus.RedactURL(o.nats),
