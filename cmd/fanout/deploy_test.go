@@ -178,11 +178,11 @@ func TestPromQLMetricNames(t *testing.T) {
 // Grafana's variables replaced by values they take). The rules file is
 // checked by promtool in .ci/run.
 func TestDashboardPromQLParses(t *testing.T) {
-	promtool := os.Getenv("FANOUT_PROMTOOL")
+	promtool := os.Getenv("PROMTOOL")
 	if promtool == "" {
 		var err error
 		if promtool, err = exec.LookPath("promtool"); err != nil {
-			t.Skip("promtool is not on PATH (nor FANOUT_PROMTOOL): the dashboard's PromQL is not parsed; .ci/run installs it (Debian's prometheus package)")
+			t.Skip("promtool is not on PATH (nor PROMTOOL): the dashboard's PromQL is not parsed; .ci/run installs it (Debian's prometheus package)")
 		}
 	}
 	var rules []map[string]string
