@@ -96,6 +96,10 @@ func New(cfg Config) (*Admin, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		NewCollector(cfg.Server.Stats),
 		NewBuildCollector(ReadBuild()),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fanout_ready",
+			Help: "1 while /readyz answers 200; 0 while starting (in a tier: until the node joined the stream) and while draining.",
+		}, a.readyGauge),
 	}
 	if cfg.Bus != nil {
 		cs = append(cs, cfg.Bus.Collector())
@@ -152,6 +156,15 @@ func (a *Admin) SetReady() { a.ready.Store(true) }
 // SetDraining makes /readyz answer 503 "draining" from now on, so a load
 // balancer stops sending clients while the server shuts down.
 func (a *Admin) SetDraining() { a.draining.Store(true) }
+
+// readyGauge is fanout_ready: what /readyz answers, as a number an alert
+// can hold (a node that stays not ready is one its balancer skips).
+func (a *Admin) readyGauge() float64 {
+	if a.ready.Load() && !a.draining.Load() {
+		return 1
+	}
+	return 0
+}
 
 func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
 	switch {

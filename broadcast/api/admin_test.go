@@ -68,6 +68,14 @@ func TestHealthAndReadiness(t *testing.T) {
 		if code, body := get(t, admin+"/healthz"); code != http.StatusOK || body != "ok\n" {
 			t.Errorf("%s: /healthz %d %q, want 200 \"ok\\n\"", step, code, body)
 		}
+		// fanout_ready says the same as /readyz, for alerts.
+		want := 0.0
+		if wantCode == http.StatusOK {
+			want = 1
+		}
+		if f := scrape(t, admin)["fanout_ready"]; f.typ != "GAUGE" || len(f.samples) != 1 || f.samples[0].value != want {
+			t.Errorf("%s: fanout_ready %+v, want one gauge at %g", step, f, want)
+		}
 	}
 	expect("before SetReady", http.StatusServiceUnavailable, "starting\n")
 	a.SetReady()
@@ -141,6 +149,7 @@ func scrape(t *testing.T, admin string) map[string]family {
 // server's (NewCollector), the bus's, Go's and the process's.
 var families = map[string]string{
 	"fanout_build_info":                     "GAUGE",
+	"fanout_ready":                          "GAUGE",
 	"fanout_connections":                    "GAUGE",
 	"fanout_handshakes_in_progress":         "GAUGE",
 	"fanout_upgrades_total":                 "COUNTER",
