@@ -1,9 +1,15 @@
 package broadcast_test
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -247,4 +253,132 @@ func readJSON(t testing.TB, c *websocket.Conn) map[string]any {
 		t.Fatalf("read: %v", err)
 	}
 	return m
+}
+
+// Clients that subscribe and leave at once, many at a time, leave no
+// member behind and the channel's webhooks balanced and in order:
+// occupied, then (per user) added and removed, then vacated, each
+// occupied closed by a vacated.
+func TestPusherChurnLeavesNothing(t *testing.T) {
+	var mu sync.Mutex
+	var events []map[string]string
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b struct {
+			Events []map[string]string `json:"events"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&b)
+		mu.Lock()
+		events = append(events, b.Events...)
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	app := appOne
+	app.WebhookURL = hook.URL
+	cfg := pusherApps(t, app)
+	cfg.MaxPresenceMembers = 1000
+	s := startServer(t, broadcast.Config{Pusher: cfg})
+	clients := make([]*servertest.PusherClient, 200)
+	for i := range clients {
+		clients[i] = dialPusher(t, s, "key1")
+	}
+	var wg sync.WaitGroup
+	for i, p := range clients {
+		wg.Add(1)
+		go func() { // all at once; errors are the server's closes, fine here
+			defer wg.Done()
+			data := fmt.Sprintf(`{"user_id":"u%d"}`, i%50) // 4 connections per user
+			sig := "key1:" + hexHMAC("secret1", p.SocketID+":presence-churn:"+data)
+			_ = p.C.WriteJSON(map[string]any{"event": "pusher:subscribe", "data": map[string]string{"channel": "presence-churn", "auth": sig, "channel_data": data}})
+			if i%2 == 0 {
+				_ = p.C.WriteJSON(map[string]any{"event": "pusher:unsubscribe", "data": map[string]string{"channel": "presence-churn"}})
+			}
+			_ = p.C.Close() // at once: the subscribe may not be linked yet
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "every connection gone", func() bool { return s.Conns() == 0 })
+	waitFor(t, "no member left", func() bool {
+		_, body := api(t, s, appOne, "GET", "/channels/presence-churn/users", nil)
+		return body == `{"users":[]}`
+	})
+	// One more, subscribed for sure, then gone: the last webhooks are its
+	// own, ending with the channel vacated.
+	last := dialPusher(t, s, "key1")
+	if e := last.Subscribe(t, app, "presence-churn", `{"user_id":"last"}`); e.Event != "pusher_internal:subscription_succeeded" {
+		t.Fatalf("last: %s", e)
+	}
+	_ = last.C.Close()
+	waitFor(t, "the last user's member_removed and the channel_vacated", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := len(events)
+		return n >= 2 && events[n-2]["name"] == "member_removed" && events[n-2]["user_id"] == "last" && events[n-1]["name"] == "channel_vacated"
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	occupied, members := false, map[string]bool{}
+	for i, e := range events {
+		switch e["name"] {
+		case "channel_occupied":
+			if occupied {
+				t.Fatalf("event %d: occupied twice", i)
+			}
+			occupied = true
+		case "channel_vacated":
+			if !occupied || len(members) > 0 {
+				t.Fatalf("event %d: vacated while occupied=%v with members %v", i, occupied, members)
+			}
+			occupied = false
+		case "member_added":
+			if !occupied || members[e["user_id"]] {
+				t.Fatalf("event %d: %s added while occupied=%v, a member already=%v", i, e["user_id"], occupied, members[e["user_id"]])
+			}
+			members[e["user_id"]] = true
+		case "member_removed":
+			if !members[e["user_id"]] {
+				t.Fatalf("event %d: %s removed, not a member", i, e["user_id"])
+			}
+			delete(members, e["user_id"])
+		}
+	}
+	if occupied || len(members) > 0 {
+		t.Errorf("at the end occupied=%v, members %v", occupied, members)
+	}
+}
+
+// A native client may not publish on a Pusher app's channel (only
+// backends and signed client events do); on its other channels, and on
+// the default one, it still may.
+func TestPusherNativePublishRefused(t *testing.T) {
+	two := pusher.App{ID: "2", Key: "key2", Secret: "s2", Prefix: "two:"}
+	s := startServer(t, broadcast.Config{Pusher: pusherApps(t, two)})
+	p := dialPusher(t, s, "key2")
+	p.Subscribe(t, two, "news", "")
+	native := dialGorilla(t, s.url+"?channel=two:news&format=json")
+	readJSON(t, native) // welcome; reading a public channel is fine
+	refused := s.Stats().Refused
+	if err := native.WriteJSON(map[string]any{"channel": "two:news", "data": "spoofed"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the publish refused", func() bool { return s.Stats().Refused == refused+1 })
+	other := dialGorilla(t, s.url+"?channel=plain&format=json")
+	readJSON(t, other)
+	if err := other.WriteJSON(map[string]any{"channel": "plain", "data": "fine"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := readJSON(t, other); m["data"] != "fine" {
+		t.Errorf("on a channel of no app: %v", m)
+	}
+	if _, err := s.Publish(broadcast.Message{Channel: "two:news", Payload: []byte("from the backend")}); err != nil {
+		t.Fatal(err)
+	}
+	if e := p.Next(t); e.Str(t) != "from the backend" {
+		t.Errorf("the Pusher client got %s, want only the backend's message", e)
+	}
+}
+
+func hexHMAC(secret, s string) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(s))
+	return hex.EncodeToString(m.Sum(nil))
 }

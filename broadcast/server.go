@@ -87,19 +87,6 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	if cfg.Pusher != nil {
-		pc := *cfg.Pusher
-		pc.ReceiveOnly = pc.ReceiveOnly || cfg.ReceiveOnly
-		if pc.Logger == nil {
-			pc.Logger = cfg.Logger
-		}
-		if pc.MaxChannels <= 0 {
-			pc.MaxChannels = cfg.MaxChannelsPerConn
-		}
-		if s.pusher, err = pusher.New(pc, (*pusherNode)(s)); err != nil {
-			return nil, fmt.Errorf("broadcast: %w", err)
-		}
-	}
 	p, err := netpoll.New(netpoll.Config{Workers: cfg.Workers, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("broadcast: %w", err)
@@ -115,6 +102,21 @@ func New(cfg Config) (*Server, error) {
 	s.hub = hub.New(cfg.hubConfig(hist))
 	s.ws = wsconn.NewEnv(cfg.wsConfig(), s.out, s.hub, p, (*connNode)(s))
 	s.sse = sseconn.NewEnv(cfg.Logger, s.out, s.hub, p, (*sseNode)(s))
+	if cfg.Pusher != nil {
+		pc := *cfg.Pusher
+		pc.ReceiveOnly = pc.ReceiveOnly || cfg.ReceiveOnly
+		if pc.Logger == nil {
+			pc.Logger = cfg.Logger
+		}
+		if pc.MaxChannels <= 0 {
+			pc.MaxChannels = cfg.MaxChannelsPerConn
+		}
+		if s.pusher, err = pusher.New(pc, (*pusherNode)(s)); err != nil {
+			s.hub.Stop()
+			_ = p.Close()
+			return nil, fmt.Errorf("broadcast: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -295,7 +297,23 @@ type connNode Server
 // the frame parser (and, in json format, by its codec), is routed like
 // any other.
 func (n *connNode) Accept(channel string, kind Kind, payload []byte) error {
-	return (*Server)(n).route(channel, kind, payload, hub.Meta{})
+	s := (*Server)(n)
+	if err := s.backendOnly(channel); err != nil {
+		s.refused.Add(1)
+		return err
+	}
+	return s.route(channel, kind, payload, hub.Meta{})
+}
+
+// backendOnly refuses a native client's publish to a Pusher app's channel
+// unless tokens are checked (-auth-secret: then the token granted it): on
+// Pusher channels only backends publish (the HTTP API), and clients send
+// client events, signed and attributed.
+func (s *Server) backendOnly(channel string) error {
+	if s.pusher == nil || channel == "" || s.admit.Authenticates() || !s.pusher.Owns(channel) {
+		return nil
+	}
+	return fmt.Errorf("channel %.140q is a Pusher app's: publish through its HTTP API (or give clients tokens, -auth-secret)", channel)
 }
 
 // Closed implements wsconn.Node: count the reason, then give the

@@ -61,8 +61,8 @@ func (s *Server) handshake(nc net.Conn, ip netip.Addr, slot admit.Slot) {
 		// The one release of a ticket that never became a connection;
 		// from attach on, the connection's teardown releases it.
 		s.admit.Release(u.ticket)
-		if u.pusher != nil {
-			s.pusher.Opened(u.pusher, false) // its app's quota hold, likewise
+		if u.pusherHeld {
+			s.pusher.Release(u.pusher) // its app's quota, likewise
 		}
 		_, _ = nc.Write(hc.resp) // the refusal gobwas wrote, if any
 		s.refuse(nc, &u, hc, err)
@@ -93,6 +93,7 @@ type upgrade struct {
 	pusher     *pusher.App     // a Pusher client's app (at /app/{key}), admitted by the front door
 	pusherNo   *pusher.Refusal // a Pusher client turned away after its upgrade
 	isPusher   bool            // the request is at /app/
+	pusherHeld bool            // it holds its app's quota (Front.Hold)
 }
 
 // run upgrades hc's connection under the handshake deadline and detaches
@@ -308,15 +309,18 @@ func (u *upgrade) onBeforePusherUpgrade() (ws.HandshakeHeader, error) {
 	t, _, refusal := u.srv.admit.Admit(&u.req)
 	switch {
 	case errors.Is(refusal, admit.ErrOrigin):
-		return nil, u.refuse(admitRefusals[refusal]) // its app's hold is given back by the handshake
+		return nil, u.refuse(admitRefusals[refusal])
 	case refusal != nil:
-		u.srv.pusher.Opened(u.pusher, false)
-		u.pusher = nil
 		u.refused, u.refusal = true, admitRefusals[refusal] // counted as the limit it hit
 		u.pusherNo = u.srv.pusher.OverCapacity(refusal.Error())
 		return nil, nil
 	}
-	u.ticket = t
+	if r := u.srv.pusher.Hold(u.pusher); r != nil {
+		u.srv.admit.Release(t)
+		u.refused, u.refusal, u.pusherNo = true, RejectPusher, r
+		return nil, nil
+	}
+	u.ticket, u.pusherHeld = t, true
 	return nil, nil
 }
 

@@ -71,6 +71,13 @@ func TestTableAddDropLink(t *testing.T) {
 				t.Fatalf("round %d: sub %d got %v, want %v", round, j, s.got, want)
 			}
 		}
+		var memberships int64
+		for j := range ss {
+			memberships += int64(len(model[j]))
+		}
+		if got := tb.Subscriptions(); got != memberships {
+			t.Fatalf("round %d: Subscriptions() = %d, want %d (Nowhere counts none)", round, got, memberships)
+		}
 		for ch := range channels {
 			n := 0
 			for j := range ss {
@@ -92,7 +99,7 @@ func TestTableAddDropLink(t *testing.T) {
 			t.Errorf("Members(%s) = %d after every Unlink", name(ch), m)
 		}
 	}
-	if m := tb.Members(hub.Nowhere); m != 0 || tb.Len() != 0 {
+	if m := tb.Members(hub.Nowhere); m != 0 || tb.Len() != 0 || tb.Subscriptions() != 0 {
 		t.Errorf("Nowhere has %d, table %d after every Unlink", m, tb.Len())
 	}
 	if tb.DropLink(ss[0], "c0") || tb.AddLink(ss[0], "c0") {

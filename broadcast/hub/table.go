@@ -167,7 +167,9 @@ func (t *Table) Link(sub Subscriber, channels []string) {
 		ch.members = append(ch.members, member{sub: sub, link: int32(i)})
 		ch.enc[e]++
 	}
-	t.subscriptions.Add(int64(len(channels)))
+	if channels[0] != Nowhere { // on none: no subscription
+		t.subscriptions.Add(int64(len(channels)))
+	}
 }
 
 var defaultChannel = []string{""}
@@ -210,9 +212,7 @@ func (t *Table) AddLink(sub Subscriber, name string) bool {
 	*slot.linkAt(li) = link{ch: ch, idx: int32(len(ch.members))}
 	ch.members = append(ch.members, member{sub: sub, link: li})
 	ch.enc[e]++
-	if li > 0 {
-		t.subscriptions.Add(1)
-	}
+	t.subscriptions.Add(1)
 	return true
 }
 
@@ -238,6 +238,7 @@ func (t *Table) DropLink(sub Subscriber, name string) bool {
 	}
 	e := sub.Encoding()
 	t.dropMemberLocked(slot, li, e)
+	t.subscriptions.Add(-1)
 	if n == 1 { // its last channel: back to Nowhere
 		ch := t.channels[Nowhere]
 		if ch == nil {
@@ -259,7 +260,6 @@ func (t *Table) DropLink(sub Subscriber, name string) bool {
 	if len(slot.more.links) == 0 {
 		slot.more = nil
 	}
-	t.subscriptions.Add(-1)
 	return true
 }
 
@@ -321,12 +321,18 @@ func (t *Table) Unlink(sub Subscriber) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := slot.links()
+	if slot.first.ch.name != Nowhere {
+		t.subscriptions.Add(-int64(n))
+	}
 	for li := int32(0); li < n; li++ {
 		t.dropMemberLocked(slot, li, e)
 	}
-	t.subscriptions.Add(-int64(n))
 	slot.more = nil
 }
+
+// Subscriptions is the number of channel memberships in the table, a
+// subscriber on Nowhere counting none; any goroutine may ask.
+func (t *Table) Subscriptions() int64 { return t.subscriptions.Load() }
 
 // Len is the number of subscribers in the table. The owner calls it.
 func (t *Table) Len() int { return len(t.subs) }

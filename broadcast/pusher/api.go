@@ -196,11 +196,10 @@ type apiEvent struct {
 
 // checkEvent validates an event before anything is published.
 func (f *Front) checkEvent(e *apiEvent) (int, string) {
+	if err := validName("name", e.Name, MaxEventName); err != nil {
+		return http.StatusBadRequest, err.Error()
+	}
 	switch {
-	case e.Name == "":
-		return http.StatusBadRequest, "name: missing"
-	case len(e.Name) > MaxEventName:
-		return http.StatusBadRequest, fmt.Sprintf("name: %d characters, over %d", len(e.Name), MaxEventName)
 	case len(e.Channels) == 0:
 		return http.StatusBadRequest, "channels: missing"
 	case len(e.Channels) > f.cfg.MaxTriggerChannels:

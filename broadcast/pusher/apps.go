@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/fanout/fanout/broadcast/hub"
 )
@@ -74,8 +75,8 @@ func NewApps(apps []App) (*Apps, error) {
 				return nil, errors.New("more than one app without a channel_prefix: their channels would be the same")
 			}
 		} else {
-			if !strings.HasSuffix(a.Prefix, ":") || strings.Count(a.Prefix, ":") != 1 || hub.ValidChannel(a.Prefix) != nil {
-				return nil, fmt.Errorf("app %q: channel_prefix %q: want letters, digits or _.@/=- ending in one ':' (e.g. \"app2:\")", a.ID, a.Prefix)
+			if !strings.HasSuffix(a.Prefix, ":") || strings.Count(a.Prefix, ":") != 1 || hub.ValidChannel(a.Prefix) != nil || len(a.Prefix) > MaxPrefix {
+				return nil, fmt.Errorf("app %q: channel_prefix %.80q: want up to %d letters, digits or _.@/=- ending in one ':' (e.g. \"app2:\")", a.ID, a.Prefix, MaxPrefix)
 			}
 			if other, ok := prefixes[a.Prefix]; ok {
 				return nil, fmt.Errorf("apps %q and %q have the same channel_prefix %q", other, a.ID, a.Prefix)
@@ -140,6 +141,10 @@ func (a *App) owns(channel string) (string, bool) {
 // server SDKs allow).
 const MaxChannelName = 200
 
+// MaxPrefix is the longest channel_prefix: with a Pusher name of
+// MaxChannelName, a fanout channel name.
+const MaxPrefix = hub.MaxChannelName - MaxChannelName
+
 // MaxEventName is the longest event name.
 const MaxEventName = 200
 
@@ -168,4 +173,27 @@ func isPresence(name string) bool { return strings.HasPrefix(name, "presence-") 
 func isPrivate(name string) bool  { return strings.HasPrefix(name, "private-") }
 func isEncrypted(name string) bool {
 	return strings.HasPrefix(name, "private-encrypted-")
+}
+
+// validName checks an event name or a presence user_id: 1 to max bytes of
+// UTF-8, no control characters, nothing blank at either end (in a tier
+// they travel as NATS headers, which would trim and rewrite those). The
+// error is for the client.
+func validName(what, s string, max int) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%s: empty", what)
+	case len(s) > max:
+		return fmt.Errorf("%s: %d bytes, over %d", what, len(s), max)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%s: not UTF-8", what)
+	case strings.TrimSpace(s) != s:
+		return fmt.Errorf("%s %.60q: blank at an end", what, s)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s %.60q: a control character", what, s)
+		}
+	}
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +45,12 @@ type Config struct {
 	// ClientEventRate limits each connection's client events per second
 	// (bursts of the same); over it is pusher:error 4301. Zero means 10.
 	ClientEventRate float64
+	// SubscribeRate limits each connection's subscribes per second, in
+	// bursts of MaxChannels (what pusher-js sends at once when it
+	// reconnects); over it is pusher:subscription_error LimitReached. A
+	// client that toggles a presence subscription would otherwise make
+	// every member's client and the webhook endpoint pay. Zero means 10.
+	SubscribeRate float64
 	// ReceiveOnly refuses every client event (-client-publish=false).
 	ReceiveOnly bool
 	// MaxBatch bounds batch_events. Zero means 10.
@@ -74,6 +79,9 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxTriggerChannels, 100)
 	if c.ClientEventRate <= 0 {
 		c.ClientEventRate = 10
+	}
+	if c.SubscribeRate <= 0 {
+		c.SubscribeRate = 10
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -106,6 +114,7 @@ type Front struct {
 	occupied map[string]int     // fanout channel → Pusher subscriptions here; guarded by mu
 	conns    map[*App]int       // connections per app; guarded by mu
 
+	members members
 	hooks   map[*App]*webhooks
 	m       metrics
 	logRate *lograte.Limiter
@@ -131,6 +140,7 @@ func New(cfg Config, node Node) (*Front, error) {
 		pong:     textFrame(`{"event":"pusher:pong","data":"{}"}`),
 	}
 	f.m.init()
+	f.members.init()
 	for _, a := range cfg.Apps.List() {
 		if a.WebhookURL != "" {
 			w, err := newWebhooks(a, cfg.Webhook, cfg.Logger, &f.m)
@@ -140,12 +150,14 @@ func New(cfg Config, node Node) (*Front, error) {
 			f.hooks[a] = w
 		}
 	}
+	go f.runMembers()
 	return f, nil
 }
 
 // Close stops the webhook senders, after trying, until deadline, to send
 // what they hold.
 func (f *Front) Close(deadline time.Time) {
+	f.stopMembers() // the last leaves' webhooks queued first
 	for _, w := range f.hooks {
 		w.close(deadline)
 	}
@@ -181,10 +193,10 @@ func (r *Refusal) Frames() (errFrame, closeFrame []byte) {
 	return errorFrame(int(r.Code), r.Message), frame.Close(r.Code, r.Message)
 }
 
-// Open decides about a connection at /app/{key}?protocol=N: its app, or
-// the refusal (unknown app 4001, over the app's quota 4004, a protocol
-// version it does not speak 4007/4008). A connection it admits holds its
-// app's quota until Closed.
+// Open decides about a connection at /app/{key}?protocol=N, from its
+// request line: its app, or the refusal (unknown app 4001, a protocol
+// version it does not speak 4007/4008). Hold takes the app's quota once
+// the server admitted it.
 func (f *Front) Open(key, protocol string) (*App, *Refusal) {
 	app := f.apps.ByKey(key)
 	switch {
@@ -199,14 +211,29 @@ func (f *Front) Open(key, protocol string) (*App, *Refusal) {
 		f.m.refusals.WithLabelValues("protocol").Inc()
 		return nil, &Refusal{4007, fmt.Sprintf("Unsupported protocol version %.10s (5 to 7)", protocol)}
 	}
+	return app, nil
+}
+
+// Hold counts an admitted connection against its app's max_connections
+// (4004 over it), once its handshake is complete: a client that stalls
+// its handshake holds no quota. Release gives the hold back: Closed does,
+// or the handshake when the connection never started.
+func (f *Front) Hold(app *App) *Refusal {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if app.MaxConnections > 0 && f.conns[app] >= app.MaxConnections {
 		f.m.refusals.WithLabelValues("app_quota").Inc()
-		return nil, &Refusal{4004, fmt.Sprintf("App is over its connection quota (%d)", app.MaxConnections)}
+		return &Refusal{4004, fmt.Sprintf("App is over its connection quota (%d)", app.MaxConnections)}
 	}
 	f.conns[app]++
-	return app, nil
+	return nil
+}
+
+// Release gives back a Hold.
+func (f *Front) Release(app *App) {
+	f.mu.Lock()
+	f.conns[app]--
+	f.mu.Unlock()
 }
 
 // OverCapacity is the refusal of a connection the server has no room for
@@ -214,16 +241,6 @@ func (f *Front) Open(key, protocol string) (*App, *Refusal) {
 func (f *Front) OverCapacity(why string) *Refusal {
 	f.m.refusals.WithLabelValues("over_capacity").Inc()
 	return &Refusal{4100, "Over capacity: " + why}
-}
-
-// Opened gives back the quota hold of a connection Open admitted that
-// never became one.
-func (f *Front) Opened(app *App, ok bool) {
-	if !ok {
-		f.mu.Lock()
-		f.conns[app]--
-		f.mu.Unlock()
-	}
 }
 
 // State is a connection's per-connection state (wsconn Options.ProtoState).
@@ -240,6 +257,7 @@ type connState struct {
 	mu      sync.Mutex
 	subs    []*subState   // guarded by mu
 	limiter *rate.Limiter // client events; made on the first
+	subRate *rate.Limiter // subscribes; made on the first
 	closed  bool          // guarded by mu: Closed ran
 }
 
@@ -364,10 +382,17 @@ func (f *Front) subscribe(c *wsconn.Conn, cs *connState, raw json.RawMessage) {
 		sub.user, sub.info = user, info
 	}
 	cs.mu.Lock()
+	if cs.subRate == nil {
+		cs.subRate = rate.NewLimiter(rate.Limit(f.cfg.SubscribeRate), f.cfg.MaxChannels)
+	}
 	switch {
 	case cs.find(name) >= 0:
 		cs.mu.Unlock()
 		return // subscribed already: pusher-js never asks twice
+	case !cs.subRate.Allow():
+		cs.mu.Unlock()
+		refuse("LimitReached", fmt.Sprintf("subscribing faster than %g/s", f.cfg.SubscribeRate), 4100)
+		return
 	case len(cs.subs) >= f.cfg.MaxChannels:
 		cs.mu.Unlock()
 		refuse("LimitReached", fmt.Sprintf("more than %d channels on one connection", f.cfg.MaxChannels), 4100)
@@ -406,11 +431,13 @@ func (f *Front) member(channelData string) (user string, info json.RawMessage, e
 	case len(d.UserID) > 0 && (d.UserID[0] == '-' || d.UserID[0] >= '0' && d.UserID[0] <= '9'):
 		user = string(d.UserID)
 	}
-	switch {
-	case user == "":
+	if user == "" {
 		return "", nil, errors.New("channel_data has no user_id (a string or a number)")
-	case len(user) > 128:
-		return "", nil, errors.New("user_id over 128 characters")
+	}
+	if err := validName("user_id", user, 128); err != nil {
+		return "", nil, err
+	}
+	switch {
 	case len(d.UserInfo) > f.cfg.MaxUserInfo:
 		return "", nil, fmt.Errorf("user_info is %d bytes, over %d", len(d.UserInfo), f.cfg.MaxUserInfo)
 	}
@@ -418,170 +445,6 @@ func (f *Front) member(channelData string) (user string, info json.RawMessage, e
 		d.UserInfo = json.RawMessage("null")
 	}
 	return user, d.UserInfo, nil
-}
-
-// linked runs on the shard's goroutine once the connection is on the
-// channel: unless it unsubscribed or closed meanwhile, it is told, and
-// counted; on a presence channel it joins the roster, and the others hear
-// of it.
-func (f *Front) linked(c *wsconn.Conn, cs *connState, sub *subState, ok bool) {
-	cs.mu.Lock()
-	if !ok || cs.closed || !slices.Contains(cs.subs, sub) {
-		cs.mu.Unlock()
-		return
-	}
-	sub.active = true
-	cs.mu.Unlock()
-	name := sub.name
-	f.m.subscriptions.WithLabelValues(kindOf(name)).Inc()
-	if sub.user == "" {
-		c.Send(eventFrame("pusher_internal:subscription_succeeded", name, "{}"))
-		f.occupy(cs.app, sub.channel, name, 1)
-		return
-	}
-	f.mu.Lock()
-	r := f.presence[sub.channel]
-	if r == nil {
-		r = &roster{users: make(map[string]*user)}
-		f.presence[sub.channel] = r
-	}
-	first := r.join(sub.user, sub.info, c)
-	succeeded := eventFrame("pusher_internal:subscription_succeeded", name, r.snapshot())
-	var others []*wsconn.Conn
-	if first {
-		others = r.connsBut(sub.user)
-	}
-	f.mu.Unlock()
-	c.Send(succeeded)
-	f.occupy(cs.app, sub.channel, name, 1)
-	if first {
-		added := eventFrame("pusher_internal:member_added", name, memberData(sub.user, sub.info))
-		for _, o := range others {
-			o.Send(added)
-		}
-		f.hook(cs.app, webhookEvent{Name: "member_added", Channel: name, UserID: sub.user})
-	}
-}
-
-func (f *Front) unsubscribe(c *wsconn.Conn, cs *connState, name string) {
-	cs.mu.Lock()
-	i := cs.find(name)
-	if i < 0 {
-		cs.mu.Unlock()
-		return
-	}
-	sub := cs.subs[i]
-	cs.subs = slices.Delete(cs.subs, i, i+1)
-	cs.mu.Unlock()
-	f.node.Hub().Unlink(c, sub.channel, func(bool) {
-		// The shard ran the link before: active says whether it was
-		// counted (not if the unsubscribe came first).
-		cs.mu.Lock()
-		counted := sub.active
-		sub.active = false
-		cs.mu.Unlock()
-		if counted {
-			f.left(cs.app, c, sub, true)
-		}
-	})
-}
-
-// left accounts for a subscription that ended: occupancy, and on a
-// presence channel the roster and, for the user's last connection, the
-// others' member_removed. send false: called with c's lock held (Closed),
-// so the others are told from another goroutine.
-func (f *Front) left(app *App, c *wsconn.Conn, sub *subState, send bool) {
-	// Counted last: a channel's webhooks go member_removed, then
-	// channel_vacated.
-	defer f.occupy(app, sub.channel, sub.name, -1)
-	if sub.user == "" {
-		return
-	}
-	f.mu.Lock()
-	r := f.presence[sub.channel]
-	var others []*wsconn.Conn
-	last := false
-	if r != nil {
-		if last = r.leave(sub.user, c); last {
-			others = r.connsBut(sub.user)
-		}
-		if len(r.users) == 0 {
-			delete(f.presence, sub.channel)
-		}
-	}
-	f.mu.Unlock()
-	if !last {
-		return
-	}
-	f.hook(app, webhookEvent{Name: "member_removed", Channel: sub.name, UserID: sub.user})
-	removed := eventFrame("pusher_internal:member_removed", sub.name, `{"user_id":`+string(hub.AppendJSONString(nil, sub.user))+`}`)
-	tell := func() {
-		for _, o := range others {
-			o.Send(removed)
-		}
-	}
-	if send {
-		tell()
-	} else if len(others) > 0 {
-		go tell()
-	}
-}
-
-// Closed implements wsconn.Protocol: with c's lock held, it takes the
-// connection out of its rosters and counts.
-func (f *Front) Closed(c *wsconn.Conn) {
-	cs := c.ProtoState().(*connState)
-	cs.mu.Lock()
-	if cs.closed {
-		cs.mu.Unlock()
-		return
-	}
-	cs.closed = true
-	var counted []*subState
-	for _, sub := range cs.subs {
-		if sub.active {
-			sub.active = false
-			counted = append(counted, sub)
-		}
-	}
-	cs.subs = nil
-	cs.mu.Unlock()
-	for _, sub := range counted {
-		f.left(cs.app, c, sub, false)
-	}
-	f.mu.Lock()
-	f.conns[cs.app]--
-	f.mu.Unlock()
-	f.m.connections.Dec()
-}
-
-// occupy counts a channel's Pusher subscriptions on this node, and sends
-// channel_occupied and channel_vacated as they go from 0 and to 0.
-func (f *Front) occupy(app *App, channel, name string, d int) {
-	f.mu.Lock()
-	n := f.occupied[channel] + d
-	if n <= 0 {
-		delete(f.occupied, channel)
-	} else {
-		f.occupied[channel] = n
-	}
-	f.mu.Unlock()
-	switch {
-	case d > 0 && n == 1:
-		f.hook(app, webhookEvent{Name: "channel_occupied", Channel: name})
-	case d < 0 && n == 0:
-		f.hook(app, webhookEvent{Name: "channel_vacated", Channel: name})
-	}
-}
-
-// roomFor reports whether user may join channel's roster: it is in it
-// already, or the roster is under the member cap. cs.mu is held; f.mu is
-// taken after it (the order everywhere).
-func (f *Front) roomFor(channel, user string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	r := f.presence[channel]
-	return r == nil || r.users[user] != nil || len(r.users) < f.cfg.MaxPresenceMembers
 }
 
 func (f *Front) clientEvent(c *wsconn.Conn, cs *connState, m *inbound) {
@@ -593,8 +456,8 @@ func (f *Front) clientEvent(c *wsconn.Conn, cs *connState, m *inbound) {
 	case f.cfg.ReceiveOnly || !cs.app.clientEvents():
 		refuse("disabled", 4301, "Client events are not enabled for this app")
 		return
-	case len(m.Event) > MaxEventName:
-		refuse("event_name", 4301, fmt.Sprintf("Event name over %d characters", MaxEventName))
+	case validName("event", m.Event, MaxEventName) != nil:
+		refuse("event_name", 4301, validName("event", m.Event, MaxEventName).Error())
 		return
 	case !isPrivate(m.Channel) && !isPresence(m.Channel), isEncrypted(m.Channel):
 		refuse("channel", 4301, "Client events are only for private and presence channels (not encrypted ones)")
@@ -823,6 +686,17 @@ var _ wsconn.Protocol = (*Front)(nil)
 func (f *Front) Signed(channel string) bool {
 	for _, a := range f.apps.List() {
 		if name, ok := a.owns(channel); ok && (isPrivate(name) || isPresence(name)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Owns reports whether a fanout channel is one of the apps' Pusher
+// channels (its name, less the app's prefix, a Pusher name).
+func (f *Front) Owns(channel string) bool {
+	for _, a := range f.apps.List() {
+		if name, ok := a.owns(channel); ok && validChannel(name) == nil {
 			return true
 		}
 	}

@@ -63,8 +63,11 @@ type webhooks struct {
 	wake   chan struct{}
 	stop   chan struct{}
 	done   chan struct{}
-	closed bool // guarded by mu
-	until  time.Time
+	closed bool      // guarded by mu
+	until  time.Time // the close's deadline; read once stop is closed
+	// ctx ends at the close's deadline: a POST in flight then gives up.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 func newWebhooks(app *App, cfg WebhookConfig, log *slog.Logger, m *metrics) (*webhooks, error) {
@@ -93,6 +96,7 @@ func newWebhooks(app *App, cfg WebhookConfig, log *slog.Logger, m *metrics) (*we
 	}
 	w := &webhooks{app: app, url: app.WebhookURL, cfg: cfg, client: client, log: log, m: m, logs: lograte.New(1, 5),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.run()
 	return w, nil
 }
@@ -158,7 +162,7 @@ func (w *webhooks) flush(final bool) {
 		w.m.webhookQueued.Sub(float64(n))
 		if !sent {
 			reason := "gave_up"
-			if final {
+			if w.isClosed() {
 				reason = "shutdown"
 			}
 			w.m.webhookDropped.WithLabelValues(reason).Add(float64(n))
@@ -167,8 +171,8 @@ func (w *webhooks) flush(final bool) {
 	}
 }
 
-// send POSTs one batch, retrying with backoff for RetryFor (until the
-// close's deadline when final).
+// send POSTs one batch, retrying with backoff for RetryFor; once the
+// front door closes, only until the close's deadline.
 func (w *webhooks) send(batch []webhookEvent, final bool) bool {
 	body, _ := json.Marshal(struct {
 		TimeMs int64          `json:"time_ms"`
@@ -176,11 +180,15 @@ func (w *webhooks) send(batch []webhookEvent, final bool) bool {
 	}{time.Now().UnixMilli(), batch})
 	sig := sign(w.app.Secret, string(body))
 	giveUp := time.Now().Add(w.cfg.RetryFor)
-	if final {
-		giveUp = w.until
-	}
 	backoff := 100 * time.Millisecond
 	for {
+		stop := w.stop
+		if final {
+			giveUp, stop = w.until, nil // stop is closed: wait out the backoff
+			if time.Now().After(giveUp) {
+				return false
+			}
+		}
 		err := w.post(body, sig)
 		if err == nil {
 			w.m.webhookPosts.WithLabelValues("ok").Inc()
@@ -194,17 +202,21 @@ func (w *webhooks) send(batch []webhookEvent, final bool) bool {
 		}
 		select {
 		case <-time.After(backoff):
-		case <-w.stop:
-			if !final {
-				return w.send(batch, true)
-			}
+		case <-stop:
+			final = true
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 
+func (w *webhooks) isClosed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closed
+}
+
 func (w *webhooks) post(body []byte, sig string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
 	if err != nil {
@@ -236,6 +248,9 @@ func (w *webhooks) close(deadline time.Time) {
 	}
 	w.closed, w.until = true, deadline
 	w.mu.Unlock()
+	t := time.AfterFunc(time.Until(deadline), w.cancel)
 	close(w.stop)
 	<-w.done
+	t.Stop()
+	w.cancel()
 }
