@@ -38,6 +38,7 @@ func definePusherFlags(fs *flag.FlagSet, p *pusherOptions) {
 	fs.IntVar(&c.MaxPresenceMembers, "pusher-max-presence-members", c.MaxPresenceMembers, "Pusher front door: users of one presence channel on this node (`n`); more get pusher:subscription_error LimitReached")
 	fs.IntVar(&c.MaxUserInfo, "pusher-max-user-info", c.MaxUserInfo, "Pusher front door: the largest presence user_info, in `bytes`")
 	fs.Float64Var(&c.ClientEventRate, "pusher-client-event-rate", c.ClientEventRate, "Pusher front door: client events per second per connection (`rate`, bursts of as many); more get pusher:error 4301")
+	fs.Float64Var(&c.SubscribeRate, "pusher-subscribe-rate", c.SubscribeRate, "Pusher front door: subscribes per second per connection (`rate`, in bursts of -max-channels-per-conn, what a client sends when it reconnects); more get pusher:subscription_error LimitReached")
 	fs.IntVar(&c.MaxBatch, "pusher-max-batch", c.MaxBatch, "Pusher front door: events in one batch_events request (`n`)")
 	fs.IntVar(&c.Webhook.Queue, "pusher-webhook-queue", c.Webhook.Queue, "Pusher front door: webhook events waiting per app (`n`); what does not fit is dropped, counted (fanout_pusher_webhook_events_dropped_total) and logged")
 	fs.DurationVar(&c.Webhook.Batch, "pusher-webhook-batch", c.Webhook.Batch, "Pusher front door: how long webhook events gather before one POST (`duration`)")
@@ -48,7 +49,7 @@ func definePusherFlags(fs *flag.FlagSet, p *pusherOptions) {
 func pusherDefaults() pusherOptions {
 	return pusherOptions{cfg: pusher.Config{
 		ActivityTimeout: 30 * time.Second, MaxPayload: 10 << 10, MaxPresenceMembers: 100, MaxUserInfo: 1 << 10,
-		ClientEventRate: 10, MaxBatch: 10,
+		ClientEventRate: 10, SubscribeRate: 10, MaxBatch: 10,
 		Webhook: pusher.WebhookConfig{Queue: 10000, Batch: 50 * time.Millisecond, RetryFor: 5 * time.Minute},
 	}}
 }
@@ -108,6 +109,9 @@ func validatePusher(o *options) error {
 	}
 	if c.ClientEventRate <= 0 {
 		return fmt.Errorf("%s: %g: must be positive (the default is %g)", o.src("pusher-client-event-rate"), c.ClientEventRate, def.cfg.ClientEventRate)
+	}
+	if c.SubscribeRate <= 0 {
+		return fmt.Errorf("%s: %g: must be positive (the default is %g)", o.src("pusher-subscribe-rate"), c.SubscribeRate, def.cfg.SubscribeRate)
 	}
 	for _, v := range []struct {
 		name     string
