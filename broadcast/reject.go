@@ -29,6 +29,11 @@ const (
 	RejectParams                          // 400: channel, format or since the server cannot take (the body says why)
 	RejectChannelDenied                   // 403: a channel the token does not grant
 	RejectPreflight                       // 204: an SSE CORS preflight, answered (not a connection)
+
+	// The PROXY protocol's (proxy.go).
+	RejectProxyUntrusted // closed unanswered: a PROXY header from an address not in Config.ProxyProtocol
+	RejectProxyMissing   // 400: no PROXY header from an address in Config.ProxyProtocol
+	RejectProxyMalformed // closed unanswered: a trusted address's PROXY header does not parse
 	numRejects
 )
 
@@ -49,6 +54,10 @@ var rejectNames = [numRejects]string{
 	RejectParams:        "bad_params",
 	RejectChannelDenied: "channel_denied",
 	RejectPreflight:     "sse_preflight",
+
+	RejectProxyUntrusted: "proxy_untrusted",
+	RejectProxyMissing:   "proxy_missing",
+	RejectProxyMalformed: "proxy_malformed",
 }
 
 func (k RejectKind) String() string {
