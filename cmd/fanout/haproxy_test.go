@@ -85,7 +85,7 @@ func TestHAProxyTLSTerminator(t *testing.T) {
 	wss := "wss://" + lb + ws.Path
 	dial := func(from string) (*websocket.Conn, int, error) {
 		d := websocket.Dialer{
-			NetDialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext,
+			NetDialContext:  (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext,
 			TLSClientConfig: &tls.Config{RootCAs: roots}, HandshakeTimeout: 10 * time.Second,
 		}
 		c, resp, err := d.Dial(wss, nil)
