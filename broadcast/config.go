@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/fanout/fanout/broadcast/admit"
@@ -106,6 +107,15 @@ type Config struct {
 	// MaxConnsPerIP caps concurrent connections from one client address;
 	// the next upgrade gets 429. Zero means no cap.
 	MaxConnsPerIP int
+	// ProxyProtocol lists the load balancers trusted to start each
+	// connection with a PROXY protocol header (v1 or v2) naming the
+	// client: from them a header is required (a request without one gets
+	// 400, RejectProxyMissing), and its address is the client's for every
+	// per-address limit and in the logs; a LOCAL header (a balancer's own
+	// health check) keeps the balancer's. From any other address a
+	// connection that starts with one is closed unanswered
+	// (RejectProxyUntrusted). Empty (the zero value) trusts no one.
+	ProxyProtocol []netip.Prefix
 	// Origins is the Origin allow-list: full origins
 	// ("https://app.example.com", scheme and port compared), host names
 	// ("app.example.com", any scheme and port), subdomain wildcards

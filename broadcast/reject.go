@@ -31,6 +31,11 @@ const (
 	RejectPreflight                       // 204: an SSE CORS preflight, answered (not a connection)
 	RejectPusher                          // a Pusher client told pusher:error 4001/4004/4007/4008 (unknown app, quota, protocol) after its upgrade
 	RejectDemoPage                        // 200: the demo page (Config.Demo), answered (not a connection)
+
+	// The PROXY protocol's (proxy.go).
+	RejectProxyUntrusted // closed unanswered: a PROXY header from an address not in Config.ProxyProtocol
+	RejectProxyMissing   // 400: no PROXY header from an address in Config.ProxyProtocol
+	RejectProxyMalformed // closed unanswered: a trusted address's PROXY header does not parse
 	numRejects
 )
 
@@ -53,6 +58,10 @@ var rejectNames = [numRejects]string{
 	RejectPreflight:     "sse_preflight",
 	RejectPusher:        "pusher_refused",
 	RejectDemoPage:      "demo_page",
+
+	RejectProxyUntrusted: "proxy_untrusted",
+	RejectProxyMissing:   "proxy_missing",
+	RejectProxyMalformed: "proxy_malformed",
 }
 
 func (k RejectKind) String() string {

@@ -62,7 +62,7 @@ type Server struct {
 	// fanout would not have published them.
 	tierInvalid atomic.Uint64
 
-	logAccept, logRefused *lograte.Limiter
+	logAccept, logRefused, logProxy *lograte.Limiter
 }
 
 // New starts a Server's poller and hub; call Serve to accept.
@@ -74,6 +74,7 @@ func New(cfg Config) (*Server, error) {
 		listeners:  make(map[net.Listener]struct{}),
 		logAccept:  lograte.New(1, 5),
 		logRefused: lograte.New(5, 10),
+		logProxy:   lograte.New(1, 5),
 	}
 	var err error
 	if s.admit, err = admit.New(cfg.admitConfig()); err != nil {
@@ -188,8 +189,19 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		ip := remoteIP(nc)
-		slot, err := s.admit.StartHandshake(ip)
+		peer := remoteAddr(nc)
+		ip := peer.Addr()
+		// A trusted load balancer's connection is held to MaxHandshakes
+		// here, and counted under its client's source once the PROXY
+		// header that names the client is read, on the handshake's
+		// goroutine: never in this loop, which a slow balancer
+		// connection must not hold.
+		viaProxy := s.proxyTrusted(ip)
+		src := ip
+		if viaProxy {
+			src = netip.Addr{}
+		}
+		slot, err := s.admit.StartHandshake(src)
 		if err != nil {
 			// A flood of clients that connect and say nothing, from
 			// everywhere or from one source: shed them here, before they
@@ -198,7 +210,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		s.hsWG.Add(1)
-		go s.handshake(nc, ip, slot)
+		go s.handshake(nc, peer, slot, viaProxy)
 	}
 }
 
@@ -216,16 +228,16 @@ func (s *Server) shed(nc net.Conn, ip netip.Addr, err error) {
 	_ = nc.Close()
 }
 
-// remoteIP is nc's peer address, unmapped; the zero Addr when it is not
-// an IP connection.
-func remoteIP(nc net.Conn) netip.Addr {
+// remoteAddr is nc's peer address, unmapped; the zero AddrPort when it
+// is not an IP connection.
+func remoteAddr(nc net.Conn) netip.AddrPort {
+	var ap netip.AddrPort
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-		return ta.AddrPort().Addr().Unmap()
+		ap = ta.AddrPort()
+	} else if p, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
+		ap = p
 	}
-	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
-		return ap.Addr().Unmap()
-	}
-	return netip.Addr{}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // retryable reports whether an accept error is a passing shortage (file

@@ -185,7 +185,11 @@ func (u *upgrade) cors() string {
 func (s *Server) attachSSE(fd int, u *upgrade, resp []byte) {
 	c := sseconn.New(s.sse, s.nextID.Add(1), fd)
 	c.Ticket = u.ticket
+	if u.remote != u.peer {
+		c.SetRemote(u.remote)
+	}
 	s.accepted.Add(1)
+	u.logAccepted(c.ID())
 	if err := c.Start(resp, u.sub.hubSubscription()); err != nil {
 		return // torn down and counted
 	}

@@ -3,9 +3,11 @@ package broadcast
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -44,15 +46,17 @@ var (
 // given back before attach sends the 101: a client that has its answer
 // holds no slot, so a client that waits for its 101 before dialling again
 // is never shed by MaxHandshakesPerIP for its own earlier handshakes.
-func (s *Server) handshake(nc net.Conn, ip netip.Addr, slot admit.Slot) {
+// viaProxy: peer is a trusted load balancer's, which sends the client's
+// address first (proxyHeader); slot is not yet counted under a source.
+func (s *Server) handshake(nc net.Conn, peer netip.AddrPort, slot admit.Slot, viaProxy bool) {
 	defer s.hsWG.Done()
-	u := upgrade{srv: s}
-	u.req.IP = ip
+	u := upgrade{srv: s, slot: slot, viaProxy: viaProxy, peer: peer, remote: peer}
+	u.req.IP = peer.Addr()
 	hc := &handshakeConn{Conn: nc, left: maxHandshakeBytes, abort: &s.abortHS}
 	if !s.trackHandshake(nc) {
 		_ = nc.Close() // shutting down past its deadline
 		s.rejected[RejectShutdown].Add(1)
-		s.admit.EndHandshake(slot)
+		s.admit.EndHandshake(u.slot)
 		return
 	}
 	defer s.untrackHandshake(nc)
@@ -66,10 +70,10 @@ func (s *Server) handshake(nc net.Conn, ip netip.Addr, slot admit.Slot) {
 		}
 		_, _ = nc.Write(hc.resp) // the refusal gobwas wrote, if any
 		s.refuse(nc, &u, hc, err)
-		s.admit.EndHandshake(slot)
+		s.admit.EndHandshake(u.slot)
 		return
 	}
-	s.admit.EndHandshake(slot)
+	s.admit.EndHandshake(u.slot)
 	if u.sse {
 		s.attachSSE(fd, &u, hc.resp)
 		return
@@ -81,10 +85,15 @@ func (s *Server) handshake(nc net.Conn, ip netip.Addr, slot admit.Slot) {
 // gathered, and the admission it got.
 type upgrade struct {
 	srv        *Server
-	sawRequest bool          // the request line parsed
-	req        admit.Request // for admission
-	ticket     admit.Ticket  // granted in onBeforeUpgrade
-	refusal    RejectKind    // set with refused, when the server itself said no
+	slot       admit.Slot     // the handshake's, given back by handshake
+	viaProxy   bool           // from a trusted load balancer: a PROXY header comes first
+	peer       netip.AddrPort // the socket's peer
+	remote     netip.AddrPort // the client: the PROXY header's source, else peer
+	proxy      netip.Addr     // the balancer's address, once its header is read; zero: none
+	sawRequest bool           // the request line parsed
+	req        admit.Request  // for admission
+	ticket     admit.Ticket   // granted in onBeforeUpgrade
+	refusal    RejectKind     // set with refused, when the server itself said no
 	refused    bool
 	sub        subscription  // what the URL asks for
 	format     wsconn.Format // decided in onBeforeUpgrade
@@ -104,7 +113,7 @@ func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 	hc.deadline = now.Add(u.srv.cfg.HandshakeTimeout)
 	if fb := u.srv.cfg.HandshakeFirstByteTimeout; fb > 0 && fb < u.srv.cfg.HandshakeTimeout {
 		_ = nc.SetDeadline(now.Add(fb)) // until the first byte; then hc.deadline
-		hc.waitFirst = true
+		hc.waitFirst, hc.firstByte = true, fb
 	} else {
 		_ = nc.SetDeadline(hc.deadline)
 	}
@@ -114,6 +123,9 @@ func (u *upgrade) run(hc *handshakeConn) (fd int, err error) {
 		br.Reset(nil)
 		sseBufs.Put(br)
 	}()
+	if err := u.proxyHeader(br, hc); err != nil {
+		return -1, err
+	}
 	if !u.srv.cfg.NoSSE && isSSE(br, u.srv.cfg.SSEPath) {
 		return u.runSSE(br, hc)
 	}
@@ -342,6 +354,8 @@ func (s *Server) refuse(nc net.Conn, u *upgrade, hc *handshakeConn, err error) {
 		rejectUnread(nc, "405 Method Not Allowed", "Allow: GET", wrongMethodHint(&s.cfg))
 	case errors.Is(err, errDemoMethod):
 		rejectUnread(nc, "405 Method Not Allowed", "Allow: GET, HEAD", wrongMethodHint(&s.cfg))
+	case errors.Is(err, errProxyMissing):
+		rejectUnread(nc, "400 Bad Request", proxyMissingHint)
 	case errors.Is(err, errRegister):
 		s.log.Error("register", "err", err)
 	}
@@ -391,11 +405,13 @@ func (u *upgrade) classify(err error) RejectKind {
 type handshakeConn struct {
 	net.Conn
 	left      int
-	read      int       // bytes read so far
-	waitFirst bool      // the first-byte deadline is set
-	deadline  time.Time // the handshake's own deadline
+	read      int           // bytes of the request read so far (a PROXY header not counted)
+	waitFirst bool          // the first-byte deadline is set
+	firstByte time.Duration // the first-byte timeout; 0: none
+	deadline  time.Time     // the handshake's own deadline
 	resp      []byte
 	abort     *atomic.Bool // the server gave up on handshakes in progress (Shutdown's deadline)
+	scanOff   bool         // a PROXY header is being read: its bytes are not the request's
 	line      int          // bytes of the current request line so far, CR not counted
 	ended     bool         // the empty line that ends the request was read
 	early     bool         // bytes came after it
@@ -411,7 +427,9 @@ func (h *handshakeConn) Read(p []byte) (int, error) {
 	n, err := h.Conn.Read(p[:min(len(p), h.left)])
 	h.left -= n
 	h.read += n
-	h.scan(p[:n])
+	if !h.scanOff {
+		h.scan(p[:n])
+	}
 	if n > 0 && h.waitFirst {
 		h.waitFirst = false
 		if derr := h.Conn.SetDeadline(h.deadline); derr != nil && err == nil {
@@ -501,6 +519,21 @@ func detach(nc net.Conn) (int, error) {
 // on the channels u asked for, a one-shot epoll watch on its fd, and resp
 // (the 101) as its first bytes. From here on no goroutine belongs to it
 // while it is idle, and its teardown releases u's ticket.
+// logAccepted logs, at debug level, a connection about to start: its
+// id and its client's address (and the balancer's, through a PROXY
+// header).
+func (u *upgrade) logAccepted(id uint64) {
+	log := u.srv.log
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		return // no arguments built
+	}
+	if u.proxy.IsValid() {
+		log.Debug("connection accepted", "conn", id, "remote", u.remote.String(), "proxy", u.proxy.String(), "sse", u.sse)
+		return
+	}
+	log.Debug("connection accepted", "conn", id, "remote", u.remote.String(), "sse", u.sse)
+}
+
 func (s *Server) attach(fd int, u *upgrade, resp []byte, early bool) {
 	_, deflate := u.flate.Accepted()
 	o := wsconn.Options{Format: u.format, Channels: u.sub.channels, Deflate: deflate}
@@ -509,7 +542,11 @@ func (s *Server) attach(fd int, u *upgrade, resp []byte, early bool) {
 	}
 	c := wsconn.New(s.ws, s.nextID.Add(1), fd, o)
 	c.Ticket = u.ticket
+	if u.remote != u.peer {
+		c.SetRemote(u.remote)
+	}
 	s.accepted.Add(1)
+	u.logAccepted(c.ID())
 	if err := c.Start(resp, u.sub.hubSubscription()); err != nil {
 		return // torn down and counted (a Pusher one by its Closed too)
 	}

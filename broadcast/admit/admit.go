@@ -168,6 +168,24 @@ func (a *Controller) StartHandshake(ip netip.Addr) (Slot, error) {
 	return s, nil
 }
 
+// AddSource counts s, a slot StartHandshake took without an address,
+// against ip's source: for a connection whose client is named only by
+// what it sends first (a PROXY protocol header from a load balancer),
+// once that is read. ErrSourceHandshakes when MaxHandshakesPerSource are
+// from ip's source; s is unchanged then, and still to be given back. An
+// invalid ip, or a slot already counted under a source, adds nothing.
+func (a *Controller) AddSource(s *Slot, ip netip.Addr) error {
+	if !s.held || s.src.IsValid() || a.cfg.MaxHandshakesPerSource <= 0 || !ip.IsValid() {
+		return nil
+	}
+	src := Source(ip)
+	if !a.reserveSource(src) {
+		return ErrSourceHandshakes
+	}
+	s.src = src
+	return nil
+}
+
 // EndHandshake gives back what s holds. Each Slot taken is given back
 // exactly once; the zero Slot holds nothing.
 func (a *Controller) EndHandshake(s Slot) {

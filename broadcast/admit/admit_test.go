@@ -53,6 +53,36 @@ func TestHandshakeSlots(t *testing.T) {
 	}
 }
 
+// A slot taken without an address (a load balancer's connection) is
+// counted under its client's source once AddSource names it, and given
+// back from there: the client's source cap applies, not the balancer's.
+func TestHandshakeSlotAddSource(t *testing.T) {
+	a := newController(t, Config{MaxHandshakes: 4, MaxHandshakesPerSource: 1})
+	client := netip.MustParseAddr("192.0.2.7")
+	s1, err := a.StartHandshake(netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddSource(&s1, client); err != nil {
+		t.Fatalf("AddSource: %v", err)
+	}
+	if _, err := a.StartHandshake(client); !errors.Is(err, ErrSourceHandshakes) {
+		t.Fatalf("the client's second handshake: %v, want ErrSourceHandshakes", err)
+	}
+	s2, err := a.StartHandshake(netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddSource(&s2, client); !errors.Is(err, ErrSourceHandshakes) {
+		t.Fatalf("AddSource past the client's cap: %v, want ErrSourceHandshakes", err)
+	}
+	a.EndHandshake(s2) // still held server-wide: given back
+	a.EndHandshake(s1)
+	if n, m := a.Handshaking(), len(a.perSource); n != 0 || m != 0 {
+		t.Fatalf("after every EndHandshake: %d handshakes, %d sources counted", n, m)
+	}
+}
+
 func TestHandshakeSlotsUncapped(t *testing.T) {
 	a := newController(t, Config{MaxHandshakes: 100})
 	ip := netip.MustParseAddr("192.0.2.1")

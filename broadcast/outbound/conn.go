@@ -63,12 +63,13 @@ type Owner interface {
 type Conn struct {
 	// Fields are ordered for packing: this struct is paid once per
 	// connection, idle or not.
-	env   *Env
-	id    uint64
-	fd    int
-	watch *netpoll.Watch
-	fdref atomic.Int32  // readers holding fd, plus fdClosed once close was asked
-	state atomic.Uint32 // State; written with mu held, read anywhere
+	env    *Env
+	id     uint64
+	fd     int
+	watch  *netpoll.Watch
+	remote *netip.AddrPort // the client's address when the socket's peer is a proxy (SetRemote); nil: the peer's
+	fdref  atomic.Int32    // readers holding fd, plus fdClosed once close was asked
+	state  atomic.Uint32   // State; written with mu held, read anywhere
 
 	mu           sync.Mutex
 	outq         [][]byte    // guarded by mu: frames not fully written; nil when empty
@@ -191,8 +192,17 @@ func (c *Conn) closeFDLocked() {
 // ResumeRead re-arms the read registration after a read event.
 func (c *Conn) ResumeRead() error { return c.watch.ResumeRead() }
 
-// Remote is the peer's address, for logs; c.mu must be held (fd open).
+// SetRemote names the client's address when the socket's peer is not
+// the client but a load balancer that said who is (a PROXY protocol
+// header): Remote returns it. Call it before the connection is shared.
+func (c *Conn) SetRemote(ap netip.AddrPort) { c.remote = &ap }
+
+// Remote is the client's address, for logs: SetRemote's, else the
+// socket's peer (then c.mu must be held, the fd open).
 func (c *Conn) Remote() string {
+	if c.remote != nil {
+		return c.remote.String()
+	}
 	if c.State() == StateDead {
 		return ""
 	}

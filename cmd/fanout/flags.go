@@ -65,6 +65,8 @@ type options struct {
 
 	// As given, before readSecrets and configure split and read them.
 	origins, subprotocols, keys, keysFile, secretFile string
+	// -proxy-protocol as given; validateChoices parses it.
+	proxyProtocol string
 
 	// given names, for each flag set on the command line or present in
 	// the environment (empty or not), where: "-flag" or "FANOUT_FLAG".
@@ -205,6 +207,7 @@ func defineFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.pprofAddr, "pprof-addr", o.pprofAddr, "serve /debug/pprof/ (never cmdline) on this loopback `address` (127.0.0.1:6060, [::1]:6060, localhost:6060); empty disables")
 	fs.BoolVar(&o.pprof, "pprof", o.pprof, "deprecated: -pprof-addr "+defaultPprofAddr)
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "maximum concurrent connections from one client source (`n`: an IPv4 address or an IPv6 /64); more get 429; 0 means no limit")
+	fs.StringVar(&o.proxyProtocol, "proxy-protocol", o.proxyProtocol, "the load balancers (`CIDRs` or addresses, comma-separated: 10.0.0.0/24,192.0.2.7) trusted to start each connection with a PROXY protocol header (v1 or v2, HAProxy's send-proxy); the client it names counts for the per-IP limits and logs; from them a header is required (400 without), from anywhere else refused; empty trusts none")
 	fs.Float64Var(&c.ClientRate, "client-rate", c.ClientRate, "`rate` in messages per second a client may send (token bucket); over it closes with 1008; 0 means no limit")
 	fs.IntVar(&c.ClientBurst, "client-burst", c.ClientBurst, "burst size (`messages`) for -client-rate; 0 means max(1, rate)")
 	fs.IntVar(&c.MaxChannelsPerConn, "max-channels-per-conn", c.MaxChannelsPerConn, "channels one connection may name (`n`); more get 400")
@@ -397,6 +400,11 @@ func validateChoices(o *options) error {
 	if err := admit.CheckPublicHost(c.PublicHost); err != nil {
 		return fmt.Errorf("%s: %w", o.src("public-host"), err)
 	}
+	trusted, err := parseTrusted(o.proxyProtocol)
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.src("proxy-protocol"), err)
+	}
+	c.ProxyProtocol = trusted
 	for _, name := range []string{"auth-audience", "auth-issuer"} {
 		if o.given[name] != "" && o.authSecret == "" && (o.authAudience != "" || o.authIssuer != "") {
 			return fmt.Errorf("%s needs -auth-secret or -auth-secret-file: without them no token is checked", o.src(name))
@@ -569,6 +577,33 @@ func onOff(on bool) string {
 		return "on"
 	}
 	return "off"
+}
+
+// parseTrusted reads -proxy-protocol: CIDRs (host bits are masked off) or
+// single addresses, IPv4-mapped IPv6 taken as the IPv4 it is (the server
+// compares unmapped addresses).
+func parseTrusted(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, e := range splitList(v) {
+		var p netip.Prefix
+		var err error
+		if strings.Contains(e, "/") {
+			p, err = netip.ParsePrefix(e)
+		} else {
+			var a netip.Addr
+			if a, err = netip.ParseAddr(e); err == nil && a.Zone() == "" {
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+		}
+		if err != nil || !p.IsValid() {
+			return nil, fmt.Errorf("%q is not a CIDR or an address: want the load balancers' networks or addresses, comma-separated (e.g. 10.0.0.0/24,192.0.2.7)", e)
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.

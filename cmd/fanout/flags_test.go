@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"reflect"
 	"regexp"
@@ -287,6 +288,43 @@ func TestDemoPageServed(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != tc.status || (tc.status == http.StatusOK && resp.Header.Get("Content-Type") != "text/html; charset=utf-8") {
 			t.Fatalf("%q: GET / %d %q, want %d", tc.args, resp.StatusCode, resp.Header.Get("Content-Type"), tc.status)
+		}
+	}
+}
+
+// -proxy-protocol reaches the Config as prefixes: CIDRs masked, single
+// addresses as /32 or /128, IPv4-mapped ones as IPv4; from the
+// environment too. What is not an address is an error naming what was
+// set (its exit 2: TestBadFlagsExit2).
+func TestProxyProtocolFlag(t *testing.T) {
+	o, err := parseFlags([]string{"-proxy-protocol", " 10.0.0.9/24, ,192.0.2.7,::ffff:198.51.100.1,2001:db8::/32"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("192.0.2.7/32"),
+		netip.MustParsePrefix("198.51.100.1/32"), netip.MustParsePrefix("2001:db8::/32")}
+	if !reflect.DeepEqual(o.cfg.ProxyProtocol, want) {
+		t.Fatalf("trusted %v, want %v", o.cfg.ProxyProtocol, want)
+	}
+	if o, err = parseFlags(nil, mapEnv(map[string]string{"FANOUT_PROXY_PROTOCOL": "127.0.0.1"}), io.Discard); err != nil || len(o.cfg.ProxyProtocol) != 1 {
+		t.Fatalf("from the environment: %v %v", o, err)
+	}
+	if o, err = parseFlags(nil, noEnv, io.Discard); err != nil || o.cfg.ProxyProtocol != nil {
+		t.Fatalf("default: %v %v, want none trusted", o.cfg.ProxyProtocol, err)
+	}
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"-proxy-protocol", "10.0.0.300/8"}, nil, `-proxy-protocol: "10.0.0.300/8" is not a CIDR or an address`},
+		{[]string{"-proxy-protocol", "lb.example.com"}, nil, `-proxy-protocol: "lb.example.com" is not a CIDR`},
+		{[]string{"-proxy-protocol", "fe80::1%eth0"}, nil, `"fe80::1%eth0" is not a CIDR`},
+		{nil, map[string]string{"FANOUT_PROXY_PROTOCOL": "10.0.0.0/33"}, `FANOUT_PROXY_PROTOCOL: "10.0.0.0/33" is not a CIDR`},
+	} {
+		// parseFlags, not run: a value taken by mistake would serve forever.
+		if _, err := parseFlags(tc.args, mapEnv(tc.env), io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: %v; want an error with %q", tc.args, tc.env, err, tc.want)
 		}
 	}
 }

@@ -59,6 +59,7 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"-message-timeout", "0s"},
 		{"-max-partial-bytes", "0"},
 		{"-gc-percent", "lots"},
+		{"-proxy-protocol", "10.0.0.300/8"},
 		{"stray-argument"},
 	} {
 		var out bytes.Buffer
@@ -222,6 +223,13 @@ func startFanout(t *testing.T, env []string, args ...string) (cmd *exec.Cmd, wsU
 // returns it with its "fanout ready" log line.
 func startFanoutReady(t *testing.T, env []string, args ...string) (cmd *exec.Cmd, readyLine string) {
 	t.Helper()
+	return startFanoutLogs(t, env, io.Discard, args...)
+}
+
+// startFanoutLogs is startFanoutReady with the log lines after the ready
+// one copied to logs.
+func startFanoutLogs(t *testing.T, env []string, logs io.Writer, args ...string) (cmd *exec.Cmd, readyLine string) {
+	t.Helper()
 	cmd = exec.Command(os.Args[0], append([]string{"-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(append(os.Environ(), "FANOUT_RUN_MAIN=1"), env...)
 	stderr, err := cmd.StderrPipe()
@@ -232,15 +240,15 @@ func startFanoutReady(t *testing.T, env []string, args ...string) (cmd *exec.Cmd
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	logs := bufio.NewReader(stderr)
+	lines := bufio.NewReader(stderr)
 	ready := regexp.MustCompile(`msg="fanout ready" ws=(\S+) admin=(\S+)`)
 	for {
-		line, err := logs.ReadString('\n')
+		line, err := lines.ReadString('\n')
 		if err != nil {
 			t.Fatalf("no ready line: %v", err)
 		}
 		if ready.MatchString(line) {
-			go io.Copy(io.Discard, logs)
+			go io.Copy(logs, lines)
 			return cmd, line
 		}
 	}
