@@ -52,28 +52,38 @@ func (m *members) add(op memberOp) {
 	}
 }
 
+// take returns the ops queued and starts the queue over in spare's
+// array (which must not be the one take returned last: the two arrays
+// take turns).
+func (m *members) take(spare []memberOp) []memberOp {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ops := m.ops
+	m.ops = spare[:0]
+	return ops
+}
+
 func (f *Front) runMembers() {
 	m := &f.members
 	defer close(m.done)
-	var ops []memberOp
+	var spare []memberOp
 	for {
 		select {
 		case <-m.wake:
 		case <-m.stop:
-			f.applyMembers(&ops) // what the last closes queued
+			f.applyMembers(&spare) // what the last closes queued
 			return
 		}
-		f.applyMembers(&ops)
+		f.applyMembers(&spare)
 	}
 }
 
-func (f *Front) applyMembers(buf *[]memberOp) {
-	m := &f.members
+// applyMembers applies what is queued until the queue is empty. spare
+// is the array not in the queue, on entry and on return.
+func (f *Front) applyMembers(spare *[]memberOp) {
 	for {
-		m.mu.Lock()
-		ops := m.ops
-		m.ops = (*buf)[:0]
-		m.mu.Unlock()
+		ops := f.members.take(*spare)
+		*spare = ops // the queue has the other one now
 		if len(ops) == 0 {
 			return
 		}
@@ -85,7 +95,6 @@ func (f *Front) applyMembers(buf *[]memberOp) {
 			}
 		}
 		clear(ops)
-		*buf = ops
 	}
 }
 
