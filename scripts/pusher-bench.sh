@@ -27,11 +27,12 @@ Usage: scripts/pusher-bench.sh [options]
   --settle D         wait after a step's connections are up before reading
                      the server's RSS (default 3s)
   --conns N          subscribers in each fan-out run (default 10000)
-  --rate R           messages/s in each fan-out run (default 10)
+  --rate R           messages/s in each fan-out run (default 5: 50,000 deliveries/s
+                     to 10,000, which two shared cores carry without falling behind)
   --size B           message size in bytes, a text payload (default 64, at least 38)
   --duration D       publishing time per fan-out run (default 10s)
   --rounds N         fan-out rounds, each a native and a Pusher run, the order
-                     alternating (default 2)
+                     alternating (default 3)
   --max-cpu-ratio X  pass when fan-out CPU per delivery, pusher / native, is at
                      most X (default 1.15)
   --max-rss-ratio X  pass when idle RSS per connection, pusher / native, is at
@@ -54,7 +55,7 @@ the idle steps' runs are stopped (SIGTERM) once measured.
 TXT
 }
 
-iconns=3000 irounds=2 settle=3s conns=10000 rate=10 size=64 duration=10s rounds=2
+iconns=3000 irounds=2 settle=3s conns=10000 rate=5 size=64 duration=10s rounds=3
 maxcpu=1.15 maxrss=1.15 modes="idle fanout" srcips=127.0.0.2-127.0.0.40 port=18780
 out=./pusher-bench-results fbin="" fflags=""
 args=("$@")
