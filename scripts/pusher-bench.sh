@@ -28,7 +28,7 @@ Usage: scripts/pusher-bench.sh [options]
                      the server's RSS (default 3s)
   --conns N          subscribers in each fan-out run (default 10000)
   --rate R           messages/s in each fan-out run (default 5: 50,000 deliveries/s
-                     to 10,000, which two shared cores carry without falling behind)
+                     to 10,000; at 10, the two shared cores here fell seconds behind)
   --size B           message size in bytes, a text payload (default 64, at least 38)
   --duration D       publishing time per fan-out run (default 10s)
   --rounds N         fan-out rounds, each a native and a Pusher run, the order
