@@ -20,8 +20,8 @@ usage() {
   cat <<'TXT'
 Usage: scripts/pusher-bench.sh [options]
 
-  --idle-conns N     connections per idle step (default 3000); a warm-up step of
-                     as many (half of each), held and not counted, comes first
+  --idle-conns N     connections per idle step (default 4000); a warm-up of half
+                     as many (a quarter of each kind), held and not counted, comes first
   --idle-rounds N    idle rounds, each a native and a Pusher step, the order
                      alternating (default 2: native, pusher, pusher, native)
   --settle D         wait after a step's connections are up before reading
@@ -49,13 +49,13 @@ Usage: scripts/pusher-bench.sh [options]
 One server, started with -pusher-app-id, -pusher-key and a fresh secret and
 publish key in FANOUT_PUSHER_SECRET and FANOUT_PUBLISH_KEYS (out of ps;
 fanout-bench reads them too). It must hold idle-rounds × 2 × idle-conns
-connections at once, and a warm-up of idle-conns more: keep that under
-the 20,000 open files a process may have here. Every fanout-bench run is bounded (-hold, -duration, -drain);
+connections at once, and a warm-up of idle-conns / 2 more: keep that
+under the 20,000 open files a process may have here. Every fanout-bench run is bounded (-hold, -duration, -drain);
 the idle steps' runs are stopped (SIGTERM) once measured.
 TXT
 }
 
-iconns=3000 irounds=2 settle=3s conns=10000 rate=5 size=64 duration=10s rounds=3
+iconns=4000 irounds=2 settle=3s conns=10000 rate=5 size=64 duration=10s rounds=3
 maxcpu=1.15 maxrss=1.15 modes="idle fanout" srcips=127.0.0.2-127.0.0.40 port=18780
 out=./pusher-bench-results fbin="" fflags=""
 args=("$@")
@@ -92,8 +92,8 @@ done
 for m in $modes; do
   case "$m" in idle|fanout) ;; *) bad "unknown mode $m (idle, fanout)" ;; esac
 done
-held_max=$(((irounds * 2 + 1) * iconns))
-[ "$held_max" -lt 19000 ] || bad "(--idle-rounds × 2 + 1) × --idle-conns = $held_max connections held at once: over the 20,000 open files a process may have here"
+held_max=$((irounds * 2 * iconns + 2 * (iconns / 4)))
+[ "$held_max" -lt 19000 ] || bad "--idle-rounds × 2 × --idle-conns and the warm-up = $held_max connections held at once: over the 20,000 open files a process may have here"
 if [ -n "$fbin" ] && [ ! -x "$fbin" ]; then bad "$fbin is not an executable"; fi
 
 mkdir -p "$out"
@@ -166,10 +166,10 @@ if [[ " $modes " == *" idle "* ]]; then
   # A warm-up, held and not counted: the server's first connections of
   # each kind grow its heap, touch its code and make its channel; the
   # first measured step would carry that.
-  hold native $((iconns / 2)) idle-warm-native
-  hold pusher $((iconns / 2)) idle-warm-pusher
+  hold native $((iconns / 4)) idle-warm-native
+  hold pusher $((iconns / 4)) idle-warm-pusher
   sleep "$settle"
-  echo "warm-up: $((iconns / 2)) native and $((iconns / 2)) Pusher connections, held, not counted"
+  echo "warm-up: $((iconns / 4)) native and $((iconns / 4)) Pusher connections, held, not counted"
   printf '%-5s %-7s %7s %12s %15s\n' step side conns "RSS growth" "per connection"
   step=0
   : >"$out/idle.tsv"
