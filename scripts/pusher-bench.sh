@@ -5,8 +5,11 @@
 #   idle     N native connections (ws?channel=) and N Pusher connections
 #            (/app/KEY, subscribed), steps alternating N P P N …, every
 #            step's connections held while the next connects (memory freed
-#            by one step would be reused by the next): server RSS growth
-#            per connection, each protocol's median, pusher / native;
+#            by one step would be reused by the next), the server's garbage
+#            collected before each sample (pprof's heap?gc=1, so that the
+#            GC's timing does not decide what a step finds to reuse): server
+#            RSS growth per connection, each protocol's median, pusher /
+#            native, and the live heap's growth beside it;
 #   fanout   a channel of C subscribers, the same rate and text payload,
 #            published with POST /publish (native receivers) or triggered
 #            through the Pusher HTTP API (Pusher receivers), rounds
@@ -40,15 +43,15 @@ Usage: scripts/pusher-bench.sh [options]
   --modes "…"        which of idle, fanout to run (default "idle fanout")
   --source-ips R     client source addresses (default 127.0.0.2-127.0.0.40)
   --port N           WebSocket port; the admin API (POST /publish and the
-                     Pusher HTTP API) listens on N+1 (default 18780)
+                     Pusher HTTP API) listens on N+1, pprof on N+2 (default 18780)
   --out DIR          where JSON results and logs go (default ./pusher-bench-results)
   --fanout-bin PATH  the server binary (default: cmd/fanout built from the work tree)
   --fanout-flags "…" extra flags for the server
   -h, --help         this text
 
-One server, started with -pusher-app-id, -pusher-key and a fresh secret and
-publish key in FANOUT_PUSHER_SECRET and FANOUT_PUBLISH_KEYS (out of ps;
-fanout-bench reads them too). It must hold idle-rounds × 2 × idle-conns
+One server, started with -pusher-app-id, -pusher-key, -pprof-addr and a
+fresh secret and publish key in FANOUT_PUSHER_SECRET and FANOUT_PUBLISH_KEYS
+(out of ps; fanout-bench reads them too). It must hold idle-rounds × 2 × idle-conns
 connections at once, and a warm-up of idle-conns / 2 more: keep that
 under the 20,000 open files a process may have here. Every fanout-bench run is bounded (-hold, -duration, -drain);
 the idle steps' runs are stopped (SIGTERM) once measured.
@@ -103,6 +106,7 @@ build
 [ -n "$fbin" ] || fbin=$bin/fanout
 
 admin=127.0.0.1:$((port + 1))
+pprof=127.0.0.1:$((port + 2))
 appid=4242
 key=$(od -An -N10 -tx1 /dev/urandom | tr -d ' \n')
 FANOUT_PUSHER_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n') # out of ps, for the server and the bench
@@ -115,7 +119,7 @@ pusher=("${pconnect[@]}" -pusher-app-id "$appid")
 echo "# machine: $(nproc) cores, $(uname -r), $(go version | cut -d' ' -f3); $(date -u +%FT%TZ); $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- || echo ' (work tree changed)')"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; $(nproc) cores, shared)"
 echo "# command: scripts/pusher-bench.sh ${args[*]}"
-server=("$fbin" -addr "127.0.0.1:$port" -admin-addr "$admin" -log-level warn -pusher-app-id "$appid" -pusher-key "$key")
+server=("$fbin" -addr "127.0.0.1:$port" -admin-addr "$admin" -pprof-addr "$pprof" -log-level warn -pusher-app-id "$appid" -pusher-key "$key")
 # shellcheck disable=SC2206
 server+=($fflags)
 echo "# server: ${server[*]} (FANOUT_PUSHER_SECRET, FANOUT_PUBLISH_KEYS in its environment); $("$fbin" -version 2>&1 | head -1)"
@@ -123,6 +127,14 @@ start "$port" "$out/server.log" "${server[@]}"
 spid=$started_pid
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$spid/status"; }
+# live_heap: has the server collect its garbage (pprof's heap?gc=1), twice
+# (what sync.Pools hold survives one collection), and prints its live heap
+# in bytes, as the runtime read it right after.
+live_heap() {
+  curl -sf -o /dev/null "http://$pprof/debug/pprof/heap?gc=1" || true
+  curl -sf "http://$pprof/debug/pprof/heap?gc=1&debug=1" | awk '/^# HeapAlloc = / { print $4; found = 1 } END { exit !found }' ||
+    die "no heap statistics from http://$pprof/debug/pprof/heap (does the server take -pprof-addr?)"
+}
 fds() { find "/proc/$spid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 alive() { kill -0 "$spid" 2>/dev/null || die "the server exited (see $out/server.log)"; }
 zero() { awk -v x="$1" 'BEGIN { exit !(x + 0 == 0) }'; }
@@ -170,23 +182,31 @@ if [[ " $modes " == *" idle "* ]]; then
   hold pusher $((iconns / 4)) idle-warm-pusher
   sleep "$settle"
   echo "warm-up: $((iconns / 4)) native and $((iconns / 4)) Pusher connections, held, not counted"
-  printf '%-5s %-7s %7s %12s %15s\n' step side conns "RSS growth" "per connection"
+  printf '%-5s %-7s %7s %12s %15s %15s\n' step side conns "RSS growth" "RSS per conn" "heap per conn"
   step=0
   : >"$out/idle.tsv"
+  # Every sample follows a collection: each step then starts with the
+  # garbage of the one before collected, whenever the GC would have run.
+  heap0=$(live_heap)
+  sleep 1
+  rss0=$(rss_kb) fds0=$(fds)
   for r in $(seq "$irounds"); do
     order="native pusher"
     [ $((r % 2)) -eq 1 ] || order="pusher native"
     for side in $order; do
       step=$((step + 1))
       alive
-      before=$(rss_kb) fds0=$(fds)
       hold "$side" "$iconns" "idle-$step-$side"
       sleep "$settle"
-      after=$(rss_kb) fds1=$(fds)
+      heap1=$(live_heap)
+      sleep 1
+      rss1=$(rss_kb) fds1=$(fds)
       [ $((fds1 - fds0)) -ge "$iconns" ] || die "idle step $step ($side): the server holds $((fds1 - fds0)) more descriptors, not $iconns (see $out/idle-$step-$side.txt)"
-      per=$(awk -v a="$after" -v b="$before" -v n="$iconns" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')
-      printf '%-5s %-7s %7s %9.1f MiB %13s B\n' "$step" "$side" "$iconns" "$(awk -v d=$((after - before)) 'BEGIN { print d / 1024 }')" "$per"
-      echo "$side $per" >>"$out/idle.tsv"
+      per=$(awk -v a="$rss1" -v b="$rss0" -v n="$iconns" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')
+      hper=$(awk -v a="$heap1" -v b="$heap0" -v n="$iconns" 'BEGIN { printf "%.0f", (a - b) / n }')
+      printf '%-5s %-7s %7s %9.1f MiB %13s B %13s B\n' "$step" "$side" "$iconns" "$(awk -v d=$((rss1 - rss0)) 'BEGIN { print d / 1024 }')" "$per" "$hper"
+      echo "$side $per $hper" >>"$out/idle.tsv"
+      heap0=$heap1 rss0=$rss1 fds0=$fds1
     done
   done
   for p in "${held[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -194,7 +214,11 @@ if [[ " $modes " == *" idle "* ]]; then
   nat=$(awk '$1 == "native" { print $2 }' "$out/idle.tsv" | median)
   pus=$(awk '$1 == "pusher" { print $2 }' "$out/idle.tsv" | median)
   rss_ratio=$(awk -v p="$pus" -v n="$nat" 'BEGIN { if (n <= 0) print "nan"; else printf "%.3f", p / n }')
+  hnat=$(awk '$1 == "native" { print $3 }' "$out/idle.tsv" | median)
+  hpus=$(awk '$1 == "pusher" { print $3 }' "$out/idle.tsv" | median)
+  heap_ratio=$(awk -v p="$hpus" -v n="$hnat" 'BEGIN { if (n <= 0) print "nan"; else printf "%.3f", p / n }')
   echo "median idle RSS per connection: native $nat B, pusher $pus B, pusher/native $rss_ratio (limit $maxrss)"
+  echo "median live heap per connection: native $hnat B, pusher $hpus B, pusher/native $heap_ratio (not judged: RSS is the measure)"
   if ! awk -v x="$rss_ratio" -v m="$maxrss" 'BEGIN { exit !(x == x + 0 && x <= m) }'; then
     verdict=FAIL reasons+=("idle RSS per connection pusher/native $rss_ratio > $maxrss")
   fi
