@@ -218,6 +218,9 @@ if [[ " $modes " == *" idle "* ]]; then
   hpus=$(awk '$1 == "pusher" { print $3 }' "$out/idle.tsv" | median)
   heap_ratio=$(awk -v p="$hpus" -v n="$hnat" 'BEGIN { if (n <= 0) print "nan"; else printf "%.3f", p / n }')
   echo "median idle RSS per connection: native $nat B, pusher $pus B, pusher/native $rss_ratio (limit $maxrss)"
+  spread=$(awk '{ if (!($1 in lo) || $2 < lo[$1]) lo[$1] = $2; if (!($1 in hi) || $2 > hi[$1]) hi[$1] = $2 }
+    END { for (k in lo) if (hi[k] - lo[k] > s) s = hi[k] - lo[k]; print s + 0 }' "$out/idle.tsv")
+  echo "  (steps of one protocol differ by up to $spread B of RSS per connection: differences below that are noise)"
   echo "median live heap per connection: native $hnat B, pusher $hpus B, pusher/native $heap_ratio (not judged: RSS is the measure)"
   if ! awk -v x="$rss_ratio" -v m="$maxrss" 'BEGIN { exit !(x == x + 0 && x <= m) }'; then
     verdict=FAIL reasons+=("idle RSS per connection pusher/native $rss_ratio > $maxrss")
