@@ -108,9 +108,30 @@ type Config struct {
 	// (without context takeover, both ways). Off: no offer.
 	Compression bool `json:"compression,omitempty"`
 	// Payload is what a message holds: PayloadBinary (the default, for
-	// ""), the bench header and padding, or PayloadJSON, a JSON object
-	// of Size bytes that carries the header (see jsonFiller).
+	// "", but with the Pusher protocol), the bench header and padding,
+	// PayloadText (the default with the Pusher protocol), the header in
+	// hex and padding, or PayloadJSON, a JSON object of Size bytes that
+	// carries the header (see jsonFiller).
 	Payload string `json:"payload,omitempty"`
+
+	// Protocol is what receivers and publishers speak (see pusher.go):
+	// ProtocolNative (the default, for ""), the server's own, or
+	// ProtocolPusher, Pusher Channels protocol 7: receivers dial
+	// /app/PusherKey on URL's host and subscribe to their channel (Channel,
+	// or their spread channel), publishers trigger events through the
+	// Pusher HTTP API on PublishURL's server.
+	Protocol string `json:"protocol,omitempty"`
+	// PusherKey is the Pusher app's key (public: every client's URL
+	// holds it).
+	PusherKey string `json:"pusher_key,omitempty"`
+	// PusherAppID is the app's id, in the HTTP API's paths.
+	PusherAppID string `json:"pusher_app_id,omitempty"`
+	// PusherSecret signs the HTTP API requests. Never stored in results
+	// (nor passed to child processes, which do not publish).
+	PusherSecret string `json:"-"`
+	// PusherEvent names the events publishers trigger. Empty means
+	// "bench".
+	PusherEvent string `json:"pusher_event,omitempty"`
 
 	// Publishers is the number of publishing connections. Zero means 1.
 	Publishers int `json:"publishers"`
@@ -183,7 +204,7 @@ type Config struct {
 
 // WithDefaults fills zero fields and checks the rest.
 func (c Config) WithDefaults() (Config, error) {
-	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).fillChannels, (*Config).fillTransport, (*Config).fillTLS, (*Config).fillMessages, (*Config).fillRooms, (*Config).fillSpread} {
+	for _, phase := range []func(*Config) error{(*Config).checkTargets, (*Config).fillCounts, (*Config).fillChannels, (*Config).fillPusher, (*Config).fillTransport, (*Config).fillTLS, (*Config).fillMessages, (*Config).fillRooms, (*Config).fillSpread} {
 		if err := phase(&c); err != nil {
 			return c, err
 		}
@@ -290,6 +311,9 @@ func (c *Config) fillMessages() error {
 	if c.Payload == PayloadJSON && c.Size < jsonPayloadMin {
 		return fmt.Errorf("size %d: at least %d bytes with the json payload (its header)", c.Size, jsonPayloadMin)
 	}
+	if c.Payload == PayloadText && c.Size < plainTextHeader {
+		return fmt.Errorf("size %d: at least %d bytes with the text payload (the bench header as text)", c.Size, plainTextHeader)
+	}
 	if c.Window == 0 {
 		c.Window = 16
 	}
@@ -332,6 +356,9 @@ func (c Config) publishURLFor(idx int, channel string) string {
 	u := c.PublishURL
 	if len(c.publishURLs) > 0 {
 		u = c.publishURLs[idx%len(c.publishURLs)]
+	}
+	if c.Protocol == ProtocolPusher {
+		return c.pusherEventsURL(u) // the channel is in the body
 	}
 	return withChannel(u, channel)
 }

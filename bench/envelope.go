@@ -105,37 +105,41 @@ func (d *envDecoder) decode() error {
 }
 
 // members reads the object at d.i, member by member.
-func (d *envDecoder) members() error {
-	d.i++ // '{'
-	d.space()
-	if d.peek('}') {
-		d.i++
+func (d *envDecoder) members() error { return d.object(d.member) }
+
+// object reads the object at s.i (its '{'), handing each member's key,
+// unescaped, to member, which reads the value at s.i.
+func (s *scanner) object(member func(key []byte) error) error {
+	s.i++ // '{'
+	s.space()
+	if s.peek('}') {
+		s.i++
 		return nil
 	}
 	for {
-		key, esc, err := d.str()
+		key, esc, err := s.str()
 		if err != nil {
 			return err
 		}
 		if esc {
 			key = unescape(nil, key)
 		}
-		d.space()
-		if !d.peek(':') {
+		s.space()
+		if !s.peek(':') {
 			return errJSON
 		}
-		d.i++
-		d.space()
-		if err := d.member(key); err != nil {
+		s.i++
+		s.space()
+		if err := member(key); err != nil {
 			return err
 		}
-		d.space()
+		s.space()
 		switch {
-		case d.peek(','):
-			d.i++
-			d.space()
-		case d.peek('}'):
-			d.i++
+		case s.peek(','):
+			s.i++
+			s.space()
+		case s.peek('}'):
+			s.i++
 			return nil
 		default:
 			return errJSON

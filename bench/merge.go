@@ -173,6 +173,9 @@ func (r *run) serverCost() {
 	if res.Fanout != nil && res.Fanout.Received > 0 && end.CPU > 0 {
 		sv.CPUPerDelivery = time.Duration((end.CPU - sv.PublishStart.CPU) / float64(res.Fanout.Received) * 1e9)
 	}
+	if res.Fanout != nil && res.Rooms == nil && res.Fanout.Received > 0 && sv.Drained.CPU > 0 {
+		sv.FanoutCPUPerDelivery = time.Duration((sv.Drained.CPU - sv.PublishStart.CPU) / float64(res.Fanout.Received) * 1e9)
+	}
 	if w := end.Writes - sv.PublishStart.Writes; w > 0 && end.Deliveries > sv.PublishStart.Deliveries {
 		sv.DeliveriesPerWrite = float64(end.Deliveries-sv.PublishStart.Deliveries) / float64(w)
 	}

@@ -39,6 +39,14 @@ func putPayload(p []byte, pub uint16, seq uint64, sent int64) {
 //	'"' "FT" | publisher 4 hex | sequence 16 hex | send time 16 hex | padding '"'
 const textPayloadHeader = 40
 
+// A plain text message (Config.Payload PayloadText, one message per
+// frame or POST) is that header without the quotes, then 'x' padding:
+// text that a JSON string holds as it is, with no escape (what a Pusher
+// event's data carries, see pusher.go).
+//
+//	"FT" | publisher 4 hex | sequence 16 hex | send time 16 hex | padding
+const plainTextHeader = 38
+
 // newPayload returns the buffer a publisher fills with putMessage: Size
 // bytes, the padding (or, for JSON, the filler) already in place. It is
 // also what every receiver expects after a message's header (see
@@ -59,9 +67,9 @@ func newPayload(cfg Config) []byte {
 }
 
 // messageOp is the opcode of the frames publishers send: text for JSON
-// messages, binary otherwise.
+// and text messages, binary otherwise.
 func (c Config) messageOp() ws.OpCode {
-	if c.Payload == PayloadJSON {
+	if c.Payload == PayloadJSON || c.Payload == PayloadText {
 		return ws.OpText
 	}
 	return ws.OpBinary
@@ -76,6 +84,8 @@ func putMessage(cfg Config, p []byte, pub uint16, seq uint64, sent int64) {
 		putJSONPayload(p, pub, seq, sent)
 	case cfg.textPayload():
 		putTextPayload(p, pub, seq, sent)
+	case cfg.Payload == PayloadText:
+		putPlainText(p, pub, seq, sent)
 	default:
 		putPayload(p, pub, seq, sent)
 	}
@@ -84,10 +94,16 @@ func putMessage(cfg Config, p []byte, pub uint16, seq uint64, sent int64) {
 // putTextPayload fills p (from newPayload, len ≥ textPayloadHeader) with a
 // text message header.
 func putTextPayload(p []byte, pub uint16, seq uint64, sent int64) {
-	p[0], p[1], p[2] = '"', 'F', 'T'
-	putHex(p[3:7], uint64(pub))
-	putHex(p[7:23], seq)
-	putHex(p[23:39], uint64(sent))
+	p[0] = '"'
+	putPlainText(p[1:], pub, seq, sent)
+}
+
+// putPlainText fills p (len ≥ plainTextHeader) with a plain text header.
+func putPlainText(p []byte, pub uint16, seq uint64, sent int64) {
+	p[0], p[1] = 'F', 'T'
+	putHex(p[2:6], uint64(pub))
+	putHex(p[6:22], seq)
+	putHex(p[22:38], uint64(sent))
 }
 
 const hexDigits = "0123456789abcdef"
@@ -129,6 +145,8 @@ func parsePayload(p []byte) (pub uint16, seq uint64, sent int64, err error) {
 	switch {
 	case len(p) >= textPayloadHeader && p[0] == '"' && p[1] == 'F' && p[2] == 'T':
 		hex = p[3:39]
+	case len(p) >= plainTextHeader && p[0] == 'F' && p[1] == 'T':
+		hex = p[2:38]
 	case len(p) >= jsonPayloadMin && string(p[:len(jsonPayloadPrefix)]) == jsonPayloadPrefix:
 		hex = p[len(jsonPayloadPrefix):jsonPayloadHeader]
 	}
@@ -156,6 +174,8 @@ func payloadHeaderLen(p []byte) int {
 		return textPayloadHeader - 1 // the padding and the closing quote follow
 	case p[0] == '{':
 		return jsonPayloadHeader
+	case p[1] == 'T':
+		return plainTextHeader
 	case p[1] == roomPayloadMagic[1]:
 		return roomPayloadHeader
 	}

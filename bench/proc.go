@@ -31,10 +31,14 @@ type ConnectStats struct {
 	Retries   uint64 `json:"retries"`
 	// Compressed counts the connections that negotiated
 	// permessage-deflate (Config.Compression).
-	Compressed uint64  `json:"compressed,omitempty"`
-	Seconds    float64 `json:"seconds"`
-	PerSecond  float64 `json:"per_second"`
-	Handshake  Summary `json:"handshake_latency"`
+	Compressed uint64 `json:"compressed,omitempty"`
+	// Joined counts, with the Pusher protocol, the subscriptions that
+	// succeeded (pusher_internal:subscription_succeeded): a receiver
+	// connects only once subscribed, so churn's reconnections count too.
+	Joined    uint64  `json:"joined,omitempty"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"per_second"`
+	Handshake Summary `json:"handshake_latency"`
 	// FirstError is why the first connection that failed for good
 	// failed: the server's status line, the TLS error, the refusal.
 	FirstError string `json:"first_error,omitempty"`
@@ -48,6 +52,7 @@ func (c *ConnectStats) add(o *ConnectStats) {
 	c.Failed += o.Failed
 	c.Retries += o.Retries
 	c.Compressed += o.Compressed
+	c.Joined += o.Joined
 	if c.FirstError == "" {
 		c.FirstError = o.FirstError
 	}
@@ -195,7 +200,7 @@ func (pr *procRun) connect(ctx context.Context) {
 	secs := time.Since(start).Seconds()
 	pr.connected = ConnectStats{
 		Attempted: pool.attempted.Load(), Connected: pool.connected.Load(),
-		Failed: pool.failed.Load(), Retries: pool.retries.Load(), Compressed: pool.deflated.Load(),
+		Failed: pool.failed.Load(), Retries: pool.retries.Load(), Compressed: pool.deflated.Load(), Joined: pool.joined.Load(),
 		Seconds: secs, PerSecond: float64(pool.connected.Load()) / max(secs, 1e-9),
 		Handshake: pool.handshake.Summary(), FirstError: pool.firstErr.text(),
 	}

@@ -18,15 +18,19 @@ import (
 
 // apiClient posts publishers' messages to a publish API (Config.PublishURL:
 // fanout's POST /publish, each publisher on its channel and its server,
-// see publishURLFor). One is shared by a run's publishers; its Transport
+// see publishURLFor; or, with the Pusher protocol, the Pusher HTTP API's
+// POST /apps/ID/events, each request signed). One is shared by a run's publishers; its Transport
 // keeps an idle keep-alive connection for each of them (at most
 // apiConnsPerHost to one server), and each publisher's requests are
 // sequential (one in flight), so its messages are published in order.
 type apiClient struct {
-	auth  []string // the Authorization header's value
-	ctype []string // the Content-Type of a request that carries one message
-	run   string   // this run's prefix of idempotency keys (Config.IdempotencyKeys)
-	hc    *http.Client
+	auth   []string // the Authorization header's value (nil: none)
+	ctype  []string // the Content-Type of a request that carries one message
+	run    string   // this run's prefix of idempotency keys (Config.IdempotencyKeys)
+	hc     *http.Client
+	name   string        // what the API is, in errors
+	ok     int           // the status of a request the API took: 202, Pusher's 200
+	pusher *pusherSigner // signs every request (the Pusher HTTP API), or nil
 
 	requests atomic.Uint64 // requests answered
 	refused  atomic.Uint64 // of which 503: retried after Retry-After
@@ -35,10 +39,11 @@ type apiClient struct {
 
 // Content types of the kinds of request: one binary message, one JSON
 // message (Config.Payload json: published as JSON, the envelope's data is
-// the value itself), a batch.
+// the value itself), one text message, a batch.
 var (
 	ctypeOne   = []string{"application/octet-stream"}
 	ctypeJSON  = []string{"application/json"}
+	ctypeText  = []string{"text/plain; charset=utf-8"}
 	ctypeBatch = []string{"application/x-ndjson"}
 )
 
@@ -68,9 +73,19 @@ func newAPIClient(cfg Config) *apiClient {
 		auth:  []string{"Bearer " + cfg.PublishKey},
 		ctype: ctypeOne,
 		hc:    &http.Client{Transport: tr, Timeout: 10 * time.Second},
+		name:  "publish API",
+		ok:    http.StatusAccepted,
 	}
-	if cfg.Payload == PayloadJSON {
+	if cfg.Protocol == ProtocolPusher {
+		a.auth, a.ctype, a.name, a.ok = nil, ctypeJSON, "Pusher HTTP API", http.StatusOK
+		a.pusher = &pusherSigner{key: cfg.PusherKey, secret: cfg.PusherSecret, path: pusherEventsPath(cfg.PusherAppID)}
+		return a
+	}
+	switch cfg.Payload {
+	case PayloadJSON:
 		a.ctype = ctypeJSON
+	case PayloadText:
+		a.ctype = ctypeText
 	}
 	return a
 }
@@ -90,11 +105,16 @@ type answer struct {
 // 1 s when absent); any other answer is an error, with what the server
 // published before it.
 func (a *apiClient) post(ctx context.Context, url string, body []byte, n int, batch bool, key []byte) (published int, retry time.Duration, err error) {
+	if a.pusher != nil {
+		url += "?" + a.pusher.query(body, time.Now().Unix())
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, 0, err
 	}
-	req.Header["Authorization"] = a.auth
+	if a.auth != nil {
+		req.Header["Authorization"] = a.auth
+	}
 	req.Header["Content-Type"] = a.ctype
 	if batch {
 		req.Header["Content-Type"] = ctypeBatch
@@ -108,12 +128,12 @@ func (a *apiClient) post(ctx context.Context, url string, body []byte, n int, ba
 	start := time.Now()
 	resp, err := a.hc.Do(req)
 	if err != nil {
-		return 0, 0, fmt.Errorf("bench: publish API: %w", err)
+		return 0, 0, fmt.Errorf("bench: %s: %w", a.name, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10)) // all of it: the connection is reused
 	if err != nil {
-		return 0, 0, fmt.Errorf("bench: publish API: reading the answer: %w", err)
+		return 0, 0, fmt.Errorf("bench: %s: reading the answer: %w", a.name, err)
 	}
 	a.latency.Record(time.Since(start))
 	a.requests.Add(1)
@@ -123,7 +143,7 @@ func (a *apiClient) post(ctx context.Context, url string, body []byte, n int, ba
 		published = min(max(*ans.Published, 0), n)
 	}
 	switch resp.StatusCode {
-	case http.StatusAccepted:
+	case a.ok:
 		if batch && (ans.Published == nil || *ans.Published != n) {
 			// A server that takes no batches would have published the
 			// whole body as one message.
@@ -142,7 +162,7 @@ func (a *apiClient) post(ctx context.Context, url string, body []byte, n int, ba
 	if msg == "" {
 		msg = strings.TrimSpace(string(b))
 	}
-	return published, 0, fmt.Errorf("bench: publish API answered %d: %s", resp.StatusCode, msg)
+	return published, 0, fmt.Errorf("bench: %s answered %d: %s", a.name, resp.StatusCode, msg)
 }
 
 func (a *apiClient) close() { a.hc.CloseIdleConnections() }

@@ -30,7 +30,13 @@ type publisher struct {
 	wmu     sync.Mutex
 	sent    atomic.Uint64 // messages the server took, in order: seq 0 … sent-1
 	// acks carries one token per own message seen back (Rate 0 only).
-	acks     chan struct{}
+	acks chan struct{}
+	// Pusher (Config.Protocol): the server's activity_timeout (0: not
+	// Pusher), when the read goroutine last read (unix ns), and its
+	// buffer for events' decoded data.
+	activity time.Duration
+	lastRead atomic.Int64
+	scratch  []byte
 	timeouts atomic.Uint64 // window slots given up on (own message never seen back)
 	done     chan struct{}
 	err      error
@@ -48,12 +54,22 @@ type publisher struct {
 // receivers'.
 func connectPublisher(ctx context.Context, cfg Config, i int, api *apiClient) (*publisher, error) {
 	conn := 1_000_000 + i
-	nc, extra, _, err := dial(ctx, cfg, conn, cfg.urlFor(conn, cfg.Channel), false)
+	var (
+		nc    net.Conn
+		extra []byte
+		s     pusherSession
+		err   error
+	)
+	if cfg.Protocol == ProtocolPusher {
+		nc, extra, _, s, err = dialPusher(ctx, cfg, conn, cfg.Channel, false)
+	} else {
+		nc, extra, _, err = dial(ctx, cfg, conn, cfg.urlFor(conn, cfg.Channel), false)
+	}
 	if err != nil {
 		return nil, err
 	}
 	p := &publisher{id: uint16(i), cfg: cfg, nc: nc, api: api, acks: make(chan struct{}, cfg.Window+1),
-		done: make(chan struct{}), payload: newPayload(cfg)}
+		done: make(chan struct{}), payload: newPayload(cfg), activity: s.activity}
 	if api != nil {
 		p.postURL = cfg.publishURLFor(i, cfg.Channel)
 	}
@@ -62,7 +78,29 @@ func connectPublisher(ctx context.Context, cfg Config, i int, api *apiClient) (*
 		p.keyPrefix = len(p.key)
 	}
 	go p.read(append(make([]byte, 0, 64<<10), extra...))
+	if p.activity > 0 {
+		p.lastRead.Store(time.Now().UnixNano())
+		go p.keepAlive()
+	}
 	return p, nil
+}
+
+// keepAlive sends pusher:ping when the publisher has read nothing for
+// the server's activity_timeout, as pusher-js does, until its stream ends.
+func (p *publisher) keepAlive() {
+	t := time.NewTicker(max(p.activity/4, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-t.C:
+		}
+		if now := time.Now().UnixNano(); now-p.lastRead.Load() >= int64(p.activity) {
+			p.lastRead.Store(now)
+			_ = p.write(frame.CompileMasked(ws.OpText, pusherPing))
+		}
+	}
 }
 
 // interval is the time between two of the publisher's messages at a
@@ -87,8 +125,22 @@ func (p *publisher) read(buf []byte) {
 }
 
 // Message takes one own message seen back as an ack (Rate 0 only); the
-// rest of the stream only needs draining (frame.Handler).
+// rest of the stream only needs draining, but for a Pusher server's
+// pusher:ping, answered (frame.Handler).
 func (p *publisher) Message(_ ws.OpCode, b []byte) error {
+	if p.activity > 0 { // a Pusher event: its data, if an app event's
+		p.lastRead.Store(time.Now().UnixNano())
+		kind, data, scratch, err := decodePusherEvent(b, p.scratch)
+		p.scratch = scratch
+		switch {
+		case err == nil && kind == pusherPingKind:
+			_ = p.write(frame.CompileMasked(ws.OpText, pusherPong))
+			return nil
+		case err != nil || kind != pusherApp:
+			return nil
+		}
+		b = data
+	}
 	if pub, _, _, err := parsePayload(b); err == nil && pub == p.id && p.cfg.Rate == 0 {
 		select {
 		case p.acks <- struct{}{}:
@@ -307,10 +359,14 @@ func (p *publisher) send(ctx context.Context, seq uint64, n int, at func(uint64)
 
 // body appends the body of one request carrying messages seq … seq+n-1 to
 // dst: the message itself when requests carry one, else one text message
-// per line (NDJSON).
+// per line (NDJSON); for the Pusher HTTP API, the event whose data it is.
 func (p *publisher) body(dst []byte, seq uint64, n int, at func(uint64) int64) []byte {
 	for q := seq; q < seq+uint64(n); q++ {
 		putMessage(p.cfg, p.payload, p.id, q, at(q))
+		if p.cfg.Protocol == ProtocolPusher { // one event, its data the message (fillPusher: no batches)
+			dst = appendPusherEvent(dst, p.cfg.PusherEvent, p.cfg.Channel, p.payload)
+			continue
+		}
 		dst = append(dst, p.payload...)
 		if p.cfg.PublishBatch > 1 {
 			dst = append(dst, '\n')
@@ -326,7 +382,11 @@ func (p *publisher) warm(ctx context.Context, payload []byte) error {
 	if p.api == nil {
 		return p.write(frame.CompileMasked(p.cfg.messageOp(), payload))
 	}
-	_, _, err := p.api.post(ctx, p.postURL, payload, 1, false, nil)
+	body := payload
+	if p.cfg.Protocol == ProtocolPusher {
+		body = appendPusherEvent(nil, p.cfg.PusherEvent, p.cfg.Channel, payload)
+	}
+	_, _, err := p.api.post(ctx, p.postURL, body, 1, false, nil)
 	return err
 }
 

@@ -58,6 +58,12 @@ type receiver struct {
 	readFn  func(uintptr) bool
 	reading chan struct{} // a TLS receiver's: closed when readTLS returns (nil: read by netpoll)
 
+	// Pusher (Config.Protocol): the server's activity_timeout, set before
+	// r is watched (0: not Pusher), and when r last read (unix ns, set by
+	// the read worker): keepAlive pings a receiver silent for that long.
+	activity time.Duration
+	lastRead atomic.Int64
+
 	tmu  sync.Mutex    // held by the read worker while parsing; guards tracks and lastSeq for snapshot
 	warm atomic.Bool   // a warm-up message arrived (set by the read worker)
 	sent atomic.Uint64 // scenario rooms: own messages written (seq 0 … sent-1)
@@ -92,6 +98,10 @@ type recvPool struct {
 	rooms      bool          // scenario rooms: receivers publish, and take only their room's messages
 	sse        bool          // receivers are SSE streams (Transport sse)
 	envelopes  bool          // messages come in their JSON envelope (json format, SSE)
+	pusher     bool          // receivers speak Pusher (Config.Protocol): messages are app events' data
+	joined     atomic.Uint64 // Pusher receivers whose subscription succeeded
+	stopPing   chan struct{} // Pusher: closed to stop keepAlive
+	pinging    sync.WaitGroup
 	expect     []byte        // what a message holds after its header (newPayload)
 	corrupt    atomic.Uint64 // bench messages whose bytes after the header are not what was published
 	wire       atomic.Uint64 // bytes stable receivers read while counting
@@ -120,9 +130,15 @@ func newRecvPool(cfg Config, offset int) (*recvPool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &recvPool{cfg: cfg, poller: p, offset: offset, rooms: cfg.Scenario == ScenarioRooms,
+	pool := &recvPool{cfg: cfg, poller: p, offset: offset, rooms: cfg.Scenario == ScenarioRooms,
 		sse: cfg.Transport == TransportSSE, envelopes: cfg.envelopes(), expect: newPayload(cfg),
-		closes: make(map[int]int64)}, nil
+		pusher: cfg.Protocol == ProtocolPusher, closes: make(map[int]int64)}
+	if pool.pusher {
+		pool.stopPing = make(chan struct{})
+		pool.pinging.Add(1)
+		go pool.keepAlive()
+	}
+	return pool, nil
 }
 
 // connectAll opens n receivers at the configured rate, with retries.
@@ -177,11 +193,23 @@ func (p *recvPool) open(ctx context.Context, r *receiver) error {
 		start := time.Now()
 		var extra []byte
 		var deflate bool
-		r.nc, extra, deflate, err = dialReceiver(ctx, p.cfg, r.idx+p.offset)
-		if err != nil {
-			continue
+		if p.pusher {
+			var s pusherSession
+			r.nc, extra, deflate, s, err = dialPusher(ctx, p.cfg, r.idx+p.offset, p.cfg.channelFor(r.idx+p.offset), p.cfg.Compression)
+			if err != nil {
+				continue
+			}
+			p.handshake.Record(s.established.Sub(start)) // to connection_established, as a 101 for the others
+			p.joined.Add(1)
+			r.activity = s.activity
+			r.lastRead.Store(time.Now().UnixNano())
+		} else {
+			r.nc, extra, deflate, err = dialReceiver(ctx, p.cfg, r.idx+p.offset)
+			if err != nil {
+				continue
+			}
+			p.handshake.Record(time.Since(start))
 		}
-		p.handshake.Record(time.Since(start))
 		var ended error
 		if ended, err = r.start(extra, deflate); err != nil {
 			r.nc.Close()
@@ -265,7 +293,7 @@ func (r *receiver) start(extra []byte, deflate bool) (ended, err error) {
 // is a protocol error, as a frame would be).
 func (r *receiver) parse() error {
 	r.tmu.Lock()
-	if r.pool.envelopes {
+	if r.pool.envelopes || r.pool.pusher {
 		sp, _ := r.pool.scratch.Get().(*[]byte)
 		if sp == nil {
 			sp = new([]byte)
@@ -327,6 +355,9 @@ func (r *receiver) onRead(ev netpoll.Event) {
 			break
 		}
 		r.now = time.Now().UnixNano()
+		if r.activity > 0 {
+			r.lastRead.Store(r.now)
+		}
 		r.buf = r.buf[:len(r.buf)+r.rn]
 		if r.stable && r.pool.counting.Load() {
 			r.wire += uint64(r.rn)
@@ -349,8 +380,11 @@ func (r *receiver) onRead(ev netpoll.Event) {
 // by ParseServer with r.tmu held): as published, or in its JSON envelope
 // (json format). It never stops the parse.
 func (r *receiver) Message(_ ws.OpCode, p []byte) error {
-	if r.pool.envelopes {
+	switch {
+	case r.pool.envelopes:
 		return r.envelope(p)
+	case r.pool.pusher:
+		return r.pusherEvent(p)
 	}
 	r.count(p)
 	return nil
@@ -371,6 +405,73 @@ func (r *receiver) envelope(b []byte) error {
 		r.count(payload)
 	}
 	return nil
+}
+
+// pusherEvent accounts for one Pusher event (called with r.tmu held): an
+// app event's data is a message, counted by its payload; pusher:ping is
+// answered; a pusher:error is a receiver error (counted, the first one
+// kept; the connection stays, as pusher-js's does); the protocol's other
+// events are not counted; what is not an event is foreign. It never stops
+// the parse.
+func (r *receiver) pusherEvent(b []byte) error {
+	kind, data, scratch, err := decodePusherEvent(b, r.scratch)
+	r.scratch = scratch
+	switch {
+	case err != nil:
+		r.pool.foreign.Add(1)
+	case kind == pusherApp:
+		r.count(data)
+	case kind == pusherPingKind:
+		r.sendEvent(pusherPong)
+	case kind == pusherError:
+		r.pool.errs.Add(1)
+		r.pool.firstRunErr.note(fmt.Errorf("receiver %d: pusher:error %s", r.idx+r.pool.offset, data))
+	}
+	return nil
+}
+
+// sendEvent writes one text message to the server (a Pusher event), unless r
+// is closed.
+func (r *receiver) sendEvent(msg []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return
+	}
+	_ = r.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = r.nc.Write(frame.CompileMasked(ws.OpText, msg))
+}
+
+// keepAlive does for the pool's Pusher receivers what pusher-js does: one
+// that has read nothing for its server's activity_timeout sends
+// pusher:ping (and waits as long again before the next). It checks every
+// second, until stopPing closes. Slow receivers, which never read, send
+// nothing: they do not answer a native server's pings either.
+func (p *recvPool) keepAlive() {
+	defer p.pinging.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var due []*receiver
+	for {
+		select {
+		case <-p.stopPing:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		due = due[:0]
+		p.mu.Lock()
+		for _, r := range p.recvs {
+			if !r.slow && r.activity > 0 && now-r.lastRead.Load() >= int64(r.activity) {
+				due = append(due, r)
+			}
+		}
+		p.mu.Unlock()
+		for _, r := range due {
+			r.lastRead.Store(now)
+			r.sendEvent(pusherPing)
+		}
+	}
 }
 
 // order checks a message's seq (json format: the server's order, the
@@ -676,6 +777,10 @@ func (p *recvPool) snapshot(publishers int) (perPub []pubCounts, stable int) {
 }
 
 func (p *recvPool) close() {
+	if p.stopPing != nil {
+		close(p.stopPing)
+		p.pinging.Wait()
+	}
 	p.mu.Lock()
 	recvs := append([]*receiver(nil), p.recvs...)
 	p.mu.Unlock()

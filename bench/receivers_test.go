@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -134,13 +135,16 @@ func receiveCase(t testing.TB, cfg Config) (stream []byte, r *receiver) {
 		t.Fatal(err)
 	}
 	kind := hub.KindBinary
-	if cfg.Payload == PayloadJSON {
+	if cfg.Payload == PayloadJSON || cfg.Payload == PayloadText {
 		kind = hub.KindText // what a raw-format publisher's text frame is
 	}
 	p := newPayload(cfg)
 	for i := range 16 {
 		putMessage(cfg, p, 0, uint64(i), time.Now().UnixNano())
 		switch {
+		case cfg.Protocol == ProtocolPusher: // as encoding/json writes it: keys sorted
+			ev, _ := json.Marshal(map[string]string{"event": cfg.PusherEvent, "channel": cfg.Channel, "data": string(p)})
+			stream = append(stream, frame.Compile(ws.OpText, ev)...)
 		case cfg.Transport == TransportSSE:
 			stream = fmt.Appendf(stream, "id: epoch:%d\ndata: %s\n\n", i+1, envelopeOf("", kind, p, uint64(i+1)))
 		case cfg.Format == FormatJSON:
@@ -159,7 +163,7 @@ func receiveCase(t testing.TB, cfg Config) (stream []byte, r *receiver) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = pool.poller.Close() })
+	t.Cleanup(pool.close)
 	pool.counting.Store(true)
 	r = &receiver{pool: pool, stable: true, parser: frame.Parser{MaxMessage: maxServerFrame, Deflate: cfg.Compression}}
 	return stream, r
@@ -196,6 +200,13 @@ var receiveCases = []struct {
 	{"wsjson-json-1024", Config{Size: 1024, Payload: PayloadJSON, Format: FormatJSON}, false},
 	{"sse-64", Config{Size: 64, Transport: TransportSSE}, false},
 	{"sse-json-1024", Config{Size: 1024, Payload: PayloadJSON, Transport: TransportSSE}, false},
+	{"pusher-text-64", pusherReceiveConfig(64, PayloadText), false},
+	{"pusher-json-1024", pusherReceiveConfig(1024, PayloadJSON), false},
+}
+
+// pusherReceiveConfig is a Pusher receiver's (connect: it needs no API).
+func pusherReceiveConfig(size int, payload string) Config {
+	return Config{Scenario: ScenarioConnect, Protocol: ProtocolPusher, PusherKey: "k", Channel: "c", Size: size, Payload: payload}
 }
 
 // The receive path, parse and accounting, runs for every delivery the
@@ -204,7 +215,7 @@ var receiveCases = []struct {
 // detector, whose sync.Pool drops them at random.)
 func TestReceiveDoesNotAllocate(t *testing.T) {
 	for _, tc := range receiveCases {
-		if tc.allocs || (raceEnabled && (tc.cfg.Transport == TransportSSE || tc.cfg.Format == FormatJSON)) {
+		if tc.allocs || (raceEnabled && (tc.cfg.Transport == TransportSSE || tc.cfg.Format == FormatJSON || tc.cfg.Protocol == ProtocolPusher)) {
 			continue
 		}
 		t.Run(tc.name, func(t *testing.T) {

@@ -56,6 +56,13 @@ func (r *Result) WriteText(w io.Writer) {
 // and compression as offered and taken.
 func (r *Result) receiving() string {
 	c := r.Config
+	if c.Protocol == ProtocolPusher {
+		s := fmt.Sprintf("Pusher protocol 7 (WebSocket /app/%s), each app event's data the payload as published; %d subscriptions succeeded", c.PusherKey, r.Connect.Joined)
+		if c.Compression {
+			s += fmt.Sprintf(", permessage-deflate offered: %d of %d connections took it", r.Connect.Compressed, r.Connect.Connected)
+		}
+		return s
+	}
 	if c.Transport == TransportSSE {
 		return fmt.Sprintf("Server-Sent Events (GET %s), each message in its JSON envelope", c.SSEPath)
 	}
@@ -84,11 +91,14 @@ func (r *Result) writeFanout(tw io.Writer, f *FanoutStats) {
 		rate += fmt.Sprintf(" on %s, and one publisher on each of %d channels at %s", cmp.Or(c.Channel, "the default channel"), c.Channels, crate)
 	}
 	fmt.Fprintf(tw, "publishing\t%s, %d B %s messages, %s\n", plural(int64(f.Publishers), "publisher", "publishers"), c.Size, cmp.Or(c.Payload, PayloadBinary), rate)
-	if c.PublishURL != "" {
+	switch {
+	case c.PublishURL != "" && c.Protocol == ProtocolPusher:
+		fmt.Fprintf(tw, "Pusher HTTP API\tPOST %s, event %q, one a request: %s, %d refused (503)\n", c.pusherEventsURL(c.PublishURL), c.PusherEvent, plural(int64(f.PublishRequests), "request", "requests"), f.PublishRefused)
+	case c.PublishURL != "":
 		fmt.Fprintf(tw, "publish API\tPOST %s, up to %s per request: %s, %d refused (503)\n", c.PublishURL, plural(int64(c.PublishBatch), "message", "messages"), plural(int64(f.PublishRequests), "request", "requests"), f.PublishRefused)
-		if l := f.PublishLatency; l != nil {
-			fmt.Fprintf(tw, "publish API latency\tp50 %s  p99 %s  max %s (request sent to answer read)\n", ms(l.P50), ms(l.P99), ms(l.Max))
-		}
+	}
+	if l := f.PublishLatency; l != nil && c.PublishURL != "" {
+		fmt.Fprintf(tw, "publish API latency\tp50 %s  p99 %s  max %s (request sent to answer read)\n", ms(l.P50), ms(l.P99), ms(l.Max))
 	}
 	fmt.Fprintf(tw, "messages sent\t%d\n", f.Sent)
 	if f.PublishersBehind > 0 {
@@ -216,6 +226,9 @@ func (r *Result) writeRest(tw io.Writer) {
 				per, span = "message", "publishing and draining" // one delivery each; see measuredEnd
 			}
 			fmt.Fprintf(tw, "server CPU per %s\t%.2f µs (%.2f s user+sys while %s)\n", per, float64(s.CPUPerDelivery)/1e3, r.measuredEnd().CPU-s.PublishStart.CPU, span)
+		}
+		if s.FanoutCPUPerDelivery > 0 {
+			fmt.Fprintf(tw, "server CPU per delivery, fan-out only\t%.2f µs (%.2f s user+sys from the first publish to the drain's end, before the clients leave)\n", float64(s.FanoutCPUPerDelivery)/1e3, s.Drained.CPU-s.PublishStart.CPU)
 		}
 		if s.DeliveriesPerWrite > 0 {
 			end := r.measuredEnd()

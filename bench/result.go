@@ -142,6 +142,11 @@ type ServerCost struct {
 	// each), and ends at Drained: a room's few messages would otherwise
 	// carry its client's close.
 	CPUPerDelivery time.Duration `json:"cpu_per_delivery_ns,omitempty"`
+	// FanoutCPUPerDelivery is the same from the first publish to Drained,
+	// before any client leaves: what fanning the messages out cost, the
+	// clients' closes left out (they may cost a protocol more or less
+	// than another). Not in rooms (CPUPerDelivery is that already).
+	FanoutCPUPerDelivery time.Duration `json:"fanout_cpu_per_delivery_ns,omitempty"`
 	// DeliveriesPerWrite is the server's coalescing over the same span:
 	// its deliveries per socket write (from fanout's metrics; 0 without).
 	DeliveriesPerWrite float64 `json:"deliveries_per_write,omitempty"`

@@ -47,6 +47,7 @@ const (
 const (
 	PayloadBinary = "binary"
 	PayloadJSON   = "json"
+	PayloadText   = "text"
 )
 
 // defaultSSEPath is Config.SSEPath's default, fanout's -sse-path.
@@ -61,8 +62,8 @@ func (c *Config) fillTransport() error {
 	if c.Payload == "" {
 		c.Payload = PayloadBinary
 	}
-	if c.Payload != PayloadBinary && c.Payload != PayloadJSON {
-		return fmt.Errorf("payload %q: want %s or %s", c.Payload, PayloadBinary, PayloadJSON)
+	if c.Payload != PayloadBinary && c.Payload != PayloadJSON && c.Payload != PayloadText {
+		return fmt.Errorf("payload %q: want %s, %s or %s", c.Payload, PayloadBinary, PayloadJSON, PayloadText)
 	}
 	if c.Format != "" && c.Format != FormatRaw && c.Format != FormatJSON {
 		return fmt.Errorf("format %q: want %s or %s", c.Format, FormatRaw, FormatJSON)
@@ -115,8 +116,12 @@ func (c Config) envelopes() bool { return c.Format == FormatJSON }
 
 // receiverURL is the URL the idx-th receiver asks for, on channel ("":
 // the default one): its server's, with the channel and, in the json
-// format, format=json; for SSE, with SSEPath as its path.
+// format, format=json; for SSE, with SSEPath as its path; for Pusher,
+// /app/KEY.
 func (c Config) receiverURL(idx int, channel string) string {
+	if c.Protocol == ProtocolPusher {
+		return c.pusherURL(idx) // the channel is subscribed to (dialPusher)
+	}
 	u := c.urlFor(idx, channel)
 	switch {
 	case c.Transport == TransportSSE:

@@ -215,6 +215,9 @@ func params(c bench.Config) string {
 	if c.Transport == bench.TransportSSE {
 		fmt.Fprintf(&b, " sse-path=%s", c.SSEPath)
 	}
+	if c.Protocol == bench.ProtocolPusher {
+		fmt.Fprintf(&b, " protocol=%s pusher-key=%s pusher-app-id=%s pusher-event=%s", c.Protocol, c.PusherKey, c.PusherAppID, c.PusherEvent)
+	}
 	if c.PublishURL != "" {
 		fmt.Fprintf(&b, " publish-url=%s publish-batch=%d", c.PublishURL, c.PublishBatch)
 	}
@@ -267,7 +270,7 @@ func scenarioFlags(scenario string, stderr io.Writer) (*flag.FlagSet, *scenarioA
 var notTaken = map[string][]string{
 	bench.ScenarioConnect: {"publishers", "size", "payload", "rate", "window", "duration", "messages", "drain",
 		"publish-url", "publish-key", "publish-batch", "idempotency-keys", "slow-fraction", "churn-rate",
-		"channels", "channel-share", "channel-prefix", "channel-rate"},
+		"channels", "channel-share", "channel-prefix", "channel-rate", "pusher-app-id", "pusher-secret", "pusher-event"},
 	bench.ScenarioFanout: {"hold", "slow-fraction", "churn-rate"},
 	bench.ScenarioSlow:   {"hold", "churn-rate", "channels", "channel-share", "channel-prefix", "channel-rate"},
 	bench.ScenarioChurn:  {"hold", "slow-fraction", "channels", "channel-share", "channel-prefix", "channel-rate"},
@@ -299,6 +302,8 @@ func (a *scenarioArgs) connectFlags(fs *flag.FlagSet) {
 	fs.StringVar(&cfg.Transport, "transport", bench.TransportWS, "how receivers receive: `ws` (WebSocket) or sse (GET -sse-path on -url's host: Server-Sent Events); publishers are WebSocket either way")
 	fs.StringVar(&cfg.SSEPath, "sse-path", "", "SSE streams' `path` on -url's host, with -transport sse (default /sse)")
 	fs.StringVar(&cfg.Format, "format", "", "WebSocket receivers' `format`: raw (payloads as published; the default) or json (?format=json: each message in its JSON envelope)")
+	fs.StringVar(&cfg.Protocol, "protocol", bench.ProtocolNative, "what receivers and publishers speak: `native` (the server's own) or pusher (Pusher Channels protocol 7: receivers dial /app/-pusher-key on -url's host and subscribe to -channel; publishers trigger events through the Pusher HTTP API on -publish-url's server)")
+	fs.StringVar(&cfg.PusherKey, "pusher-key", "", "with -protocol pusher: the app's `key`")
 }
 
 // publishFlags are how connect, fanout, slow and churn publish.
@@ -312,7 +317,7 @@ func (a *scenarioArgs) publishFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&cfg.ChannelRate, "channel-rate", 0, "with -channels: messages per `second` each spread channel's publisher publishes (default: -rate / -publishers)")
 	fs.IntVar(&cfg.Publishers, "publishers", 1, "publishing connections (`n`)")
 	fs.IntVar(&cfg.Size, "size", 64, "message size in `bytes` (≥ 20; ≥ 60 with -payload json)")
-	fs.StringVar(&cfg.Payload, "payload", bench.PayloadBinary, "what a message holds: `binary` (the bench header and padding) or json (a JSON object of -size bytes carrying the header: text, compressible like an API's)")
+	fs.StringVar(&cfg.Payload, "payload", "", "what a message holds: `binary` (the bench header and padding; the default but with -protocol pusher), text (the header in hex and padding: the default with -protocol pusher) or json (a JSON object of -size bytes carrying the header: text, compressible like an API's)")
 	fs.Var(rateFlag{&cfg.Rate}, "rate", "total messages per `second`, or max (closed loop, -window in flight per publisher)")
 	fs.IntVar(&cfg.Window, "window", 16, "messages in flight per publisher with -rate max (`n`)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish")
@@ -322,6 +327,9 @@ func (a *scenarioArgs) publishFlags(fs *flag.FlagSet) {
 	fs.StringVar(&cfg.PublishKey, "publish-key", "", "bearer `key` for -publish-url (default: the first of $FANOUT_PUBLISH_KEYS, which fanout reads too: flags show in ps)")
 	fs.BoolVar(&cfg.IdempotencyKeys, "idempotency-keys", false, "with -publish-url: every POST carries an Idempotency-Key of its own (run, publisher, sequence): a message sent again after a 503 is stored once even if the first try was stored (one message per POST)")
 	fs.IntVar(&cfg.PublishBatch, "publish-batch", 1, "messages per POST (`n`): 1 sends each alone (application/octet-stream); more sends them as application/x-ndjson, one text message per line")
+	fs.StringVar(&cfg.PusherAppID, "pusher-app-id", "", "with -protocol pusher: the app's `id` (the HTTP API's /apps/id/events)")
+	fs.StringVar(&cfg.PusherSecret, "pusher-secret", "", "with -protocol pusher: the app's `secret`, which signs the HTTP API requests (default: $FANOUT_PUSHER_SECRET, which fanout reads too: flags show in ps)")
+	fs.StringVar(&cfg.PusherEvent, "pusher-event", "", "with -protocol pusher: the `name` of the events publishers trigger (default bench)")
 	fs.Float64Var(&cfg.SlowFraction, "slow-fraction", 0.1, "slow: fraction of receivers that never read")
 	fs.Float64Var(&cfg.ChurnRate, "churn-rate", 0, "churn: receivers replaced per `second` (0: 5% of -conns)")
 }
@@ -369,7 +377,14 @@ func (a *scenarioArgs) config() (bench.Config, error) {
 		}
 		a.cfg.SourceIPs = ips
 	}
-	if a.cfg.PublishURL != "" && a.cfg.PublishKey == "" {
+	if a.cfg.Protocol == bench.ProtocolPusher {
+		if a.cfg.PublishURL != "" && a.cfg.PusherSecret == "" {
+			a.cfg.PusherSecret = os.Getenv("FANOUT_PUSHER_SECRET")
+			if a.cfg.PusherSecret == "" {
+				return bench.Config{}, errors.New("-protocol pusher with -publish-url needs -pusher-secret (or FANOUT_PUSHER_SECRET)")
+			}
+		}
+	} else if a.cfg.PublishURL != "" && a.cfg.PublishKey == "" {
 		for _, k := range strings.Split(os.Getenv("FANOUT_PUBLISH_KEYS"), ",") {
 			if k = strings.TrimSpace(k); k != "" {
 				a.cfg.PublishKey = k
