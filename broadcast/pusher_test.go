@@ -382,3 +382,27 @@ func hexHMAC(secret, s string) string {
 	m.Write([]byte(s))
 	return hex.EncodeToString(m.Sum(nil))
 }
+
+// Subscribes are rate-limited per connection: the first burst (as many
+// as a connection may hold, what a client sends as it reconnects) goes
+// through, then SubscribeRate holds; a refusal is a subscription_error
+// and the connection stays.
+func TestPusherSubscribeRate(t *testing.T) {
+	cfg := pusherApps(t, appOne)
+	cfg.SubscribeRate = 0.001 // one in 1,000 s: none after the burst, within the test
+	s := startServer(t, broadcast.Config{MaxChannelsPerConn: 3, Pusher: cfg})
+	p := dialPusher(t, s, "key1")
+	for _, ch := range []string{"a", "b", "c"} {
+		if e := p.Subscribe(t, appOne, ch, ""); e.Event != "pusher_internal:subscription_succeeded" {
+			t.Fatalf("%s: %s", ch, e)
+		}
+	}
+	p.Send(t, "pusher:unsubscribe", "", map[string]string{"channel": "c"})
+	if e := p.Subscribe(t, appOne, "d", ""); e.Event != "pusher:subscription_error" || !strings.Contains(string(e.Data), "subscribing faster than") {
+		t.Fatalf("a 4th subscribe right after the burst: %s", e)
+	}
+	p.Send(t, "pusher:ping", "", map[string]any{})
+	if e := p.Next(t); e.Event != "pusher:pong" {
+		t.Errorf("after the refusal: %s", e)
+	}
+}

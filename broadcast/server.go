@@ -117,6 +117,7 @@ func New(cfg Config) (*Server, error) {
 			_ = p.Close()
 			return nil, fmt.Errorf("broadcast: %w", err)
 		}
+		s.ws.SetProtocol(s.pusher)
 	}
 	return s, nil
 }

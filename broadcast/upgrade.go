@@ -538,7 +538,7 @@ func (s *Server) attach(fd int, u *upgrade, resp []byte, early bool) {
 	_, deflate := u.flate.Accepted()
 	o := wsconn.Options{Format: u.format, Channels: u.sub.channels, Deflate: deflate}
 	if u.isPusher {
-		o.Deflate, o.Protocol, o.ProtoState = false, s.pusher, s.pusher.State(u.pusher)
+		o.Deflate, o.ProtoState = false, s.pusher.State(u.pusher)
 	}
 	c := wsconn.New(s.ws, s.nextID.Add(1), fd, o)
 	c.Ticket = u.ticket

@@ -257,17 +257,31 @@ type connState struct {
 	mu      sync.Mutex
 	subs    []*subState   // guarded by mu
 	limiter *rate.Limiter // client events; made on the first
-	subRate *rate.Limiter // subscribes; made on the first
+	subRate *rate.Limiter // subscribes past the first burst; made then
+	subsIn  int           // subscribes so far, up to the first burst
 	closed  bool          // guarded by mu: Closed ran
 }
 
 // subState is one subscription of a connection.
 type subState struct {
-	name    string // the Pusher name
-	channel string // the fanout channel
-	user    string // presence: the member it is
-	info    json.RawMessage
-	active  bool // guarded by connState.mu: linked, and counted in occupied (and the roster)
+	name    string          // the Pusher name
+	channel string          // the fanout channel
+	member  *presenceMember // presence only: the member it is
+	active  bool            // guarded by connState.mu: linked, and counted in occupied (and the roster)
+}
+
+// presenceMember is who a presence subscription is (its channel_data).
+type presenceMember struct {
+	user string
+	info json.RawMessage
+}
+
+// userID is the presence user the subscription is, "" for none.
+func (s *subState) userID() string {
+	if s.member == nil {
+		return ""
+	}
+	return s.member.user
 }
 
 func (cs *connState) find(name string) int {
@@ -379,17 +393,14 @@ func (f *Front) subscribe(c *wsconn.Conn, cs *connState, raw json.RawMessage) {
 			refuse("InvalidChannelData", err.Error(), 400)
 			return
 		}
-		sub.user, sub.info = user, info
+		sub.member = &presenceMember{user: user, info: info}
 	}
 	cs.mu.Lock()
-	if cs.subRate == nil {
-		cs.subRate = rate.NewLimiter(rate.Limit(f.cfg.SubscribeRate), f.cfg.MaxChannels)
-	}
 	switch {
 	case cs.find(name) >= 0:
 		cs.mu.Unlock()
 		return // subscribed already: pusher-js never asks twice
-	case !cs.subRate.Allow():
+	case !f.subscribeAllowed(cs):
 		cs.mu.Unlock()
 		refuse("LimitReached", fmt.Sprintf("subscribing faster than %g/s", f.cfg.SubscribeRate), 4100)
 		return
@@ -398,7 +409,7 @@ func (f *Front) subscribe(c *wsconn.Conn, cs *connState, raw json.RawMessage) {
 		refuse("LimitReached", fmt.Sprintf("more than %d channels on one connection", f.cfg.MaxChannels), 4100)
 		return
 	}
-	if sub.user != "" && !f.roomFor(channel, sub.user) {
+	if sub.userID() != "" && !f.roomFor(channel, sub.userID()) {
 		cs.mu.Unlock()
 		refuse("LimitReached", fmt.Sprintf("presence channel is full: %d members", f.cfg.MaxPresenceMembers), 4100)
 		return
@@ -406,6 +417,23 @@ func (f *Front) subscribe(c *wsconn.Conn, cs *connState, raw json.RawMessage) {
 	cs.subs = append(cs.subs, sub)
 	cs.mu.Unlock()
 	f.node.Hub().Link(c, channel, func(ok bool) { f.linked(c, cs, sub, ok) })
+}
+
+// subscribeAllowed charges a subscribe to the connection's bucket of
+// MaxChannels at SubscribeRate. The first MaxChannels (what a client
+// sends as it connects) cost no limiter: most connections never make
+// one, and an idle connection's bytes count. cs.mu is held.
+func (f *Front) subscribeAllowed(cs *connState) bool {
+	if cs.subRate == nil {
+		if cs.subsIn < f.cfg.MaxChannels {
+			cs.subsIn++
+			return true
+		}
+		// The burst is spent: from here on the rate, from an empty bucket.
+		cs.subRate = rate.NewLimiter(rate.Limit(f.cfg.SubscribeRate), f.cfg.MaxChannels)
+		cs.subRate.AllowN(time.Now(), f.cfg.MaxChannels)
+	}
+	return cs.subRate.Allow()
 }
 
 func dataSuffix(channelData string) string {
@@ -495,13 +523,13 @@ func (f *Front) clientEvent(c *wsconn.Conn, cs *connState, m *inbound) {
 		return
 	}
 	socket := f.socketID(c)
-	meta := hub.Meta{Event: m.Event, Exclude: c.ID(), Socket: socket, UserID: sub.user}
+	meta := hub.Meta{Event: m.Event, Exclude: c.ID(), Socket: socket, UserID: sub.userID()}
 	if err := f.node.PublishClient(sub.channel, kind, payload, meta); err != nil {
 		refuse("publish", 4301, "Client event not published: "+err.Error())
 		return
 	}
 	f.m.clientEvents.Inc()
-	ev := webhookEvent{Name: "client_event", Channel: m.Channel, Event: m.Event, Data: string(data), SocketID: socket, UserID: sub.user}
+	ev := webhookEvent{Name: "client_event", Channel: m.Channel, Event: m.Event, Data: string(data), SocketID: socket, UserID: sub.userID()}
 	if kind == hub.KindText {
 		ev.Data = string(payload)
 	}

@@ -120,7 +120,7 @@ func (f *Front) linked(c *wsconn.Conn, cs *connState, sub *subState, ok bool) {
 	f.members.add(memberOp{join: true, c: c, cs: cs, sub: sub})
 	cs.mu.Unlock()
 	f.m.subscriptions.WithLabelValues(kindOf(sub.name)).Inc()
-	if sub.user == "" {
+	if sub.userID() == "" {
 		c.Send(eventFrame("pusher_internal:subscription_succeeded", sub.name, "{}"))
 	}
 }
@@ -175,33 +175,33 @@ func (f *Front) Closed(c *wsconn.Conn) {
 // new user.
 func (f *Front) applyJoin(op memberOp) {
 	sub, app := op.sub, op.cs.app
-	if sub.user != "" {
+	if sub.userID() != "" {
 		f.mu.Lock()
 		r := f.presence[sub.channel]
 		if r == nil {
 			r = &roster{users: make(map[string]*user)}
 			f.presence[sub.channel] = r
 		}
-		if r.users[sub.user] == nil && len(r.users) >= f.cfg.MaxPresenceMembers {
+		if r.users[sub.userID()] == nil && len(r.users) >= f.cfg.MaxPresenceMembers {
 			f.mu.Unlock()
 			f.refuseJoin(op, r)
 			return
 		}
-		first := r.join(sub.user, sub.info, op.c)
+		first := r.join(sub.userID(), sub.member.info, op.c)
 		succeeded := eventFrame("pusher_internal:subscription_succeeded", sub.name, r.snapshot())
 		var others []*wsconn.Conn
 		if first {
-			others = r.connsBut(sub.user)
+			others = r.connsBut(sub.userID())
 		}
 		f.mu.Unlock()
 		op.c.Send(succeeded)
 		f.occupy(app, sub.channel, sub.name, 1)
 		if first {
-			added := eventFrame("pusher_internal:member_added", sub.name, memberData(sub.user, sub.info))
+			added := eventFrame("pusher_internal:member_added", sub.name, memberData(sub.userID(), sub.member.info))
 			for _, o := range others {
 				o.Send(added)
 			}
-			f.hook(app, webhookEvent{Name: "member_added", Channel: sub.name, UserID: sub.user})
+			f.hook(app, webhookEvent{Name: "member_added", Channel: sub.name, UserID: sub.userID()})
 		}
 		return
 	}
@@ -237,14 +237,14 @@ func (f *Front) refuseJoin(op memberOp, r *roster) {
 // others' member_removed; then occupancy.
 func (f *Front) applyLeave(op memberOp) {
 	sub, app := op.sub, op.cs.app
-	if sub.user != "" {
+	if sub.userID() != "" {
 		f.mu.Lock()
 		r := f.presence[sub.channel]
 		var others []*wsconn.Conn
 		last := false
 		if r != nil {
-			if last = r.leave(sub.user, op.c); last {
-				others = r.connsBut(sub.user)
+			if last = r.leave(sub.userID(), op.c); last {
+				others = r.connsBut(sub.userID())
 			}
 			if len(r.users) == 0 {
 				delete(f.presence, sub.channel)
@@ -252,11 +252,11 @@ func (f *Front) applyLeave(op memberOp) {
 		}
 		f.mu.Unlock()
 		if last {
-			removed := eventFrame("pusher_internal:member_removed", sub.name, `{"user_id":`+string(hub.AppendJSONString(nil, sub.user))+`}`)
+			removed := eventFrame("pusher_internal:member_removed", sub.name, `{"user_id":`+string(hub.AppendJSONString(nil, sub.userID()))+`}`)
 			for _, o := range others {
 				o.Send(removed)
 			}
-			f.hook(app, webhookEvent{Name: "member_removed", Channel: sub.name, UserID: sub.user})
+			f.hook(app, webhookEvent{Name: "member_removed", Channel: sub.name, UserID: sub.userID()})
 		}
 	}
 	f.occupy(app, sub.channel, sub.name, -1)

@@ -62,11 +62,13 @@ const CloseReplayMore ws.StatusCode = 4001
 type subscription struct {
 	format Format
 	resume bool // it asked to resume: its welcome says whether it did
-	proto  Protocol
-	state  any // the protocol's, per connection
 	// Which channels it is on, the hub's table says (hub.Hub.On): a
 	// connection keeps no list of its own, 16 bytes and more a channel.
 }
+
+// pusherSub is every FormatPusher connection's subscription: shared,
+// never written (its channels are the hub's, its state Conn.pstate).
+var pusherSub = &subscription{format: FormatPusher}
 
 // welcome is the first frame of a json-format connection
 // (hub.AppendWelcome).

@@ -83,6 +83,7 @@ type Env struct {
 	hub    *hub.Hub
 	poller *netpoll.Poller
 	node   Node
+	proto  Protocol // FormatPusher's (SetProtocol)
 
 	logProto, logRefused, logBusy *lograte.Limiter
 	messagesIn                    atomic.Uint64
@@ -117,6 +118,10 @@ func NewEnv(cfg Config, out *outbound.Env, h *hub.Hub, p *netpoll.Poller, node N
 	}
 }
 
+// SetProtocol sets the Protocol FormatPusher connections speak. Call it
+// before the first such connection.
+func (e *Env) SetProtocol(p Protocol) { e.proto = p }
+
 // MessagesIn is the count of complete data messages read from clients.
 func (e *Env) MessagesIn() uint64 { return e.messagesIn.Load() }
 
@@ -145,6 +150,7 @@ type Conn struct {
 	partial  atomic.Int64  // unix ns since which a frame or message is incomplete; 0: none
 	limiter  *rate.Limiter // ClientRate; nil without one
 	sub      *subscription // channels and format; nil: the default channel, raw
+	pstate   any           // the Protocol's state (FormatPusher); it fits the Conn's size class
 	ponged   bool          // a pong was queued during this read event; read side only
 	deflate  bool          // permessage-deflate negotiated; set by New
 
@@ -161,9 +167,8 @@ type Options struct {
 	// takeover): messages go out compressed when that pays, and the
 	// client's compressed ones are inflated.
 	Deflate bool
-	// Protocol speaks FormatPusher; ProtoState is its state for this
+	// ProtoState is the state of the Env's Protocol for a FormatPusher
 	// connection (Conn.ProtoState).
-	Protocol   Protocol
 	ProtoState any
 }
 
@@ -174,8 +179,11 @@ func New(env *Env, id uint64, fd int, o Options) *Conn {
 	c.Init(env.out, c, env.poller, id, fd)
 	c.parser.Deflate = o.Deflate
 	format := o.Format
-	if format != FormatRaw || len(o.Channels) > 0 {
-		c.sub = &subscription{format: format, proto: o.Protocol, state: o.ProtoState}
+	switch {
+	case format == FormatPusher:
+		c.sub, c.pstate = pusherSub, o.ProtoState
+	case format != FormatRaw || len(o.Channels) > 0:
+		c.sub = &subscription{format: format}
 	}
 	if format == FormatPusher {
 		// No compression: one Pusher encoding serves every client.
@@ -214,7 +222,7 @@ func (c *Conn) Start(first []byte, req hub.Subscription) error {
 	// Under the lock: a teardown, which holds it too, comes before (seen
 	// above) or after the connection is in the hub and armed, never
 	// between.
-	if c.sub != nil {
+	if c.sub != nil && c.sub != pusherSub {
 		c.sub.resume = req.Resume
 	}
 	c.env.hub.Add(c, c.ID(), req)
@@ -252,7 +260,7 @@ func (c *Conn) Join(j hub.Joined) {
 	defer c.Unlock()
 	c.JoinLocked()
 	if c.sub != nil && c.sub.format == FormatPusher {
-		w := c.sub.proto.Welcome(c)
+		w := c.env.proto.Welcome(c)
 		var iov []unix.Iovec
 		c.SendLocked([][]byte{w}, len(w), &iov)
 		return
@@ -346,8 +354,8 @@ func (c *Conn) Goodbye(reason outbound.CloseReason) []byte {
 // TornDown implements outbound.Owner.
 func (c *Conn) TornDown(reason outbound.CloseReason, err error) {
 	c.unholdPartial() // no read event may come to do it
-	if c.sub != nil && c.sub.proto != nil {
-		c.sub.proto.Closed(c)
+	if c.sub == pusherSub {
+		c.env.proto.Closed(c)
 	}
 	// Counted before it leaves the hub's count: whoever waits for the
 	// connections to go (tests, Shutdown) then finds the reason counted.
@@ -390,9 +398,4 @@ func (c *Conn) SendThenClose(f []byte, code ws.StatusCode, reason string) {
 
 // ProtoState is the per-connection state of its Protocol
 // (Options.ProtoState).
-func (c *Conn) ProtoState() any {
-	if c.sub == nil {
-		return nil
-	}
-	return c.sub.state
-}
+func (c *Conn) ProtoState() any { return c.pstate }

@@ -222,7 +222,7 @@ func (c *Conn) Message(op ws.OpCode, payload []byte) error {
 		if c.limiter != nil && !c.limiter.Allow() {
 			return errRateLimit
 		}
-		return c.sub.proto.Message(c, op, payload)
+		return c.env.proto.Message(c, op, payload)
 	}
 	if c.env.cfg.ReceiveOnly {
 		return errReceiveOnly
