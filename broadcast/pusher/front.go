@@ -258,17 +258,20 @@ type connState struct {
 	subs    []*subState   // guarded by mu
 	limiter *rate.Limiter // client events; made on the first
 	subRate *rate.Limiter // subscribes past the first burst; made then
-	subsIn  int           // subscribes so far, up to the first burst
+	subsIn  int32         // subscribes so far, up to the first burst
 	closed  bool          // guarded by mu: Closed ran
 }
 
 // subState is one subscription of a connection.
 type subState struct {
-	name    string          // the Pusher name
-	channel string          // the fanout channel
+	channel string          // the fanout channel: the app's prefix, then the Pusher name
 	member  *presenceMember // presence only: the member it is
+	plen    uint8           // the prefix's length (at most MaxPrefix)
 	active  bool            // guarded by connState.mu: linked, and counted in occupied (and the roster)
 }
+
+// name is the subscription's Pusher channel name.
+func (s *subState) name() string { return s.channel[s.plen:] }
 
 // presenceMember is who a presence subscription is (its channel_data).
 type presenceMember struct {
@@ -286,7 +289,7 @@ func (s *subState) userID() string {
 
 func (cs *connState) find(name string) int {
 	for i := range cs.subs {
-		if cs.subs[i].name == name {
+		if cs.subs[i].name() == name {
 			return i
 		}
 	}
@@ -380,7 +383,7 @@ func (f *Front) subscribe(c *wsconn.Conn, cs *connState, raw json.RawMessage) {
 	if cs.app.Prefix != "" {
 		channel = unique.Make(cs.app.Prefix + name).Value()
 	}
-	sub := &subState{name: name, channel: channel}
+	sub := &subState{channel: channel, plen: uint8(len(cs.app.Prefix))}
 	if isPrivate(name) || isPresence(name) {
 		if !checkChannelAuth(cs.app, f.socketID(c), name, d.ChannelData, d.Auth) {
 			refuse("AuthError", fmt.Sprintf("Invalid signature: expected HMAC SHA256 hex digest of %s:%s%s with the app's secret, as key:signature", f.socketID(c), name, dataSuffix(d.ChannelData)), 401)
@@ -425,7 +428,7 @@ func (f *Front) subscribe(c *wsconn.Conn, cs *connState, raw json.RawMessage) {
 // one, and an idle connection's bytes count. cs.mu is held.
 func (f *Front) subscribeAllowed(cs *connState) bool {
 	if cs.subRate == nil {
-		if cs.subsIn < f.cfg.MaxChannels {
+		if int(cs.subsIn) < f.cfg.MaxChannels {
 			cs.subsIn++
 			return true
 		}

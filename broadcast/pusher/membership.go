@@ -119,9 +119,9 @@ func (f *Front) linked(c *wsconn.Conn, cs *connState, sub *subState, ok bool) {
 	sub.active = true
 	f.members.add(memberOp{join: true, c: c, cs: cs, sub: sub})
 	cs.mu.Unlock()
-	f.m.subscriptions.WithLabelValues(kindOf(sub.name)).Inc()
+	f.m.subscriptions.WithLabelValues(kindOf(sub.name())).Inc()
 	if sub.userID() == "" {
-		c.Send(eventFrame("pusher_internal:subscription_succeeded", sub.name, "{}"))
+		c.Send(eventFrame("pusher_internal:subscription_succeeded", sub.name(), "{}"))
 	}
 }
 
@@ -188,24 +188,24 @@ func (f *Front) applyJoin(op memberOp) {
 			return
 		}
 		first := r.join(sub.userID(), sub.member.info, op.c)
-		succeeded := eventFrame("pusher_internal:subscription_succeeded", sub.name, r.snapshot())
+		succeeded := eventFrame("pusher_internal:subscription_succeeded", sub.name(), r.snapshot())
 		var others []*wsconn.Conn
 		if first {
 			others = r.connsBut(sub.userID())
 		}
 		f.mu.Unlock()
 		op.c.Send(succeeded)
-		f.occupy(app, sub.channel, sub.name, 1)
+		f.occupy(app, sub.channel, sub.name(), 1)
 		if first {
-			added := eventFrame("pusher_internal:member_added", sub.name, memberData(sub.userID(), sub.member.info))
+			added := eventFrame("pusher_internal:member_added", sub.name(), memberData(sub.userID(), sub.member.info))
 			for _, o := range others {
 				o.Send(added)
 			}
-			f.hook(app, webhookEvent{Name: "member_added", Channel: sub.name, UserID: sub.userID()})
+			f.hook(app, webhookEvent{Name: "member_added", Channel: sub.name(), UserID: sub.userID()})
 		}
 		return
 	}
-	f.occupy(app, sub.channel, sub.name, 1)
+	f.occupy(app, sub.channel, sub.name(), 1)
 }
 
 // refuseJoin turns away a presence subscription over the member cap that
@@ -228,7 +228,7 @@ func (f *Front) refuseJoin(op memberOp, r *roster) {
 		return // it left already (its leave is queued behind: nothing to undo)
 	}
 	f.m.subErrors.WithLabelValues("LimitReached").Inc()
-	op.c.Send(subscriptionError(op.sub.name, "LimitReached", fmt.Sprintf("presence channel is full: %d members", f.cfg.MaxPresenceMembers), 4100))
+	op.c.Send(subscriptionError(op.sub.name(), "LimitReached", fmt.Sprintf("presence channel is full: %d members", f.cfg.MaxPresenceMembers), 4100))
 	f.node.Hub().Unlink(op.c, op.sub.channel, nil)
 }
 
@@ -252,14 +252,14 @@ func (f *Front) applyLeave(op memberOp) {
 		}
 		f.mu.Unlock()
 		if last {
-			removed := eventFrame("pusher_internal:member_removed", sub.name, `{"user_id":`+string(hub.AppendJSONString(nil, sub.userID()))+`}`)
+			removed := eventFrame("pusher_internal:member_removed", sub.name(), `{"user_id":`+string(hub.AppendJSONString(nil, sub.userID()))+`}`)
 			for _, o := range others {
 				o.Send(removed)
 			}
-			f.hook(app, webhookEvent{Name: "member_removed", Channel: sub.name, UserID: sub.userID()})
+			f.hook(app, webhookEvent{Name: "member_removed", Channel: sub.name(), UserID: sub.userID()})
 		}
 	}
-	f.occupy(app, sub.channel, sub.name, -1)
+	f.occupy(app, sub.channel, sub.name(), -1)
 }
 
 // occupy counts a channel's Pusher subscriptions on this node, and sends

@@ -19,7 +19,7 @@ func TestMembersQueueTakesEachOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				m.add(memberOp{join: true, sub: &subState{name: string(rune('a' + a)), member: &presenceMember{info: []byte{byte(i >> 8), byte(i)}}}})
+				m.add(memberOp{join: true, sub: &subState{channel: string(rune('a' + a)), member: &presenceMember{info: []byte{byte(i >> 8), byte(i)}}}})
 			}
 		}()
 	}
@@ -29,7 +29,7 @@ func TestMembersQueueTakesEachOnce(t *testing.T) {
 	var spare []memberOp
 	check := func(ops []memberOp) {
 		for _, op := range ops {
-			a := int(op.sub.name[0] - 'a')
+			a := int(op.sub.channel[0] - 'a')
 			i := int(op.sub.member.info[0])<<8 | int(op.sub.member.info[1])
 			if i != next[a] {
 				t.Fatalf("adder %d: op %d taken, want %d (lost, twice or out of order)", a, i, next[a])
