@@ -21,6 +21,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/fanout/fanout/broadcast/frame"
+	"github.com/fanout/fanout/broadcast/hub"
 )
 
 // The Pusher Channels protocol, version 7, as far as the bench needs it to
@@ -523,39 +524,12 @@ func (d *pusherDecoder) member(key []byte) error {
 // {"name":NAME,"channel":CHANNEL,"data":"DATA"}, data as a JSON string.
 func appendPusherEvent(dst []byte, name, channel string, data []byte) []byte {
 	dst = append(dst, `{"name":`...)
-	dst = appendJSONString(dst, []byte(name))
+	dst = hub.AppendJSONString(dst, name)
 	dst = append(dst, `,"channel":`...)
-	dst = appendJSONString(dst, []byte(channel))
+	dst = hub.AppendJSONString(dst, channel)
 	dst = append(dst, `,"data":`...)
-	dst = appendJSONString(dst, data)
+	dst = hub.AppendJSONString(dst, string(data)) // the server's own encoder; a publisher's rate, not a hot path
 	return append(dst, '}')
-}
-
-// appendJSONString appends s (UTF-8) to dst as a JSON string: quotes,
-// backslashes and control characters escaped, every other byte as it is.
-func appendJSONString(dst, s []byte) []byte {
-	dst = append(dst, '"')
-	for i := 0; i < len(s); {
-		j := plain(s, i)
-		dst = append(dst, s[i:j]...)
-		if j == len(s) {
-			break
-		}
-		switch c := s[j]; c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		i = j + 1
-	}
-	return append(dst, '"')
 }
 
 // pusherSigner signs the HTTP API's requests as the Pusher server SDKs
