@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"html"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -128,8 +129,12 @@ func (u *upgrade) runDemo(br *bufio.Reader, hc *handshakeConn) error {
 		return errDemoMethod
 	case u.srv.closing.Load():
 		u.refusal = RejectShutdown
+		body := answers[RejectShutdown].reason
 		_, _ = fmt.Fprintf(hc, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"+
-			"Content-Length: %d\r\nConnection: close\r\n\r\n%s", len(answers[RejectShutdown].reason), answers[RejectShutdown].reason)
+			"Content-Length: %d\r\nConnection: close\r\n\r\n", len(body))
+		if req.Method != http.MethodHead { // a HEAD answer has no body
+			_, _ = io.WriteString(hc, body)
+		}
 		return errDemoAnswered
 	}
 	u.refusal = RejectDemoPage

@@ -1,12 +1,14 @@
 package broadcast_test
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/base64"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -153,4 +155,37 @@ func TestDemoPageConfig(t *testing.T) {
 		t.Fatalf("SSE off, its path / is free: %v", err)
 	}
 	srv.Close()
+}
+
+// A request for / that sends a body still gets the whole page: the server
+// closes only once it read what the client sent (or its handshake time
+// ran out), so the close is not a reset that drops the page's tail from
+// the kernel's queue.
+func TestDemoPageWithABody(t *testing.T) {
+	s := startServer(t, broadcast.Config{Demo: true, HandshakeTimeout: time.Second})
+	// A small receive window, set before the connect: most of the page
+	// waits in the server's send queue.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2048) })
+	}}
+	nc, err := d.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := io.WriteString(nc, "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("x", 50000)); err != nil {
+		t.Fatal(err)
+	}
+	// Read only once the server is done with the connection: its answer
+	// counted, just before its close.
+	waitFor(t, "the page answered", func() bool { return s.Stats().Rejects(broadcast.RejectDemoPage) == 1 })
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || int64(len(got)) != resp.ContentLength {
+		t.Fatalf("status %d, %d of %d bytes, %v", resp.StatusCode, len(got), resp.ContentLength, err)
+	}
 }

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -90,8 +92,9 @@ func (u *upgrade) proxyHeader(br *bufio.Reader, hc *handshakeConn) error {
 	h, err := proxyproto.Read(br)
 	if err != nil {
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errHandshakeAborted) || errors.Is(err, errHandshakeTooBig) {
-			return err
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errHandshakeAborted) || errors.Is(err, errHandshakeTooBig) ||
+			errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+			return err // the balancer hung up or timed out: not a malformed header
 		}
 		u.refused, u.refusal = true, RejectProxyMalformed
 		u.srv.logProxy.Warn(u.srv.log, "malformed PROXY protocol header from a trusted load balancer; closing (fanout_upgrade_rejections_total{reason=\"proxy_malformed\"})",

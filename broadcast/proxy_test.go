@@ -345,3 +345,18 @@ func TestProxyFirstByteAfterHeader(t *testing.T) {
 		t.Fatalf("%d handshake timeouts, want 0", n)
 	}
 }
+
+// A balancer that hangs up in the middle of a header (a restart, a reset)
+// is not a malformed header: not counted nor logged as one.
+func TestProxyHangUpIsNotMalformed(t *testing.T) {
+	s := startServer(t, broadcast.Config{ProxyProtocol: trustLB})
+	h := proxyHeader(t, 2, "192.0.2.10:5555")
+	for _, cut := range []int{13, 15, 20} {
+		nc := viaProxy(t, "127.0.0.1", s.addr, h[:cut])
+		_ = nc.Close()
+	}
+	waitFor(t, "the three handshakes ended", func() bool { return s.Stats().Handshaking == 0 && s.Stats().Rejects(broadcast.RejectBadRequest)+s.Stats().Rejects(broadcast.RejectIO) == 3 })
+	if n := s.Stats().Rejects(broadcast.RejectProxyMalformed); n != 0 {
+		t.Errorf("%d hang-ups counted as proxy_malformed", n)
+	}
+}

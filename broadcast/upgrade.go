@@ -358,6 +358,14 @@ func (s *Server) refuse(nc net.Conn, u *upgrade, hc *handshakeConn, err error) {
 		rejectUnread(nc, "400 Bad Request", proxyMissingHint)
 	case errors.Is(err, errRegister):
 		s.log.Error("register", "err", err)
+	case errors.Is(err, errDemoAnswered):
+		// Written already (handshake); what the client still sends (a
+		// body, pipelined requests) must not turn the close into a reset
+		// that drops the page's tail.
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		_, _ = io.CopyN(io.Discard, nc, 4*maxHandshakeBytes)
 	}
 	s.rejected[kind].Add(1)
 	_ = nc.Close()
@@ -515,10 +523,6 @@ func detach(nc net.Conn) (int, error) {
 	return fd, nil
 }
 
-// attach makes a detached socket a connection: an id, a place in the hub
-// on the channels u asked for, a one-shot epoll watch on its fd, and resp
-// (the 101) as its first bytes. From here on no goroutine belongs to it
-// while it is idle, and its teardown releases u's ticket.
 // logAccepted logs, at debug level, a connection about to start: its
 // id and its client's address (and the balancer's, through a PROXY
 // header).
@@ -534,6 +538,10 @@ func (u *upgrade) logAccepted(id uint64) {
 	log.Debug("connection accepted", "conn", id, "remote", u.remote.String(), "sse", u.sse)
 }
 
+// attach makes a detached socket a connection: an id, a place in the hub
+// on the channels u asked for, a one-shot epoll watch on its fd, and resp
+// (the 101) as its first bytes. From here on no goroutine belongs to it
+// while it is idle, and its teardown releases u's ticket.
 func (s *Server) attach(fd int, u *upgrade, resp []byte, early bool) {
 	_, deflate := u.flate.Accepted()
 	o := wsconn.Options{Format: u.format, Channels: u.sub.channels, Deflate: deflate}

@@ -528,7 +528,9 @@ func decideDemo(o *options) error {
 		taken = o.src("sse-path")
 	}
 	if !o.demo.set {
-		o.demo.v = loopbackAddr(o.addr) == nil && taken == ""
+		// Loopback only, and not behind a load balancer on this host
+		// (-proxy-protocol): then the port is everyone's.
+		o.demo.v = loopbackAddr(o.addr) == nil && taken == "" && strings.TrimSpace(o.proxyProtocol) == ""
 		return nil
 	}
 	if o.demo.v && taken != "" {

@@ -231,6 +231,8 @@ func TestDemoFlag(t *testing.T) {
 		{[]string{"-path", "/"}, nil, false},
 		{[]string{"-sse-path", "/"}, nil, false},
 		{[]string{"-sse-path", "/", "-sse=false", "-demo"}, nil, true},
+		{[]string{"-proxy-protocol", "127.0.0.1"}, nil, false}, // behind a balancer on this host: the port is everyone's
+		{[]string{"-proxy-protocol", "127.0.0.1", "-demo"}, nil, true},
 	} {
 		o, err := parseFlags(tc.args, tc.env, io.Discard)
 		if err != nil {
