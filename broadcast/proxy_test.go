@@ -355,7 +355,9 @@ func TestProxyHangUpIsNotMalformed(t *testing.T) {
 		nc := viaProxy(t, "127.0.0.1", s.addr, h[:cut])
 		_ = nc.Close()
 	}
-	waitFor(t, "the three handshakes ended", func() bool { return s.Stats().Handshaking == 0 && s.Stats().Rejects(broadcast.RejectBadRequest)+s.Stats().Rejects(broadcast.RejectIO) == 3 })
+	waitFor(t, "the three handshakes ended", func() bool {
+		return s.Stats().Handshaking == 0 && s.Stats().Rejects(broadcast.RejectBadRequest)+s.Stats().Rejects(broadcast.RejectIO) == 3
+	})
 	if n := s.Stats().Rejects(broadcast.RejectProxyMalformed); n != 0 {
 		t.Errorf("%d hang-ups counted as proxy_malformed", n)
 	}
