@@ -1,7 +1,8 @@
 // common.mjs: what sse-resume.mjs, eventsource.mjs and deflate.mjs share:
 // their command line, deadlines, failures, and fanout's publish API and
 // counters as the checks use them, with nothing but what Node ships
-// (fetch). resume.mjs came first and keeps its own copy.
+// (fetch). resume.mjs came first and keeps its own checks; it shares
+// readArgs, as pusher.mjs does.
 
 // Failure is a deviation from the protocol: the run stops with status 1.
 export class Failure extends Error {}
@@ -32,6 +33,24 @@ export function errText(e) {
   return `${e.name === "TimeoutError" ? "no answer in time" : e.message}${e.cause ? ` (${e.cause.message ?? e.cause})` : ""}`;
 }
 
+// readArgs sets opt's options (--name value, or --name=value) from argv:
+// an option opt has no key for, or one without a value, is usageError's;
+// --help prints usage and exits 0.
+export function readArgs(argv, opt, usage, usageError) {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--help" || arg === "-h") {
+      console.log(usage);
+      process.exit(0);
+    }
+    const [name, inline] = arg.startsWith("--") ? arg.slice(2).split(/=(.*)/s, 2) : [null];
+    if (name === null || !(name in opt)) usageError(`unknown argument ${JSON.stringify(arg)}`);
+    const value = inline ?? argv[++i];
+    if (value === undefined) usageError(`--${name} needs a value`);
+    opt[name] = value;
+  }
+}
+
 // parseOptions reads the command line and the environment: urls names
 // the URL options ({name: [ENV, /pattern/, "what it wants"]}); --admin,
 // --key, --wait and --timeout are every script's. --help prints usage
@@ -48,18 +67,7 @@ export function parseOptions(script, usage, urls, argv = process.argv.slice(2), 
     timeout: env.FANOUT_TIMEOUT_MS ?? "30000",
   };
   for (const [name, [envName]] of Object.entries(urls)) opt[name] = env[envName] ?? "";
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === "--help" || arg === "-h") {
-      console.log(usage);
-      process.exit(0);
-    }
-    const [name, inline] = arg.startsWith("--") ? arg.slice(2).split(/=(.*)/s, 2) : [null];
-    if (name === null || !(name in opt)) usageError(`unknown argument ${JSON.stringify(arg)}`);
-    const value = inline ?? argv[++i];
-    if (value === undefined) usageError(`--${name} needs a value`);
-    opt[name] = value;
-  }
+  readArgs(argv, opt, usage, usageError);
   for (const name of [...Object.keys(urls), "admin", "key"]) {
     if (opt[name] === "") usageError(`--${name} is required`);
   }

@@ -29,7 +29,7 @@ import { isDeepStrictEqual } from "node:util";
 import Pusher from "pusher-js";
 import PusherServer from "pusher";
 import Echo from "laravel-echo";
-import { Failure, check, errText, fail, ok, progress, run } from "./common.mjs";
+import { Failure, check, errText, fail, ok, progress, readArgs, run } from "./common.mjs";
 
 const usage = `usage: node pusher.mjs [--ws ws://HOST:PORT/ws --admin HOST:PORT --webhook-port P]
          [--app-id ID] [--key KEY] [--max-payload BYTES] [--wait MS] [--timeout MS]
@@ -55,18 +55,7 @@ function options(argv = process.argv.slice(2), env = process.env) {
     ws: "", admin: "", "webhook-port": "0", "app-id": "node-app", key: "node-key",
     "max-payload": "10240", wait: "10000", timeout: "30000",
   };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === "--help" || arg === "-h") {
-      console.log(usage);
-      process.exit(0);
-    }
-    const [name, inline] = arg.startsWith("--") ? arg.slice(2).split(/=(.*)/s, 2) : [null];
-    if (name === null || !(name in opt)) usageError(`unknown argument ${JSON.stringify(arg)}`);
-    const value = inline ?? argv[++i];
-    if (value === undefined) usageError(`--${name} needs a value`);
-    opt[name] = value;
-  }
+  readArgs(argv, opt, usage, usageError);
   opt.secret = env.FANOUT_PUSHER_SECRET ?? "";
   if (opt.secret === "") usageError("FANOUT_PUSHER_SECRET (the app's secret, fanout's -pusher-secret) is not set");
   if ((opt.ws === "") !== (opt.admin === "")) usageError("--ws and --admin go together (or neither: read from stdin)");

@@ -16,6 +16,8 @@
 // with status 1 and a message saying what deviated, even if the server
 // hangs. Status 2: bad usage, or a Node without a WebSocket.
 
+import { readArgs } from "./common.mjs";
+
 const usage = `usage: node --experimental-websocket scripts/node/resume.mjs [options]
 
 Checks fanout's channels, history and resume (since=EPOCH:SEQ) with Node's
@@ -59,18 +61,7 @@ function parseArgs(argv, env) {
     wait: env.FANOUT_WAIT_MS ?? "10000",
     timeout: env.FANOUT_TIMEOUT_MS ?? "30000",
   };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === "--help" || arg === "-h") {
-      console.log(usage);
-      process.exit(0);
-    }
-    const [name, inline] = arg.startsWith("--") ? arg.slice(2).split(/=(.*)/s, 2) : [null];
-    if (name === null || !(name in opt)) usageError(`unknown argument ${JSON.stringify(arg)}`);
-    const value = inline ?? argv[++i];
-    if (value === undefined) usageError(`--${name} needs a value`);
-    opt[name] = value;
-  }
+  readArgs(argv, opt, usage, usageError);
   for (const name of ["ws", "admin", "key"]) {
     if (opt[name] === "") usageError(`--${name} is required`);
   }
